@@ -1,0 +1,68 @@
+#include "core/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/error.h"
+
+namespace kvinfer {
+
+MappedFile MappedFile::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    Fail(StatusCode::kNotFound, "cannot open '{}': {}", path, std::strerror(errno));
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    Fail(StatusCode::kDataLoss, "'{}' is not a regular file", path);
+  }
+  MappedFile f;
+  f.path_ = path;
+  f.size_ = static_cast<size_t>(st.st_size);
+  if (f.size_ > 0) {
+    void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      ::close(fd);
+      Fail(StatusCode::kInternal, "cannot mmap '{}': {}", path, std::strerror(err));
+    }
+    f.data_ = static_cast<const uint8_t*>(p);
+    f.owns_mapping_ = true;
+  }
+  ::close(fd);
+  return f;
+}
+
+MappedFile MappedFile::FromBytes(std::span<const uint8_t> bytes) {
+  MappedFile f;
+  f.data_ = bytes.data();
+  f.size_ = bytes.size();
+  f.path_ = "<memory>";
+  return f;
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept { *this = std::move(other); }
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (owns_mapping_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    owns_mapping_ = std::exchange(other.owns_mapping_, false);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+  if (owns_mapping_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+}  // namespace kvinfer

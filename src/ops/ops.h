@@ -1,0 +1,57 @@
+// Compute kernels. Every optimized kernel here has a scalar reference in
+// ops/reference.h and a test comparing the two (tests/ops_test.cpp).
+//
+// Shapes are given in comments as [dim0, dim1] row-major; all float buffers
+// are caller-owned and may be unaligned unless stated.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "ops/weights.h"
+
+namespace kvinfer::ops {
+
+// The SIMD target chosen at run time ("AVX3", "AVX2", "SSE4", "EMU128"...).
+const char* SimdTargetName();
+
+// y[n, w.rows] = x[n, w.cols] * W^T, for every IsSupportedWeight type.
+// w.cols must be a multiple of the type's block size. Work is split over
+// `pool` by output rows. x and y must not alias.
+void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+
+// dst[n] = row `r` of w, dequantized to f32 (embedding lookup).
+void DequantizeRow(const WeightView& w, int64_t r, float* dst);
+
+// out[n] = x[n] / sqrt(mean(x^2) + eps) * weight[n]. out may alias x.
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
+
+// out[n] = (x - mean) / sqrt(var + eps) * weight + bias. out may alias x.
+void LayerNorm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
+               float* out);
+
+// gate[n] = silu(gate) * up (SwiGLU). In place on gate.
+void SiluMul(float* gate, const float* up, int64_t n);
+
+// x[n] = gelu_tanh(x). In place.
+void GeluTanh(float* x, int64_t n);
+
+// y[n] += x[n].
+void Add(float* y, const float* x, int64_t n);
+
+// Rotary embedding, GGML "normal" mode (the Llama layout after GGUF's Q/K
+// permutation): for each head, pairs (x[2i], x[2i+1]) for 2i < rope_dims are
+// rotated by pos * theta_base^(-2i / rope_dims). x is [num_heads, head_dim].
+void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
+              float theta_base);
+
+// Numerically stable in-place softmax over x[n].
+void Softmax(float* x, int64_t n);
+
+// Dot product of two f32 vectors.
+float Dot(const float* a, const float* b, int64_t n);
+
+// y[n] += a * x[n].
+void Axpy(float a, const float* x, float* y, int64_t n);
+
+}  // namespace kvinfer::ops

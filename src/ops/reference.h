@@ -1,0 +1,24 @@
+// Scalar reference kernels: the plainest correct code, used only by tests
+// (and as the portable definition of what the optimized kernels compute).
+#pragma once
+
+#include <cstdint>
+
+#include "ops/weights.h"
+
+namespace kvinfer::ops::ref {
+
+void DequantizeRow(const WeightView& w, int64_t r, float* dst);
+// y[n, w.rows] = x[n, w.cols] * W^T, accumulating in double.
+void MatMul(const WeightView& w, const float* x, int64_t n, float* y);
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
+void LayerNorm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
+               float* out);
+void SiluMul(float* gate, const float* up, int64_t n);
+void GeluTanh(float* x, int64_t n);
+void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
+              float theta_base);
+void Softmax(float* x, int64_t n);
+float Dot(const float* a, const float* b, int64_t n);
+
+}  // namespace kvinfer::ops::ref
