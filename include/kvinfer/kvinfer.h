@@ -1,0 +1,224 @@
+// kvinfer public API.
+//
+//   kvinfer::StatusOr<kvinfer::Model> model = kvinfer::Model::Load("model.gguf");
+//   auto engine = kvinfer::Engine::Create(*model, {.kv = {.strategy = kvinfer::KvStrategy::kContiguous}});
+//   kvinfer::StatusOr<kvinfer::RequestId> id = (*engine)->AddRequest("Once upon a time", {.max_tokens = 64});
+//   while ((*engine)->HasWork()) {
+//     for (const kvinfer::RequestOutput& out : (*engine)->Step()) { /* out.text_delta ... */ }
+//   }
+//
+// Nothing here throws; failures come back as Status. Engine is not
+// thread-safe: one thread drives Step().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvinfer/status.h"
+
+namespace kvinfer {
+
+// ---------------------------------------------------------------- models
+
+struct ModelInfo {
+  std::string path;
+  std::string format;             // "gguf"
+  std::string architecture;       // "llama", "gpt2"
+  std::string name;
+  int n_layers = 0;
+  int d_model = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int d_ff = 0;
+  int vocab_size = 0;
+  int context_length = 0;
+  int rope_dims = 0;
+  float rope_theta = 0;
+  float norm_eps = 0;
+  bool tied_output = false;
+  int64_t num_parameters = 0;
+  int64_t weight_bytes = 0;
+  // Tensor type name -> number of tensors of that type, e.g. {"q4_1", 210}.
+  std::vector<std::pair<std::string, int>> tensor_types;
+  std::string tokenizer;          // "spm" or "bpe:<pre>"
+  std::string chat_template;      // "chatml", "llama2", "llama3" or "none"
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  int32_t eot_id = -1;
+  // K+V bytes of one token over all layers for an f32 / f16 cache.
+  int64_t kv_bytes_per_token_f32 = 0;
+  int64_t kv_bytes_per_token_f16 = 0;
+};
+
+struct ChatMessage {
+  std::string role;     // "system", "user", "assistant"
+  std::string content;
+};
+
+class ModelImpl;
+
+// A loaded model: weights (memory-mapped), config, tokenizer, chat template.
+// Cheap to copy (shared, immutable).
+class Model {
+ public:
+  // Accepts a GGUF file. Errors name the file and what is wrong with it.
+  static StatusOr<Model> Load(const std::string& path);
+
+  const ModelInfo& info() const;
+  StatusOr<std::vector<int32_t>> Tokenize(std::string_view text, bool add_special = true,
+                                          bool parse_special = false) const;
+  std::string Detokenize(std::span<const int32_t> ids, bool render_special = false) const;
+  // Renders a conversation with the model's chat template; with
+  // add_generation_prompt it ends where the assistant's reply begins.
+  StatusOr<std::string> ApplyChatTemplate(std::span<const ChatMessage> messages,
+                                          bool add_generation_prompt = true) const;
+
+  const std::shared_ptr<const ModelImpl>& impl() const { return impl_; }
+
+ private:
+  explicit Model(std::shared_ptr<const ModelImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const ModelImpl> impl_;
+};
+
+// ---------------------------------------------------------------- KV cache
+
+enum class KvStrategy {
+  kNone,        // recompute the whole sequence every step (the O(n^2) baseline)
+  kContiguous,  // one region of max_seq_len tokens per sequence, reserved up front
+  kPaged,       // small blocks from a shared pool, per-sequence block tables
+};
+const char* KvStrategyName(KvStrategy s);
+std::optional<KvStrategy> ParseKvStrategy(std::string_view name);
+
+struct KvOptions {
+  KvStrategy strategy = KvStrategy::kContiguous;
+  // Paged block size. contiguous: block = max_seq_len; none: transient.
+  int block_size_tokens = 16;
+  // Pool size, by bytes (0 = unset) or by blocks (0 = unset). With neither,
+  // the pool holds max_seqs sequences of max_seq_len tokens.
+  int64_t memory_bytes = 0;
+  int64_t num_blocks = 0;
+  // Longest sequence (prompt + generated) a request may reach; 0 = the
+  // model's context length.
+  int max_seq_len = 0;
+};
+
+struct KvCacheStats {
+  std::string strategy;
+  int block_size_tokens = 0;
+  int64_t num_blocks_total = 0;
+  int64_t num_blocks_used = 0;
+  int64_t num_blocks_free = 0;
+  int64_t num_sequences = 0;
+  int64_t tokens_held = 0;          // tokens whose K/V are stored
+  int64_t capacity_tokens = 0;      // tokens the used blocks can hold
+  int64_t bytes_per_token = 0;
+  int64_t bytes_total = 0;          // the whole pool's storage
+  int64_t bytes_reserved = 0;       // blocks in use
+  int64_t bytes_used = 0;           // tokens held
+  int64_t peak_bytes_reserved = 0;
+  double usage_ratio = 0;           // tokens_held / capacity_tokens
+};
+
+// ---------------------------------------------------------------- engine
+
+struct EngineOptions {
+  KvOptions kv;
+  int num_threads = 0;         // 0 = all hardware threads
+  int max_seqs = 16;           // running sequences at most
+  int max_batch_tokens = 2048; // tokens in one forward step at most
+};
+
+struct SamplingParams {
+  int max_tokens = 128;
+  float temperature = 0.0f;    // 0 = greedy
+  int top_k = 0;               // 0 = off
+  float top_p = 1.0f;          // 1 = off
+  uint64_t seed = 0;
+  bool ignore_eos = false;     // keep generating past end-of-generation tokens
+};
+
+using RequestId = int64_t;
+using SessionId = int64_t;
+
+struct RequestOptions {
+  // Tokenize the prompt with special-token parsing ("<|im_start|>" -> one token).
+  bool parse_special = false;
+  // Prepend BOS as the vocabulary asks.
+  bool add_special = true;
+  // Continue a session: the session's KV cache is kept after the request
+  // finishes, and the next request's prompt reuses its longest common prefix
+  // with the tokens already cached (only the rest is prefilled).
+  std::optional<SessionId> session;
+};
+
+enum class FinishReason { kNone, kStop, kLength, kContextFull, kKvExhausted, kAborted };
+const char* FinishReasonName(FinishReason r);
+
+struct RequestTimings {
+  double queue_ms = 0;            // added -> first scheduled
+  double ttft_ms = 0;             // added -> first token sampled
+  double prefill_ms = 0;          // time in steps that prefilled this request
+  double decode_ms = 0;           // time in steps after the first token
+  double total_ms = 0;            // added -> finished
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // reused from the session's cache
+  int64_t generated_tokens = 0;
+  double prefill_tokens_per_s() const;
+  double decode_tokens_per_s() const;  // tokens after the first / decode_ms
+};
+
+struct RequestOutput {
+  RequestId id = 0;
+  std::vector<int32_t> new_tokens;  // sampled this step
+  std::string text_delta;           // their text (UTF-8 complete characters only)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  RequestTimings timings;
+};
+
+class EngineImpl;
+
+class Engine {
+ public:
+  static StatusOr<std::unique_ptr<Engine>> Create(const Model& model, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Errors: an empty prompt, a prompt that does not fit in max_seq_len
+  // (kOutOfRange), bad sampling parameters (kInvalidArgument).
+  StatusOr<RequestId> AddRequest(std::string_view prompt, const SamplingParams& params,
+                                 const RequestOptions& options = {});
+  StatusOr<RequestId> AddRequestTokens(std::vector<int32_t> prompt_tokens,
+                                       const SamplingParams& params,
+                                       const RequestOptions& options = {});
+  // Runs one forward step over all running requests; returns what each
+  // produced. Finished requests appear once with finished = true.
+  std::vector<RequestOutput> Step();
+  bool HasWork() const;
+  // Finishes a request with kAborted and frees its blocks; false if unknown.
+  bool Abort(RequestId id);
+
+  SessionId CreateSession();
+  // Frees a session's cached tokens.
+  void EndSession(SessionId id);
+
+  KvCacheStats KvStats() const;
+  const EngineOptions& options() const;
+
+ private:
+  explicit Engine(std::unique_ptr<EngineImpl> impl);
+  std::unique_ptr<EngineImpl> impl_;
+};
+
+// Library version, "0.1.0".
+const char* Version();
+
+}  // namespace kvinfer

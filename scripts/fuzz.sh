@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fuzzes the GGUF reader with libFuzzer (clang, ASan + UBSan).
+#
+#   scripts/fuzz.sh [seconds]        (default 60)
+#
+# Builds build-fuzz/gguf_fuzz, seeds fuzz/corpus-run/ (git-ignored) from the
+# real GGUF files in ../shared/models and the writer-made / reproducer files in
+# tests/data/gguf_corpus/, then fuzzes for the given time. Crashes land in
+# build-fuzz/artifacts/; after fixing one, copy it into tests/data/gguf_corpus/
+# so gguf_test replays it.
+#
+# Env: FUZZ_MAX_LEN (bytes, default 65536: longer seeds are cut, which keeps
+# executions fast; the interesting bytes are the header and metadata),
+# FUZZ_DIRECT=1 to skip CMake and compile the target from src/core + src/io.
+set -euo pipefail
+
+secs="${1:-60}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="$root/build-fuzz"
+corpus="$root/fuzz/corpus-run"
+models="$root/../shared/models"
+max_len="${FUZZ_MAX_LEN:-65536}"
+export CC="${CC:-clang}" CXX="${CXX:-clang++}"
+
+# The top-level CMakeLists instruments only the fuzz target itself; the flags
+# below also give the library coverage counters (fuzzer-no-link) and the
+# sanitizers, without which libFuzzer cannot see inside the reader.
+build_cmake() {
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
+    -DKVINFER_BUILD_FUZZ=ON -DKVINFER_BUILD_TESTS=OFF -DKVINFER_BUILD_BENCH=OFF &&
+    ninja -C "$build" -j2 gguf_fuzz
+}
+
+# Fallback: only the sources the reader needs, so a half-finished file
+# elsewhere in src/ (or a missing tool source) does not block fuzzing.
+build_direct() {
+  mkdir -p "$build/direct"
+  local srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp)
+  "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+    -I"$root/src" -I"$root/include" "${srcs[@]}" "$root/fuzz/gguf_fuzz.cpp" \
+    -lfmt -o "$build/gguf_fuzz"
+}
+
+if [[ "${FUZZ_DIRECT:-0}" == 1 ]] || ! build_cmake; then
+  echo "fuzz.sh: CMake build failed or skipped; compiling gguf_fuzz from src/core + src/io" >&2
+  build_direct
+fi
+fuzzer="$build/gguf_fuzz"
+[[ -x "$fuzzer" ]] || fuzzer="$(find "$build" -name gguf_fuzz -type f -perm -u+x | head -1)"
+
+mkdir -p "$corpus" "$build/artifacts"
+for f in "$models"/stories260K/stories260K.gguf "$models"/tokenizers/llamacpp-vocab/*.gguf \
+         "$root"/tests/data/gguf_corpus/*; do
+  [[ -f "$f" ]] && cp -f "$f" "$corpus/seed-$(basename "$f")"
+done
+
+# Tokens the mutator can splice in: magic, common keys, type tags.
+dict="$build/gguf.dict"
+cat > "$dict" <<'DICT'
+"GGUF"
+"general.alignment"
+"general.architecture"
+"tokenizer.ggml.tokens"
+"\x02\x00\x00\x00"
+"\x03\x00\x00\x00"
+"\x08\x00\x00\x00"
+"\x09\x00\x00\x00"
+"\x20\x00\x00\x00\x00\x00\x00\x00"
+"\xff\xff\xff\xff\xff\xff\xff\xff"
+DICT
+
+exec "$fuzzer" "$corpus" -dict="$dict" -max_total_time="$secs" -max_len="$max_len" \
+  -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1

@@ -1,0 +1,103 @@
+#include "kv/kv_cache.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace kvinfer {
+
+KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks)
+    : n_layers_(config.n_layers),
+      n_kv_heads_(config.n_kv_heads),
+      head_dim_(config.head_dim),
+      block_size_(block_size_tokens),
+      bytes_per_token_(config.KvBytesPerToken(sizeof(float))),
+      pool_(num_blocks) {
+  KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
+  const size_t bytes = static_cast<size_t>(num_blocks) * block_size_tokens * bytes_per_token_;
+  storage_ = AlignedBuffer(bytes);
+  data_ = storage_.as<float>();
+}
+
+int32_t KvCache::CreateSequence() {
+  int32_t id;
+  if (!free_seq_ids_.empty()) {
+    id = free_seq_ids_.back();
+    free_seq_ids_.pop_back();
+  } else {
+    id = static_cast<int32_t>(seqs_.size());
+    seqs_.emplace_back();
+  }
+  Sequence& s = seqs_[id];
+  s.blocks.clear();
+  s.num_tokens = 0;
+  s.live = true;
+  return id;
+}
+
+void KvCache::FreeSequence(int32_t seq) {
+  KVINFER_CHECK(is_live(seq));
+  Truncate(seq, 0);
+  seqs_[seq].live = false;
+  free_seq_ids_.push_back(seq);
+}
+
+int32_t KvCache::BlocksNeeded(int32_t seq, int32_t n_tokens) const {
+  const int32_t want = (n_tokens + block_size_ - 1) / block_size_;
+  return std::max<int32_t>(0, want - static_cast<int32_t>(seqs_[seq].blocks.size()));
+}
+
+bool KvCache::Reserve(int32_t seq, int32_t n_tokens) {
+  KVINFER_CHECK(is_live(seq));
+  const int32_t need = BlocksNeeded(seq, n_tokens);
+  if (need > pool_.num_free()) return false;
+  Sequence& s = seqs_[seq];
+  for (int32_t i = 0; i < need; ++i) s.blocks.push_back(*pool_.Allocate());
+  peak_blocks_used_ = std::max<int64_t>(peak_blocks_used_, pool_.num_used());
+  return true;
+}
+
+void KvCache::SetNumTokens(int32_t seq, int32_t n) {
+  KVINFER_CHECK(is_live(seq));
+  KVINFER_CHECK_MSG(n >= 0 && n <= capacity_tokens(seq), "{} tokens exceed the reserved {}", n,
+                    capacity_tokens(seq));
+  seqs_[seq].num_tokens = n;
+}
+
+void KvCache::Truncate(int32_t seq, int32_t n) {
+  KVINFER_CHECK(is_live(seq));
+  Sequence& s = seqs_[seq];
+  KVINFER_CHECK(n >= 0);
+  s.num_tokens = std::min(s.num_tokens, n);
+  const size_t keep = static_cast<size_t>((n + block_size_ - 1) / block_size_);
+  while (s.blocks.size() > keep) {
+    pool_.Release(s.blocks.back());
+    s.blocks.pop_back();
+  }
+}
+
+KvCacheStats KvCache::Stats() const {
+  KvCacheStats st;
+  st.block_size_tokens = block_size_;
+  st.num_blocks_total = pool_.num_blocks();
+  st.num_blocks_used = pool_.num_used();
+  st.num_blocks_free = pool_.num_free();
+  for (const Sequence& s : seqs_) {
+    if (!s.live) continue;
+    ++st.num_sequences;
+    st.tokens_held += s.num_tokens;
+  }
+  st.capacity_tokens = st.num_blocks_used * block_size_;
+  st.bytes_per_token = bytes_per_token_;
+  const int64_t block_bytes = static_cast<int64_t>(block_size_) * bytes_per_token_;
+  st.bytes_total = st.num_blocks_total * block_bytes;
+  st.bytes_reserved = st.num_blocks_used * block_bytes;
+  st.bytes_used = st.tokens_held * bytes_per_token_;
+  st.peak_bytes_reserved = peak_blocks_used_ * block_bytes;
+  st.usage_ratio = st.capacity_tokens > 0
+                       ? static_cast<double>(st.tokens_held) / static_cast<double>(st.capacity_tokens)
+                       : 0.0;
+  return st;
+}
+
+}  // namespace kvinfer

@@ -1,0 +1,102 @@
+// KvCache: K/V storage for many sequences, addressed through block tables.
+//
+// All strategies are this one class with different block sizes: `paged`
+// uses small blocks (16 tokens), `contiguous` one block of max_seq_len per
+// sequence, `none` a block that is filled and dropped within one step. So
+// attention has one code path and strategies differ only in what they
+// really change (recomputation and reserved-but-unused memory).
+//
+// Storage is one aligned allocation of f32, addressed as
+//   [layer][block][k|v][kv_head][token_in_block][head_dim]
+// so one head's keys in a block are a contiguous [block_size, head_dim]
+// matrix (what attention streams over), and a block's bytes across layers
+// are at a fixed stride (what a block copy touches).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/aligned_buffer.h"
+#include "kv/block_pool.h"
+#include "kvinfer/kvinfer.h"
+#include "model/config.h"
+
+namespace kvinfer {
+
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks);
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  // A new, empty sequence; returns its id (ids of freed sequences are reused).
+  int32_t CreateSequence();
+  // Releases the sequence's blocks and its id.
+  void FreeSequence(int32_t seq);
+  // Makes positions [0, n_tokens) addressable, allocating blocks as needed.
+  // Returns false, changing nothing, if the pool cannot supply them.
+  [[nodiscard]] bool Reserve(int32_t seq, int32_t n_tokens);
+  // Blocks needed to grow `seq` to n_tokens (0 if already reserved).
+  int32_t BlocksNeeded(int32_t seq, int32_t n_tokens) const;
+  // Records that K/V of positions [0, n) are written. n <= reserved capacity.
+  void SetNumTokens(int32_t seq, int32_t n);
+  // Keeps the first n tokens and releases the blocks past them.
+  void Truncate(int32_t seq, int32_t n);
+
+  int32_t num_tokens(int32_t seq) const { return seqs_[seq].num_tokens; }
+  int32_t capacity_tokens(int32_t seq) const {
+    return static_cast<int32_t>(seqs_[seq].blocks.size()) * block_size_;
+  }
+  std::span<const int32_t> block_table(int32_t seq) const { return seqs_[seq].blocks; }
+  bool is_live(int32_t seq) const {
+    return seq >= 0 && seq < static_cast<int32_t>(seqs_.size()) && seqs_[seq].live;
+  }
+
+  // [block_size, head_dim] keys / values of one head in one block.
+  float* Keys(int layer, int32_t block, int kv_head) { return data_ + Offset(layer, block, 0, kv_head); }
+  float* Values(int layer, int32_t block, int kv_head) { return data_ + Offset(layer, block, 1, kv_head); }
+  const float* Keys(int layer, int32_t block, int kv_head) const {
+    return data_ + Offset(layer, block, 0, kv_head);
+  }
+  const float* Values(int layer, int32_t block, int kv_head) const {
+    return data_ + Offset(layer, block, 1, kv_head);
+  }
+
+  int32_t block_size() const { return block_size_; }
+  int32_t num_blocks() const { return pool_.num_blocks(); }
+  const BlockPool& pool() const { return pool_; }
+  int64_t bytes_per_token() const { return bytes_per_token_; }
+  int num_layers() const { return n_layers_; }
+  int num_kv_heads() const { return n_kv_heads_; }
+  int head_dim() const { return head_dim_; }
+
+  // Fills everything but `strategy`.
+  KvCacheStats Stats() const;
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> blocks;  // logical block i -> physical block id
+    int32_t num_tokens = 0;
+    bool live = false;
+  };
+
+  size_t Offset(int layer, int32_t block, int kv, int head) const {
+    return ((((static_cast<size_t>(layer) * num_blocks() + block) * 2 + kv) * n_kv_heads_ + head) *
+            block_size_) * head_dim_;
+  }
+
+  int n_layers_;
+  int n_kv_heads_;
+  int head_dim_;
+  int32_t block_size_;
+  int64_t bytes_per_token_;
+  BlockPool pool_;
+  AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads, block_size, head_dim] f32
+  float* data_ = nullptr;
+  std::vector<Sequence> seqs_;
+  std::vector<int32_t> free_seq_ids_;
+  int64_t peak_blocks_used_ = 0;
+};
+
+}  // namespace kvinfer

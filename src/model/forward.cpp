@@ -1,0 +1,178 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace kvinfer {
+
+ModelRunner::ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool)
+    : config_(config), weights_(weights), pool_(pool) {
+  scores_.resize(pool_ != nullptr ? pool_->num_threads() : 1);
+}
+
+void ModelRunner::EnsureScratch(int32_t n, int32_t max_len) {
+  const ModelConfig& c = config_;
+  auto grow = [](std::vector<float>& v, size_t size) {
+    if (v.size() < size) v.resize(size);
+  };
+  grow(x_, static_cast<size_t>(n) * c.d_model);
+  grow(xn_, static_cast<size_t>(n) * c.d_model);
+  grow(q_, static_cast<size_t>(n) * c.q_dim());
+  grow(k_, static_cast<size_t>(n) * c.kv_dim());
+  grow(v_, static_cast<size_t>(n) * c.kv_dim());
+  grow(attn_, static_cast<size_t>(n) * c.q_dim());
+  grow(gate_, static_cast<size_t>(n) * c.d_ff);
+  grow(up_, static_cast<size_t>(n) * c.d_ff);
+  grow(out_, static_cast<size_t>(n) * c.d_model);
+  const size_t group = static_cast<size_t>(c.n_heads / c.n_kv_heads);
+  for (std::vector<float>& s : scores_) grow(s, group * static_cast<size_t>(max_len));
+}
+
+void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
+  const ModelConfig& c = config_;
+  const int32_t n = batch.size();
+  KVINFER_CHECK(n > 0);
+  KVINFER_CHECK(batch.positions.size() == static_cast<size_t>(n) &&
+                batch.seq_index.size() == static_cast<size_t>(n));
+
+  int32_t max_len = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t tok = batch.tokens[i];
+    KVINFER_CHECK_MSG(tok >= 0 && tok < c.vocab_size, "token {} outside vocab {}", tok,
+                      c.vocab_size);
+    const int32_t seq = batch.seq_ids[batch.seq_index[i]];
+    KVINFER_CHECK_MSG(batch.positions[i] >= 0 && batch.positions[i] < cache.capacity_tokens(seq),
+                      "position {} outside the {} reserved tokens of sequence {}",
+                      batch.positions[i], cache.capacity_tokens(seq), seq);
+    max_len = std::max(max_len, batch.positions[i] + 1);
+  }
+  EnsureScratch(n, max_len);
+
+  const int d = c.d_model;
+  float* x = x_.data();
+  for (int32_t i = 0; i < n; ++i) {
+    ops::DequantizeRow(weights_.token_embd, batch.tokens[i], x + static_cast<size_t>(i) * d);
+  }
+
+  const int kv_dim = c.kv_dim();
+  const int q_dim = c.q_dim();
+  const int bs = cache.block_size();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    for (int32_t i = 0; i < n; ++i) {
+      ops::RmsNorm(x + static_cast<size_t>(i) * d, L.attn_norm, d, c.norm_eps,
+                   xn_.data() + static_cast<size_t>(i) * d);
+    }
+    ops::MatMul(L.wq, xn_.data(), n, q_.data(), pool_);
+    ops::MatMul(L.wk, xn_.data(), n, k_.data(), pool_);
+    ops::MatMul(L.wv, xn_.data(), n, v_.data(), pool_);
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t pos = batch.positions[i];
+      float* qi = q_.data() + static_cast<size_t>(i) * q_dim;
+      float* ki = k_.data() + static_cast<size_t>(i) * kv_dim;
+      ops::RopeNorm(qi, c.n_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+      ops::RopeNorm(ki, c.n_kv_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+      // Store K/V at (sequence, position) through the block table.
+      const int32_t seq = batch.seq_ids[batch.seq_index[i]];
+      const int32_t block = cache.block_table(seq)[pos / bs];
+      const int32_t off = pos % bs;
+      const float* vi = v_.data() + static_cast<size_t>(i) * kv_dim;
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        std::memcpy(cache.Keys(l, block, h) + static_cast<size_t>(off) * c.head_dim,
+                    ki + static_cast<size_t>(h) * c.head_dim, sizeof(float) * c.head_dim);
+        std::memcpy(cache.Values(l, block, h) + static_cast<size_t>(off) * c.head_dim,
+                    vi + static_cast<size_t>(h) * c.head_dim, sizeof(float) * c.head_dim);
+      }
+    }
+    Attention(l, batch, cache);
+    ops::MatMul(L.wo, attn_.data(), n, out_.data(), pool_);
+    ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
+
+    for (int32_t i = 0; i < n; ++i) {
+      ops::RmsNorm(x + static_cast<size_t>(i) * d, L.ffn_norm, d, c.norm_eps,
+                   xn_.data() + static_cast<size_t>(i) * d);
+    }
+    ops::MatMul(L.w_gate, xn_.data(), n, gate_.data(), pool_);
+    ops::MatMul(L.w_up, xn_.data(), n, up_.data(), pool_);
+    ops::SiluMul(gate_.data(), up_.data(), static_cast<int64_t>(n) * c.d_ff);
+    ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
+    ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
+  }
+
+  // Record how far each sequence's K/V now reaches.
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t seq = batch.seq_ids[batch.seq_index[i]];
+    if (batch.positions[i] + 1 > cache.num_tokens(seq)) cache.SetNumTokens(seq, batch.positions[i] + 1);
+  }
+
+  const int32_t n_logits = static_cast<int32_t>(batch.logit_rows.size());
+  if (n_logits == 0) return;
+  if (last_.size() < static_cast<size_t>(n_logits) * d) last_.resize(static_cast<size_t>(n_logits) * d);
+  for (int32_t r = 0; r < n_logits; ++r) {
+    const int32_t row = batch.logit_rows[r];
+    KVINFER_CHECK(row >= 0 && row < n);
+    ops::RmsNorm(x + static_cast<size_t>(row) * d, weights_.output_norm, d, c.norm_eps,
+                 last_.data() + static_cast<size_t>(r) * d);
+  }
+  logits->resize(static_cast<size_t>(n_logits) * c.vocab_size);
+  ops::MatMul(weights_.output, last_.data(), n_logits, logits->data(), pool_);
+}
+
+void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache& cache) {
+  const ModelConfig& c = config_;
+  const int32_t n = batch.size();
+  const int group = c.n_heads / c.n_kv_heads;
+  const int hd = c.head_dim;
+  const int bs = cache.block_size();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t tasks = static_cast<int64_t>(n) * c.n_kv_heads;
+
+  auto run = [&](int64_t begin, int64_t end, int thread) {
+    float* scores = scores_[thread].data();  // [group, len]
+    for (int64_t task = begin; task < end; ++task) {
+      const int32_t i = static_cast<int32_t>(task / c.n_kv_heads);
+      const int g = static_cast<int>(task % c.n_kv_heads);
+      const int32_t len = batch.positions[i] + 1;
+      const int32_t seq = batch.seq_ids[batch.seq_index[i]];
+      const std::span<const int32_t> table = cache.block_table(seq);
+      const float* q = q_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
+      float* out = attn_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
+
+      // Scores: q_h . k_j * scale for every position j < len, reading each
+      // key once for all `group` query heads that share it.
+      for (int32_t j0 = 0; j0 < len; j0 += bs) {
+        const float* kb = cache.Keys(layer, table[j0 / bs], g);
+        const int32_t m = std::min(bs, len - j0);
+        for (int32_t t = 0; t < m; ++t) {
+          const float* kj = kb + static_cast<size_t>(t) * hd;
+          for (int h = 0; h < group; ++h) {
+            scores[static_cast<size_t>(h) * len + j0 + t] = ops::Dot(q + h * hd, kj, hd) * scale;
+          }
+        }
+      }
+      for (int h = 0; h < group; ++h) ops::Softmax(scores + static_cast<size_t>(h) * len, len);
+      std::memset(out, 0, sizeof(float) * group * hd);
+      for (int32_t j0 = 0; j0 < len; j0 += bs) {
+        const float* vb = cache.Values(layer, table[j0 / bs], g);
+        const int32_t m = std::min(bs, len - j0);
+        for (int32_t t = 0; t < m; ++t) {
+          const float* vj = vb + static_cast<size_t>(t) * hd;
+          for (int h = 0; h < group; ++h) {
+            ops::Axpy(scores[static_cast<size_t>(h) * len + j0 + t], vj, out + h * hd, hd);
+          }
+        }
+      }
+    }
+  };
+  if (pool_ != nullptr) {
+    pool_->ParallelFor(tasks, 1, run);
+  } else {
+    run(0, tasks, 0);
+  }
+}
+
+}  // namespace kvinfer

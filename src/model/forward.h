@@ -1,0 +1,74 @@
+// The forward pass over a ragged batch.
+//
+// A batch is a flat list of tokens from any number of sequences; each token
+// carries its sequence (an index into `seq_ids`) and its position. The pass
+// writes every token's K/V into the cache at its position (through the
+// sequence's block table, which must already cover it), then lets each
+// token attend to positions [0, pos] of its own sequence — nothing else, so
+// one sequence can never read another's K/V. Prefill, decode, chunked
+// prefill and mixed batches are all this one call; every weight matrix is
+// read once per call however many tokens it carries.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace kvinfer {
+
+struct ForwardBatch {
+  std::vector<int32_t> tokens;       // [n]
+  std::vector<int32_t> positions;    // [n]
+  std::vector<int32_t> seq_index;    // [n] index into seq_ids
+  std::vector<int32_t> seq_ids;      // KvCache sequence ids in this batch
+  std::vector<int32_t> logit_rows;   // token indices whose logits are wanted
+
+  void Clear() {
+    tokens.clear();
+    positions.clear();
+    seq_index.clear();
+    seq_ids.clear();
+    logit_rows.clear();
+  }
+  int32_t size() const { return static_cast<int32_t>(tokens.size()); }
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool);
+
+  // logits: resized to [logit_rows.size(), vocab]. Preconditions (checked):
+  // tokens in [0, vocab); positions in [0, capacity of the sequence).
+  // Updates each sequence's token count to cover its highest position + 1.
+  void Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
+
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  void EnsureScratch(int32_t n_tokens, int32_t max_len);
+  void Attention(int layer, const ForwardBatch& batch, const KvCache& cache);
+
+  const ModelConfig& config_;
+  const ModelWeights& weights_;
+  ThreadPool* pool_;
+
+  // Scratch, grown on demand and reused (no allocation per step once warm).
+  std::vector<float> x_;       // [n, d_model] residual stream
+  std::vector<float> xn_;      // [n, d_model] normalized
+  std::vector<float> q_;       // [n, q_dim]
+  std::vector<float> k_;       // [n, kv_dim]
+  std::vector<float> v_;       // [n, kv_dim]
+  std::vector<float> attn_;    // [n, q_dim]
+  std::vector<float> gate_;    // [n, d_ff]
+  std::vector<float> up_;      // [n, d_ff]
+  std::vector<float> out_;     // [n, d_model]
+  std::vector<float> last_;    // [n_logits, d_model]
+  std::vector<std::vector<float>> scores_;  // per thread: [group, max_len]
+};
+
+}  // namespace kvinfer

@@ -1,0 +1,99 @@
+#include "model/weights.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/gguf.h"
+#include "ops/ops.h"
+
+namespace kvinfer {
+namespace {
+
+class Binder {
+ public:
+  Binder(const GgufFile& file, ModelWeights& w) : file_(file), w_(w) {}
+
+  const GgufTensorInfo& Get(const std::string& name) const {
+    const GgufTensorInfo* t = file_.FindTensor(name);
+    if (t == nullptr) Fail(StatusCode::kDataLoss, "{}: missing tensor '{}'", file_.path(), name);
+    return *t;
+  }
+
+  WeightView Matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const GgufTensorInfo& t = Get(name);
+    if (t.dims.size() != 2 || t.dims[0] != static_cast<uint64_t>(cols) ||
+        t.dims[1] != static_cast<uint64_t>(rows)) {
+      Fail(StatusCode::kDataLoss, "{}: tensor '{}' has shape [{}], expected [{}, {}]",
+           file_.path(), name, fmt::join(t.dims, ", "), cols, rows);
+    }
+    if (!IsSupportedWeight(t.type)) {
+      Fail(StatusCode::kUnimplemented,
+           "{}: tensor '{}' has type {}, which kvinfer cannot compute with (supported: f32, f16, "
+           "bf16, q8_0, q4_0, q4_1)",
+           file_.path(), name, DTypeName(t.type));
+    }
+    WeightView v;
+    v.type = t.type;
+    v.rows = rows;
+    v.cols = cols;
+    v.data = t.data;
+    v.row_bytes = RowBytes(GetDTypeInfo(t.type), static_cast<uint64_t>(cols));
+    Count(t);
+    return v;
+  }
+
+  // A 1-D vector as f32 (converted once if stored in another type).
+  const float* Vector(const std::string& name, int64_t n) {
+    const GgufTensorInfo& t = Get(name);
+    if (t.dims.size() != 1 || t.dims[0] != static_cast<uint64_t>(n)) {
+      Fail(StatusCode::kDataLoss, "{}: tensor '{}' has shape [{}], expected [{}]", file_.path(),
+           name, fmt::join(t.dims, ", "), n);
+    }
+    Count(t);
+    if (t.type == DType::kF32) return reinterpret_cast<const float*>(t.data);
+    if (!IsSupportedWeight(t.type)) {
+      Fail(StatusCode::kUnimplemented, "{}: tensor '{}' has unsupported type {}", file_.path(),
+           name, DTypeName(t.type));
+    }
+    WeightView row{t.type, 1, n, t.data, RowBytes(GetDTypeInfo(t.type), n)};
+    AlignedBuffer& buf = w_.owned.emplace_back(static_cast<size_t>(n) * sizeof(float));
+    ops::DequantizeRow(row, 0, buf.as<float>());
+    return buf.as<float>();
+  }
+
+ private:
+  void Count(const GgufTensorInfo& t) {
+    w_.num_parameters += static_cast<int64_t>(t.num_elements);
+    w_.weight_bytes += static_cast<int64_t>(t.num_bytes);
+  }
+
+  const GgufFile& file_;
+  ModelWeights& w_;
+};
+
+}  // namespace
+
+ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& c) {
+  ModelWeights w;
+  Binder b(file, w);
+  w.token_embd = b.Matrix("token_embd.weight", c.vocab_size, c.d_model);
+  w.output = c.tied_output ? w.token_embd : b.Matrix("output.weight", c.vocab_size, c.d_model);
+  w.output_norm = b.Vector("output_norm.weight", c.d_model);
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    const std::string p = fmt::format("blk.{}.", l);
+    L.attn_norm = b.Vector(p + "attn_norm.weight", c.d_model);
+    L.wq = b.Matrix(p + "attn_q.weight", c.q_dim(), c.d_model);
+    L.wk = b.Matrix(p + "attn_k.weight", c.kv_dim(), c.d_model);
+    L.wv = b.Matrix(p + "attn_v.weight", c.kv_dim(), c.d_model);
+    L.wo = b.Matrix(p + "attn_output.weight", c.d_model, c.q_dim());
+    L.ffn_norm = b.Vector(p + "ffn_norm.weight", c.d_model);
+    L.w_gate = b.Matrix(p + "ffn_gate.weight", c.d_ff, c.d_model);
+    L.w_up = b.Matrix(p + "ffn_up.weight", c.d_ff, c.d_model);
+    L.w_down = b.Matrix(p + "ffn_down.weight", c.d_model, c.d_ff);
+  }
+  return w;
+}
+
+}  // namespace kvinfer
