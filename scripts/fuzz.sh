@@ -39,15 +39,15 @@ build_direct() {
   local srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp)
   "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
     -I"$root/src" -I"$root/include" "${srcs[@]}" "$root/fuzz/gguf_fuzz.cpp" \
-    -lfmt -o "$build/gguf_fuzz"
+    -lfmt -o "$build/direct/gguf_fuzz"
 }
 
+fuzzer="$build/gguf_fuzz"
 if [[ "${FUZZ_DIRECT:-0}" == 1 ]] || ! build_cmake; then
   echo "fuzz.sh: CMake build failed or skipped; compiling gguf_fuzz from src/core + src/io" >&2
   build_direct
+  fuzzer="$build/direct/gguf_fuzz"
 fi
-fuzzer="$build/gguf_fuzz"
-[[ -x "$fuzzer" ]] || fuzzer="$(find "$build" -name gguf_fuzz -type f -perm -u+x | head -1)"
 
 mkdir -p "$corpus" "$build/artifacts"
 for f in "$models"/stories260K/stories260K.gguf "$models"/tokenizers/llamacpp-vocab/*.gguf \

@@ -67,7 +67,15 @@ void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
   }
   cv_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+  // Spin while the workers are likely running; yield the core if they take
+  // long (another process may hold the core a worker needs).
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   job_ = nullptr;
 }
 

@@ -64,7 +64,10 @@ struct GgufLimits {
   // Refuse absurd counts before allocating anything for them.
   uint64_t max_tensors = 1u << 20;
   uint64_t max_kv = 1u << 20;
-  uint64_t max_array_elems = 1u << 28;
+  // Each parsed element costs a GgufValue (~80 bytes): 16M elements bound a
+  // hostile array to ~1.3 GB while leaving 60x headroom over the largest real
+  // vocabularies (256K tokens).
+  uint64_t max_array_elems = 1u << 24;
   uint32_t max_nesting = 8;
   uint32_t max_dims = 4;
 };

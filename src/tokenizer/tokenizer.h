@@ -60,8 +60,11 @@ class Tokenizer {
 
   // add_special: prepend BOS / append EOS as the vocabulary asks
   // (add_bos/add_eos). parse_special: text such as "<|im_start|>" that
-  // spells a control or user-defined token becomes that token; otherwise it
-  // is tokenized as plain text.
+  // spells a control (or unknown) token becomes that token; otherwise it is
+  // tokenized as plain text. User-defined tokens are split out either way,
+  // as llama.cpp and Hugging Face do. SPM: the space prefix goes before the
+  // first raw text and before raw text that follows a special token
+  // (llama.cpp's behaviour).
   std::vector<int32_t> Encode(std::string_view text, bool add_special,
                               bool parse_special = false) const;
 

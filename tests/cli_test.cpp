@@ -1,0 +1,149 @@
+// The kvinfer command line, run as a user runs it: exit codes, what goes to
+// stdout and stderr, and clear errors for bad input.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace kvinfer {
+namespace {
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+CmdResult RunCli(const std::string& args, const std::string& stdin_text = "") {
+  const std::string dir = ::testing::TempDir();
+  const std::string out_path = dir + "/kvinfer_cli_out.txt";
+  const std::string err_path = dir + "/kvinfer_cli_err.txt";
+  const std::string in_path = dir + "/kvinfer_cli_in.txt";
+  std::ofstream(in_path) << stdin_text;
+  const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer " + args + " <" + in_path +
+                          " >" + out_path + " 2>" + err_path;
+  const int status = std::system(cmd.c_str());
+  CmdResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadFile(out_path);
+  r.err = ReadFile(err_path);
+  return r;
+}
+
+TEST(Cli, HelpListsTheCommands) {
+  CmdResult r = RunCli("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* cmd : {"generate", "chat", "info"}) EXPECT_NE(r.out.find(cmd), std::string::npos);
+  CmdResult g = RunCli("generate --help");
+  EXPECT_EQ(g.exit_code, 0);
+  for (const char* flag : {"--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p",
+                           "--seed", "--kv", "--threads", "--stats-json"}) {
+    EXPECT_NE(g.out.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(Cli, UnknownFlagIsAnError) {
+  CmdResult r = RunCli("generate --bogus-flag 3 -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("bogus-flag"), std::string::npos) << r.err;
+}
+
+TEST(Cli, BadValuesAreErrors) {
+  CmdResult kv = RunCli("generate --kv sideways -p hi");
+  EXPECT_NE(kv.exit_code, 0);
+  EXPECT_NE(kv.err.find("sideways"), std::string::npos) << kv.err;
+  CmdResult top_p = RunCli("generate --top-p 1.5 -p hi");
+  EXPECT_NE(top_p.exit_code, 0);
+  EXPECT_NE(top_p.err.find("top-p"), std::string::npos) << top_p.err;
+  CmdResult threads = RunCli("generate --threads many -p hi");
+  EXPECT_NE(threads.exit_code, 0);
+}
+
+TEST(Cli, MissingModelFileIsNamed) {
+  CmdResult r = RunCli("generate --model /nonexistent/m.gguf -p hi");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent/m.gguf"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+}
+
+TEST(Cli, MalformedModelFileIsNamed) {
+  const std::string path = ::testing::TempDir() + "/not_a_model.gguf";
+  std::ofstream(path) << "this is not a GGUF file at all";
+  CmdResult r = RunCli("info --model " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("malformed"), std::string::npos) << r.err;
+}
+
+TEST(Cli, PromptLongerThanTheContextIsRefused) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string path = ::testing::TempDir() + "/long_prompt.txt";
+  {
+    std::ofstream f(path);
+    for (int i = 0; i < 800; ++i) f << "Once upon a time ";  // ~3200 tokens > 2048
+  }
+  CmdResult r = RunCli("generate --model " + testing::StoriesGguf() + " --prompt-file " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("context"), std::string::npos) << r.err;
+}
+
+TEST(Cli, GenerateWritesOnlyTheContinuationAndStats) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string stats = ::testing::TempDir() + "/stats.json";
+  CmdResult r = RunCli("generate --model " + testing::StoriesGguf() +
+                    " -p \"Once upon a time\" -n 32 --threads 1 --stats-json " + stats);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind(", there was a little girl named Lily", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find("Once upon a time"), std::string::npos) << "the prompt is not echoed";
+  nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  EXPECT_EQ(j["generated_tokens"], 32);
+  EXPECT_EQ(j["prompt_tokens"], 5);
+  for (const char* key : {"ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "total_ms"}) {
+    EXPECT_GT(j[key].get<double>(), 0.0) << key;
+  }
+  EXPECT_EQ(j["kv"]["bytes_per_token"], 2 * 5 * 4 * 8 * 4);
+  EXPECT_GT(j["kv"]["bytes_reserved"].get<int64_t>(), 0);
+}
+
+TEST(Cli, InfoDescribesTheModel) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  CmdResult r = RunCli("info --json --model " + testing::StoriesGguf());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "llama");
+  EXPECT_EQ(j["n_layers"], 5);
+  EXPECT_EQ(j["n_kv_heads"], 4);
+  EXPECT_EQ(j["vocab_size"], 512);
+  EXPECT_EQ(j["tensor_types"]["f32"], 48);
+  EXPECT_EQ(j["kv_bytes_per_token_f32"], 1280);
+}
+
+TEST(Cli, ChatKeepsTheCacheBetweenTurns) {
+  KVINFER_REQUIRE_FILE(testing::DefaultModel());
+  CmdResult r = RunCli("chat -n 24 --threads 2", "What is the capital of France?\nAnd of Italy?\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+  // The second turn reuses everything up to its new user message.
+  const size_t second = r.err.find("[", r.err.find("reused") + 1);
+  ASSERT_NE(second, std::string::npos) << r.err;
+  const std::string line = r.err.substr(second, r.err.find('\n', second) - second);
+  long long prompt = 0, reused = 0;
+  ASSERT_EQ(std::sscanf(line.c_str(), "[%lld prompt tokens: %lld reused", &prompt, &reused), 2) << line;
+  EXPECT_GT(reused, 30);
+  EXPECT_LT(prompt - reused, 20) << "only the new turn should be prefilled: " << line;
+}
+
+}  // namespace
+}  // namespace kvinfer
