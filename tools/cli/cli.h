@@ -1,0 +1,64 @@
+// Shared pieces of the kvinfer command line. Each command lives in its own
+// file and registers itself with Add<Name>Command; the CLI is a thin client
+// of the public API in include/kvinfer/.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "kvinfer/kvinfer.h"
+
+namespace kvinfer::cli {
+
+// $KVINFER_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf beside the
+// build directory, else in the source tree.
+std::string DefaultModelPath();
+
+// Prints "kvinfer: error: <what>" to stderr and exits with status 1.
+[[noreturn]] void Die(const std::string& what);
+void DieIf(const Status& st, const std::string& context = "");
+
+// Loads a model or dies with a message naming the file and the problem.
+Model LoadModel(const std::string& path);
+
+// Options shared by every command that runs the model.
+struct RunFlags {
+  std::string model;
+  std::string kv = "contiguous";
+  int threads = 0;
+  int max_seq_len = 0;
+  int block_size = 16;
+  double kv_memory_mib = 0;
+  int64_t num_blocks = 0;
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+
+  void Add(CLI::App* app, bool sampling);
+  // The model path, or the default model when --model was omitted.
+  std::string ModelPath() const;
+  EngineOptions Engine(int max_seq_len_auto) const;
+  SamplingParams Sampling(int max_tokens) const;
+};
+
+nlohmann::json KvStatsJson(const KvCacheStats& s);
+
+// Drives the engine until it has no work, streaming `id`'s text to stdout
+// when `stream`. Keeps the KV stats of the fullest step.
+struct RunResult {
+  RequestOutput final;
+  KvCacheStats peak_kv;
+  std::string text;
+};
+RunResult RunToCompletion(Engine& engine, RequestId id, bool stream);
+
+void AddGenerateCommand(CLI::App& app);
+void AddChatCommand(CLI::App& app);
+void AddInfoCommand(CLI::App& app);
+
+}  // namespace kvinfer::cli

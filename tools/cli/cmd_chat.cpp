@@ -1,0 +1,90 @@
+// kvinfer chat: an interactive multi-turn conversation. The engine session
+// keeps the conversation's KV cache, so each turn prefills only what is new.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli.h"
+
+namespace kvinfer::cli {
+namespace {
+
+struct ChatOptions {
+  RunFlags run;
+  int max_tokens = 512;
+  std::string system;
+};
+
+void RunChat(const ChatOptions& o) {
+  Model model = LoadModel(o.run.ModelPath());
+  auto engine = Engine::Create(model, o.run.Engine(model.info().context_length));
+  DieIf(engine.status(), "engine");
+  Engine& e = **engine;
+  SessionId session = e.CreateSession();
+  std::vector<ChatMessage> messages;
+  auto reset = [&] {
+    messages.clear();
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+  };
+  reset();
+  const bool tty = isatty(STDIN_FILENO) != 0;
+  std::fprintf(stderr,
+               "kvinfer chat: %s (%s template, KV %s). /reset clears the conversation, /quit "
+               "exits.\n",
+               model.info().name.c_str(), model.info().chat_template.c_str(), o.run.kv.c_str());
+  std::string line;
+  for (;;) {
+    if (tty) std::fputs("> ", stderr);
+    if (!std::getline(std::cin, line)) break;
+    if (line == "/quit" || line == "/exit") break;
+    if (line == "/reset") {
+      e.EndSession(session);
+      session = e.CreateSession();
+      reset();
+      std::fputs("(conversation cleared)\n", stderr);
+      continue;
+    }
+    if (line.empty()) continue;
+    messages.push_back({"user", line});
+    StatusOr<std::string> text = model.ApplyChatTemplate(messages, true);
+    DieIf(text.status(), "chat template");
+    const RequestOptions ro{.parse_special = true, .add_special = true, .session = session};
+    StatusOr<RequestId> id = e.AddRequest(*text, o.run.Sampling(o.max_tokens), ro);
+    if (!id.ok()) {
+      // E.g. the conversation outgrew the context: say so, keep the session.
+      std::fprintf(stderr, "kvinfer: %s\n", id.status().ToString().c_str());
+      messages.pop_back();
+      continue;
+    }
+    RunResult res = RunToCompletion(e, *id, true);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    messages.push_back({"assistant", res.text});
+    const RequestTimings& t = res.final.timings;
+    std::fprintf(stderr,
+                 "[%lld prompt tokens: %lld reused from the cache, %lld prefilled | %lld generated, "
+                 "%.1f tok/s | %s]\n",
+                 static_cast<long long>(t.prompt_tokens),
+                 static_cast<long long>(t.cached_prompt_tokens),
+                 static_cast<long long>(t.prompt_tokens - t.cached_prompt_tokens),
+                 static_cast<long long>(t.generated_tokens), t.decode_tokens_per_s(),
+                 FinishReasonName(res.final.finish_reason));
+  }
+}
+
+}  // namespace
+
+void AddChatCommand(CLI::App& app) {
+  auto o = std::make_shared<ChatOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "chat", "Interactive multi-turn chat; the conversation's KV cache is kept between turns");
+  o->run.Add(cmd, true);
+  cmd->add_option("--max-tokens,-n", o->max_tokens, "Tokens per reply at most")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--system", o->system, "System prompt (default: the template's own)");
+  cmd->callback([o] { RunChat(*o); });
+}
+
+}  // namespace kvinfer::cli

@@ -1,0 +1,109 @@
+// kvinfer generate: one prompt, its continuation on stdout, diagnostics and
+// statistics on stderr (and --stats-json).
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+
+#include "cli.h"
+
+namespace kvinfer::cli {
+namespace {
+
+struct GenerateOptions {
+  RunFlags run;
+  std::string prompt;
+  std::string prompt_file;
+  int max_tokens = 128;
+  bool chat = false;
+  std::string stats_json;
+};
+
+void RunGenerate(const GenerateOptions& o) {
+  std::string prompt = o.prompt;
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    prompt.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (prompt.empty()) Die("generate needs a non-empty --prompt or --prompt-file");
+
+  Model model = LoadModel(o.run.ModelPath());
+  RequestOptions ro;
+  std::string text = prompt;
+  if (o.chat) {
+    const ChatMessage msg{"user", prompt};
+    StatusOr<std::string> rendered = model.ApplyChatTemplate({&msg, 1}, true);
+    DieIf(rendered.status(), "chat template");
+    text = *rendered;
+    ro.parse_special = true;
+  }
+  StatusOr<std::vector<int32_t>> ids = model.Tokenize(text, true, ro.parse_special);
+  DieIf(ids.status(), "tokenize");
+  const int context = model.info().context_length;
+  if (static_cast<int64_t>(ids->size()) > context) {
+    Die(fmt::format("the prompt has {} tokens but the model's context holds {}", ids->size(),
+                    context));
+  }
+  // contiguous reserves max_seq_len up front: by default exactly what this
+  // request can reach.
+  const int auto_len = static_cast<int>(std::min<int64_t>(context, ids->size() + o.max_tokens));
+  auto engine = Engine::Create(model, o.run.Engine(auto_len));
+  DieIf(engine.status(), "engine");
+  const size_t n_prompt = ids->size();
+  StatusOr<RequestId> id =
+      (*engine)->AddRequestTokens(std::move(ids).value(), o.run.Sampling(o.max_tokens), ro);
+  DieIf(id.status(), "request");
+  RunResult res = RunToCompletion(**engine, *id, true);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+
+  const RequestTimings& t = res.final.timings;
+  std::fprintf(stderr,
+               "kvinfer: %zu prompt + %lld generated tokens (%s) | TTFT %.1f ms | prefill %.1f "
+               "tok/s | decode %.1f tok/s | KV %s: reserved %.2f MiB, used %.2f MiB\n",
+               n_prompt, static_cast<long long>(t.generated_tokens),
+               FinishReasonName(res.final.finish_reason), t.ttft_ms, t.prefill_tokens_per_s(),
+               t.decode_tokens_per_s(), res.peak_kv.strategy.c_str(),
+               res.peak_kv.bytes_reserved / 1048576.0, res.peak_kv.bytes_used / 1048576.0);
+  if (!o.stats_json.empty()) {
+    const nlohmann::json j = {{"model", model.info().path},
+                              {"kv_strategy", o.run.kv},
+                              {"threads", (*engine)->options().num_threads},
+                              {"prompt_tokens", t.prompt_tokens},
+                              {"generated_tokens", t.generated_tokens},
+                              {"finish_reason", FinishReasonName(res.final.finish_reason)},
+                              {"ttft_ms", t.ttft_ms},
+                              {"prefill_ms", t.prefill_ms},
+                              {"decode_ms", t.decode_ms},
+                              {"total_ms", t.total_ms},
+                              {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
+                              {"decode_tokens_per_s", t.decode_tokens_per_s()},
+                              {"kv", KvStatsJson(res.peak_kv)}};
+    std::ofstream out(o.stats_json);
+    out << j.dump(2) << "\n";
+    if (!out) Die(fmt::format("cannot write '{}'", o.stats_json));
+  }
+}
+
+}  // namespace
+
+void AddGenerateCommand(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate a continuation of a prompt (text on stdout)");
+  o->run.Add(cmd, true);
+  CLI::Option* prompt = cmd->add_option("--prompt,-p", o->prompt, "Prompt text");
+  cmd->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file")
+      ->check(CLI::ExistingFile)
+      ->excludes(prompt);
+  cmd->add_option("--max-tokens,-n", o->max_tokens, "Tokens to generate at most")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user turn in the model's chat template");
+  cmd->add_option("--stats-json", o->stats_json,
+                  "Write timings (TTFT, prefill/decode tok/s) and KV statistics to this JSON file");
+  cmd->callback([o] { RunGenerate(*o); });
+}
+
+}  // namespace kvinfer::cli

@@ -1,0 +1,140 @@
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "cli.h"
+
+namespace kvinfer::cli {
+namespace {
+constexpr const char* kDefaultModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf";
+}  // namespace
+
+std::string DefaultModelPath() {
+  if (const char* env = std::getenv("KVINFER_MODEL"); env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path p = exe.parent_path().parent_path() / "models" / kDefaultModelFile;
+    if (std::filesystem::exists(p)) return p.string();
+  }
+  return std::string(KVINFER_SOURCE_DIR) + "/models/" + kDefaultModelFile;
+}
+
+void Die(const std::string& what) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "kvinfer: error: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void DieIf(const Status& st, const std::string& context) {
+  if (!st.ok()) Die(context.empty() ? st.ToString() : context + ": " + st.ToString());
+}
+
+Model LoadModel(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    Die(fmt::format("model file '{}' does not exist{}", path,
+                    path.find(kDefaultModelFile) != std::string::npos
+                        ? " (run ./scripts/setup.sh to fetch the default model)"
+                        : ""));
+  }
+  StatusOr<Model> m = Model::Load(path);
+  DieIf(m.status(), "cannot load model");
+  return std::move(m).value();
+}
+
+void RunFlags::Add(CLI::App* app, bool sampling) {
+  app->add_option("--model,-m", model,
+                  "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
+  app->add_option("--kv", kv, "KV cache strategy")
+      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
+      ->capture_default_str();
+  app->add_option("--threads,-t", threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  app->add_option("--max-seq-len", max_seq_len,
+                  "Longest sequence a request may reach (0 = automatic; at most the model's context)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--block-size", block_size, "Tokens per KV block (paged)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app->add_option("--kv-memory-mib", kv_memory_mib, "KV pool size in MiB (0 = sized for the request)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--num-blocks", num_blocks, "KV pool size in blocks (overrides --kv-memory-mib)")
+      ->check(CLI::NonNegativeNumber);
+  if (!sampling) return;
+  app->add_option("--temperature", temperature, "Sampling temperature (0 = greedy)")
+      ->check(CLI::Range(0.0f, 100.0f))
+      ->capture_default_str();
+  app->add_option("--top-k", top_k, "Keep the K most likely tokens (0 = off)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--top-p", top_p, "Nucleus sampling mass in (0, 1] (1 = off)")
+      ->check(CLI::Range(0.0f, 1.0f))
+      ->capture_default_str();
+  app->add_option("--seed", seed, "Random seed (sampling is deterministic per seed)")
+      ->capture_default_str();
+  app->add_flag("--ignore-eos", ignore_eos, "Keep generating past end-of-generation tokens");
+}
+
+std::string RunFlags::ModelPath() const { return model.empty() ? DefaultModelPath() : model; }
+
+EngineOptions RunFlags::Engine(int max_seq_len_auto) const {
+  EngineOptions o;
+  o.kv.strategy = *ParseKvStrategy(kv);
+  o.kv.block_size_tokens = block_size;
+  o.kv.memory_bytes = static_cast<int64_t>(kv_memory_mib * 1024.0 * 1024.0);
+  o.kv.num_blocks = num_blocks;
+  o.kv.max_seq_len = max_seq_len > 0 ? max_seq_len : max_seq_len_auto;
+  o.num_threads = threads;
+  o.max_seqs = 1;
+  return o;
+}
+
+SamplingParams RunFlags::Sampling(int max_tokens) const {
+  SamplingParams p;
+  p.max_tokens = max_tokens;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.seed = seed;
+  p.ignore_eos = ignore_eos;
+  return p;
+}
+
+nlohmann::json KvStatsJson(const KvCacheStats& s) {
+  return {{"strategy", s.strategy},
+          {"block_size_tokens", s.block_size_tokens},
+          {"num_blocks_total", s.num_blocks_total},
+          {"num_blocks_used", s.num_blocks_used},
+          {"num_blocks_free", s.num_blocks_free},
+          {"num_sequences", s.num_sequences},
+          {"tokens_held", s.tokens_held},
+          {"capacity_tokens", s.capacity_tokens},
+          {"bytes_per_token", s.bytes_per_token},
+          {"bytes_total", s.bytes_total},
+          {"bytes_reserved", s.bytes_reserved},
+          {"bytes_used", s.bytes_used},
+          {"peak_bytes_reserved", s.peak_bytes_reserved},
+          {"usage_ratio", s.usage_ratio}};
+}
+
+RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {
+  RunResult res;
+  while (engine.HasWork()) {
+    std::vector<RequestOutput> outs = engine.Step();
+    KvCacheStats st = engine.KvStats();
+    if (st.bytes_reserved >= res.peak_kv.bytes_reserved) res.peak_kv = st;
+    for (RequestOutput& o : outs) {
+      if (o.id != id) continue;
+      res.text += o.text_delta;
+      if (stream && !o.text_delta.empty()) {
+        std::fwrite(o.text_delta.data(), 1, o.text_delta.size(), stdout);
+        std::fflush(stdout);
+      }
+      if (o.finished) res.final = std::move(o);
+    }
+  }
+  return res;
+}
+
+}  // namespace kvinfer::cli
