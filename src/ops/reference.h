@@ -20,5 +20,7 @@ void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
               float theta_base);
 void Softmax(float* x, int64_t n);
 float Dot(const float* a, const float* b, int64_t n);
+void Add(float* y, const float* x, int64_t n);
+void Axpy(float a, const float* x, float* y, int64_t n);
 
 }  // namespace kvinfer::ops::ref

@@ -1,0 +1,641 @@
+// Optimized kernels (ops::*) against the scalar references (ops::ref::*),
+// dequantization of hand-built blocks with known values, fp16/bf16
+// conversions, and per-SIMD-target agreement.
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "hwy/targets.h"
+#include "ops/ops.h"
+#include "ops/reference.h"
+#include "ops/weights.h"
+
+namespace kvinfer {
+namespace {
+
+// A weight matrix with its own storage.
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  WeightView view;
+};
+
+uint16_t RandomScale(std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> mag(lo, hi);
+  const float v = (rng() & 1u) ? mag(rng) : -mag(rng);
+  return F32ToF16(v);
+}
+
+// Random weights of `type`: plain types get N(0,1) values rounded to the type;
+// quantized types get uniformly random codes and random signed fp16 scales
+// (and mins), so every code of every nibble position is exercised.
+TestWeight MakeWeight(DType type, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const DTypeInfo& info = GetDTypeInfo(type);
+  TestWeight w;
+  const size_t row_bytes = RowBytes(info, static_cast<uint64_t>(cols));
+  w.bytes.resize(row_bytes * static_cast<size_t>(rows));
+  uint8_t* p = w.bytes.data();
+  const size_t blocks = w.bytes.size() / info.block_bytes;
+  for (size_t b = 0; b < blocks; ++b) {
+    uint8_t* blk = p + b * info.block_bytes;
+    switch (type) {
+      case DType::kF32: {
+        const float v = normal(rng);
+        std::memcpy(blk, &v, 4);
+        break;
+      }
+      case DType::kF16:
+      case DType::kBF16: {
+        const float v = normal(rng);
+        const uint16_t h = type == DType::kF16 ? F32ToF16(v) : F32ToBF16(v);
+        std::memcpy(blk, &h, 2);
+        break;
+      }
+      case DType::kQ8_0: {
+        BlockQ8_0 q;
+        q.d = RandomScale(rng, 1e-3f, 2e-2f);
+        for (int8_t& c : q.qs) c = static_cast<int8_t>(rng() & 0xFF);
+        std::memcpy(blk, &q, sizeof(q));
+        break;
+      }
+      case DType::kQ4_0: {
+        BlockQ4_0 q;
+        q.d = RandomScale(rng, 1e-2f, 0.3f);
+        for (uint8_t& c : q.qs) c = static_cast<uint8_t>(rng() & 0xFF);
+        std::memcpy(blk, &q, sizeof(q));
+        break;
+      }
+      case DType::kQ4_1: {
+        BlockQ4_1 q;
+        q.d = RandomScale(rng, 1e-2f, 0.3f);
+        q.m = RandomScale(rng, 0.1f, 2.0f);
+        for (uint8_t& c : q.qs) c = static_cast<uint8_t>(rng() & 0xFF);
+        std::memcpy(blk, &q, sizeof(q));
+        break;
+      }
+      default:
+        ADD_FAILURE() << "no generator for " << DTypeName(type);
+    }
+  }
+  w.view = WeightView{type, rows, cols, w.bytes.data(), row_bytes};
+  return w;
+}
+
+std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& f : v) f = normal(rng);
+  return v;
+}
+
+// Tolerance of one output of a matmul. The optimized kernel sums cols
+// products in f32 (in some order: per-lane chains then a lane reduction),
+// the reference in double; the standard error bound of a length-k f32
+// summation is gamma_k * sum|w_i x_i| with gamma_k ~ k * 2^-24. Dequantizing
+// may round each weight once more (Q4_1's d*q+m), adding 2^-24 per term.
+// So the bound is (cols + 2) * 2^-24 * sum|w_i x_i|. A layout bug (wrong
+// nibble, wrong scale) gives errors of order sum|w x| / sqrt(cols), orders of
+// magnitude above this.
+double MatMulTolerance(const float* wrow, const float* x, int64_t cols) {
+  double abs_sum = 0.0;
+  for (int64_t i = 0; i < cols; ++i) abs_sum += std::fabs(static_cast<double>(wrow[i]) * x[i]);
+  return (static_cast<double>(cols) + 2.0) * 0x1p-24 * abs_sum + 1e-30;
+}
+
+void ExpectMatMulMatchesReference(const WeightView& w, const std::vector<float>& x, int64_t n,
+                                  const std::vector<float>& y) {
+  std::vector<float> y_ref(static_cast<size_t>(n * w.rows));
+  ops::ref::MatMul(w, x.data(), n, y_ref.data());
+  std::vector<float> wrow(static_cast<size_t>(w.cols));
+  int failures = 0;
+  for (int64_t r = 0; r < w.rows && failures < 5; ++r) {
+    ops::ref::DequantizeRow(w, r, wrow.data());
+    for (int64_t t = 0; t < n && failures < 5; ++t) {
+      const size_t k = static_cast<size_t>(t * w.rows + r);
+      const double tol = MatMulTolerance(wrow.data(), x.data() + t * w.cols, w.cols);
+      if (!(std::fabs(static_cast<double>(y[k]) - y_ref[k]) <= tol)) {
+        ++failures;
+        ADD_FAILURE() << "row " << r << " token " << t << ": got " << y[k] << " want " << y_ref[k]
+                      << " tol " << tol;
+      }
+    }
+  }
+}
+
+const DType kAllTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16,
+                           DType::kQ8_0, DType::kQ4_0, DType::kQ4_1};
+const int64_t kRows[] = {1, 3, 17, 64, 191};
+const int64_t kTokens[] = {1, 2, 3, 5, 8, 17};
+
+class MatMulTest : public testing::TestWithParam<std::tuple<DType, int64_t>> {};
+
+TEST_P(MatMulTest, MatchesReference) {
+  const auto [type, cols] = GetParam();
+  for (int64_t rows : kRows) {
+    const TestWeight w = MakeWeight(type, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
+    for (int64_t n : kTokens) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " n=" << n);
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 99);
+      std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      ExpectMatMulMatchesReference(w.view, x, n, y);
+    }
+  }
+}
+
+TEST_P(MatMulTest, ThreadCountDoesNotChangeBits) {
+  const auto [type, cols] = GetParam();
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (int64_t rows : {int64_t{17}, int64_t{64}, int64_t{191}}) {
+    const TestWeight w = MakeWeight(type, rows, cols, 5);
+    for (int64_t n : {int64_t{1}, int64_t{5}, int64_t{17}}) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " n=" << n);
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 7);
+      std::vector<float> y1(static_cast<size_t>(n * rows)), y2(y1.size()), y3(y1.size());
+      ops::MatMul(w.view, x.data(), n, y1.data(), nullptr);
+      ops::MatMul(w.view, x.data(), n, y2.data(), &pool2);
+      ops::MatMul(w.view, x.data(), n, y3.data(), &pool3);
+      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
+      EXPECT_EQ(0, std::memcmp(y1.data(), y3.data(), y1.size() * sizeof(float)));
+    }
+  }
+}
+
+TEST_P(MatMulTest, DequantizeRowMatchesReference) {
+  const auto [type, cols] = GetParam();
+  const TestWeight w = MakeWeight(type, 3, cols, 11);
+  std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
+  for (int64_t r = 0; r < 3; ++r) {
+    ops::DequantizeRow(w.view, r, got.data());
+    ops::ref::DequantizeRow(w.view, r, want.data());
+    for (int64_t i = 0; i < cols; ++i) {
+      // d*q+m (Q4_1) may be fused in one rounding by the optimized code: 1 ulp.
+      EXPECT_NEAR(got[i], want[i], std::fabs(want[i]) * 0x1p-23) << "r=" << r << " i=" << i;
+    }
+  }
+}
+
+std::string TypeColsName(const testing::TestParamInfo<std::tuple<DType, int64_t>>& info) {
+  return std::string(DTypeName(std::get<0>(info.param))) + "_cols" +
+         std::to_string(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, MatMulTest,
+                         testing::Combine(testing::ValuesIn(kAllTypes),
+                                          testing::Values<int64_t>(32, 64, 96, 576, 1536)),
+                         TypeColsName);
+
+// Plain types accept any cols; the part past the last multiple of 32 takes a
+// scalar path.
+TEST(MatMulPlainTest, ColsNotMultipleOf32) {
+  for (DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int64_t cols : {1, 7, 33, 50, 100}) {
+      SCOPED_TRACE(testing::Message() << DTypeName(type) << " cols=" << cols);
+      const TestWeight w = MakeWeight(type, 9, cols, 3);
+      const int64_t n = 5;
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 4);
+      std::vector<float> y(static_cast<size_t>(n * 9));
+      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      ExpectMatMulMatchesReference(w.view, x, n, y);
+      std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
+      ops::DequantizeRow(w.view, 8, got.data());
+      ops::ref::DequantizeRow(w.view, 8, want.data());
+      EXPECT_EQ(got, want);
+    }
+  }
+}
+
+TEST(MatMulDeathTest, RejectsBadShapes) {
+  std::vector<uint8_t> bytes(1024);
+  const float x[64] = {};
+  float y[4];
+  WeightView q50{DType::kQ5_0, 1, 32, bytes.data(), 22};
+  EXPECT_DEATH(ops::MatMul(q50, x, 1, y, nullptr), "unsupported weight type");
+  WeightView odd{DType::kQ8_0, 1, 40, bytes.data(), 34};
+  EXPECT_DEATH(ops::MatMul(odd, x, 1, y, nullptr), "bad weight shape");
+  WeightView short_rows{DType::kQ8_0, 2, 64, bytes.data(), 34};
+  EXPECT_DEATH(ops::MatMul(short_rows, x, 1, y, nullptr), "row_bytes");
+  WeightView ok{DType::kF32, 2, 4, bytes.data(), 16};
+  EXPECT_DEATH(ops::DequantizeRow(ok, 2, y), "out of");
+}
+
+// ---------------------------------------------------------------------------
+// Dequantization of hand-built blocks.
+
+void ExpectDequantize(const WeightView& w, const std::vector<float>& want) {
+  std::vector<float> got(want.size()), got_ref(want.size());
+  ops::DequantizeRow(w, 0, got.data());
+  ops::ref::DequantizeRow(w, 0, got_ref.data());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i], want[i]) << "optimized, element " << i;
+    EXPECT_EQ(got_ref[i], want[i]) << "reference, element " << i;
+  }
+}
+
+TEST(DequantizeTest, Q4_0NibbleOrder) {
+  // Element j (< 16) is the low nibble of qs[j], element j + 16 the high one.
+  BlockQ4_0 b;
+  b.d = F32ToF16(1.0f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  std::vector<float> want(32);
+  for (int j = 0; j < 16; ++j) {
+    want[j] = static_cast<float>(j - 8);
+    want[j + 16] = static_cast<float>(7 - j);
+  }
+  ExpectDequantize(WeightView{DType::kQ4_0, 1, 32, &b, sizeof(b)}, want);
+}
+
+TEST(DequantizeTest, Q4_0NegativeScaleTwoBlocks) {
+  BlockQ4_0 b[2];
+  b[0].d = F32ToF16(-0.25f);
+  b[1].d = F32ToF16(3.0f);
+  for (int j = 0; j < 16; ++j) {
+    b[0].qs[j] = static_cast<uint8_t>(0x0F | (0 << 4));  // low 15, high 0
+    b[1].qs[j] = static_cast<uint8_t>(8 | (9 << 4));     // low 8, high 9
+  }
+  std::vector<float> want(64);
+  for (int j = 0; j < 16; ++j) {
+    want[j] = -0.25f * 7;
+    want[j + 16] = -0.25f * -8;
+    want[32 + j] = 0.0f;
+    want[48 + j] = 3.0f;
+  }
+  ExpectDequantize(WeightView{DType::kQ4_0, 1, 64, b, sizeof(b)}, want);
+}
+
+TEST(DequantizeTest, Q4_1Min) {
+  BlockQ4_1 b;
+  b.d = F32ToF16(0.5f);
+  b.m = F32ToF16(-2.0f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  std::vector<float> want(32);
+  for (int j = 0; j < 16; ++j) {
+    want[j] = 0.5f * j - 2.0f;
+    want[j + 16] = 0.5f * (15 - j) - 2.0f;
+  }
+  ExpectDequantize(WeightView{DType::kQ4_1, 1, 32, &b, sizeof(b)}, want);
+}
+
+TEST(DequantizeTest, Q8_0NegativeScale) {
+  BlockQ8_0 b;
+  b.d = F32ToF16(-2.0f);
+  std::vector<float> want(32);
+  for (int j = 0; j < 32; ++j) {
+    b.qs[j] = static_cast<int8_t>(j * 8 - 128);  // -128 .. 120
+    want[j] = -2.0f * static_cast<float>(j * 8 - 128);
+  }
+  ExpectDequantize(WeightView{DType::kQ8_0, 1, 32, &b, sizeof(b)}, want);
+}
+
+TEST(DequantizeTest, SubnormalFp16Scales) {
+  // d = smallest fp16 subnormal (2^-24), m = largest subnormal (1023 * 2^-24).
+  BlockQ8_0 b8;
+  b8.d = 0x0001;
+  for (int j = 0; j < 32; ++j) b8.qs[j] = static_cast<int8_t>(127 - j * 8);
+  std::vector<float> want8(32);
+  for (int j = 0; j < 32; ++j) want8[j] = std::ldexp(static_cast<float>(127 - j * 8), -24);
+  ExpectDequantize(WeightView{DType::kQ8_0, 1, 32, &b8, sizeof(b8)}, want8);
+
+  BlockQ4_1 b41;
+  b41.d = 0x8001;  // -2^-24
+  b41.m = 0x03FF;
+  for (int j = 0; j < 16; ++j) b41.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  std::vector<float> want41(32);
+  for (int j = 0; j < 16; ++j) {
+    want41[j] = std::ldexp(static_cast<float>(1023 - j), -24);
+    want41[j + 16] = std::ldexp(static_cast<float>(1023 - (15 - j)), -24);
+  }
+  ExpectDequantize(WeightView{DType::kQ4_1, 1, 32, &b41, sizeof(b41)}, want41);
+}
+
+TEST(DequantizeTest, PlainTypes) {
+  const uint16_t f16[3] = {0x3C00, 0xC000, 0x0001};  // 1, -2, 2^-24
+  ExpectDequantize(WeightView{DType::kF16, 1, 3, f16, sizeof(f16)},
+                   {1.0f, -2.0f, std::ldexp(1.0f, -24)});
+  const uint16_t bf16[2] = {0x3F80, 0xC040};  // 1, -3
+  ExpectDequantize(WeightView{DType::kBF16, 1, 2, bf16, sizeof(bf16)}, {1.0f, -3.0f});
+}
+
+// ---------------------------------------------------------------------------
+// fp16 / bf16 conversions (src/core/half.h).
+
+// Independent definition of an fp16 value.
+double HalfValue(uint16_t h) {
+  const int sign = (h >> 15) ? -1 : 1;
+  const int exp = (h >> 10) & 0x1F;
+  const int mant = h & 0x3FF;
+  if (exp == 0) return sign * std::ldexp(static_cast<double>(mant), -24);
+  if (exp == 31) return mant == 0 ? sign * INFINITY : NAN;
+  return sign * std::ldexp(1.0 + mant / 1024.0, exp - 15);
+}
+
+TEST(HalfTest, F16ExhaustiveRoundTrip) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = F16ToF32(static_cast<uint16_t>(h));
+    const double want = HalfValue(static_cast<uint16_t>(h));
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(f)) << h;
+      const uint16_t back = F32ToF16(f);
+      ASSERT_EQ(back & 0x7C00, 0x7C00) << h;
+      ASSERT_NE(back & 0x03FF, 0) << h;
+      ASSERT_EQ(back & 0x8000, h & 0x8000) << h;
+      continue;
+    }
+    ASSERT_EQ(static_cast<double>(f), want) << h;
+    ASSERT_EQ(std::signbit(f), (h & 0x8000) != 0) << h;
+    ASSERT_EQ(F32ToF16(f), h) << h;
+  }
+}
+
+TEST(HalfTest, F16RoundsToNearestEven) {
+  // Every pair of adjacent finite positive halves (subnormals included): the
+  // exact midpoint goes to the even one, anything off the midpoint to the
+  // nearer one. Midpoints have at most 12 significant bits: exact in f32.
+  for (uint32_t h = 0; h < 0x7BFF; ++h) {
+    const float lo = F16ToF32(static_cast<uint16_t>(h));
+    const float hi = F16ToF32(static_cast<uint16_t>(h + 1));
+    const float mid = static_cast<float>((static_cast<double>(lo) + hi) / 2);
+    ASSERT_EQ(static_cast<double>(mid), (static_cast<double>(lo) + hi) / 2);
+    const uint16_t even = (h & 1) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h);
+    ASSERT_EQ(F32ToF16(mid), even) << h;
+    ASSERT_EQ(F32ToF16(-mid), even | 0x8000) << h;
+    ASSERT_EQ(F32ToF16(std::nextafter(mid, 0.0f)), h) << h;
+    ASSERT_EQ(F32ToF16(std::nextafter(mid, INFINITY)), h + 1) << h;
+  }
+  // Overflow: 65504 is the largest half; the midpoint to 65536 rounds (to
+  // even) to infinity, just below it to 65504.
+  EXPECT_EQ(F32ToF16(65504.0f), 0x7BFF);
+  EXPECT_EQ(F32ToF16(65520.0f), 0x7C00);
+  EXPECT_EQ(F32ToF16(std::nextafter(65520.0f, 0.0f)), 0x7BFF);
+  EXPECT_EQ(F32ToF16(1e10f), 0x7C00);
+  EXPECT_EQ(F32ToF16(-INFINITY), 0xFC00);
+  // Underflow: half the smallest subnormal rounds to even (zero); above it, up.
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -25)), 0x0000);
+  EXPECT_EQ(F32ToF16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 0x0001);
+  EXPECT_EQ(F32ToF16(std::ldexp(3.0f, -25)), 0x0002);
+  EXPECT_EQ(F32ToF16(-1e-30f), 0x8000);
+}
+
+TEST(HalfTest, BF16ExhaustiveRoundTripAndRounding) {
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const float f = BF16ToF32(static_cast<uint16_t>(b));
+    ASSERT_EQ(std::bit_cast<uint32_t>(f), b << 16) << b;
+    if (std::isnan(f)) {
+      ASSERT_TRUE(std::isnan(BF16ToF32(F32ToBF16(f)))) << b;
+      continue;
+    }
+    ASSERT_EQ(F32ToBF16(f), b) << b;
+    if ((b & 0x7F80) == 0x7F80) continue;      // inf: no midpoint above it
+    if (b == 0x7F7F || b == 0xFF7F) continue;  // largest finite: midpoint rounds to inf
+    // Midpoint to the next bf16 (larger magnitude) rounds to even.
+    const float mid = std::bit_cast<float>((b << 16) | 0x8000u);
+    const uint32_t even = (b & 1) ? b + 1 : b;
+    ASSERT_EQ(F32ToBF16(mid), even) << b;
+    ASSERT_EQ(F32ToBF16(std::bit_cast<float>((b << 16) | 0x7FFFu)), b) << b;
+    ASSERT_EQ(F32ToBF16(std::bit_cast<float>((b << 16) | 0x8001u)), b + 1) << b;
+  }
+  EXPECT_EQ(F32ToBF16(std::bit_cast<float>(0x7F7F8000u)), 0x7F80);  // to even: inf
+}
+
+// ---------------------------------------------------------------------------
+// Element-wise kernels vs reference.
+
+const int64_t kSizes[] = {1, 3, 15, 16, 17, 64, 100, 576, 1536};
+
+// |got - want| <= rel * |want| + abs.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double rel,
+                 double abs, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  int failures = 0;
+  for (size_t i = 0; i < got.size() && failures < 5; ++i) {
+    const double tol = rel * std::fabs(want[i]) + abs;
+    if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol)) {
+      ++failures;
+      ADD_FAILURE() << what << "[" << i << "] of " << got.size() << ": got " << got[i] << " want "
+                    << want[i];
+    }
+  }
+}
+
+TEST(ElementwiseTest, RmsNorm) {
+  for (int64_t n : kSizes) {
+    const auto x = RandomVector(static_cast<size_t>(n), 1, 3.0f);
+    const auto w = RandomVector(static_cast<size_t>(n), 2);
+    std::vector<float> got(x.size()), want(x.size());
+    ops::RmsNorm(x.data(), w.data(), n, 1e-5f, got.data());
+    ops::ref::RmsNorm(x.data(), w.data(), n, 1e-5f, want.data());
+    // f32 sum of squares over n terms: relative error <= n * 2^-24 (all terms
+    // positive), halved by the sqrt; plus a few roundings per element.
+    ExpectClose(got, want, (static_cast<double>(n) + 8) * 0x1p-24, 0.0, "RmsNorm");
+    std::vector<float> inplace = x;
+    ops::RmsNorm(inplace.data(), w.data(), n, 1e-5f, inplace.data());
+    EXPECT_EQ(inplace, got);
+  }
+}
+
+TEST(ElementwiseTest, LayerNorm) {
+  for (int64_t n : kSizes) {
+    if (n == 1) continue;  // variance 0: output is bias only, tested below
+    auto x = RandomVector(static_cast<size_t>(n), 1, 2.0f);
+    for (float& v : x) v += 5.0f;  // a mean far from zero
+    const auto w = RandomVector(static_cast<size_t>(n), 2);
+    const auto b = RandomVector(static_cast<size_t>(n), 3);
+    std::vector<float> got(x.size()), want(x.size());
+    ops::LayerNorm(x.data(), w.data(), b.data(), n, 1e-5f, got.data());
+    ops::ref::LayerNorm(x.data(), w.data(), b.data(), n, 1e-5f, want.data());
+    // Error relative to |(x-mean)*scale*w| + |b| ~ a few units; the mean is
+    // ~5 and summing it in f32 loses ~n * 2^-24 * 5 absolute.
+    ExpectClose(got, want, 1e-5, (static_cast<double>(n) + 16) * 0x1p-24 * 16, "LayerNorm");
+  }
+  const float one = 3.0f, w = 2.0f, b = 0.5f;
+  float out;
+  ops::LayerNorm(&one, &w, &b, 1, 1e-5f, &out);
+  EXPECT_EQ(out, 0.5f);
+}
+
+TEST(ElementwiseTest, SiluMul) {
+  for (int64_t n : kSizes) {
+    auto g = RandomVector(static_cast<size_t>(n), 1, 4.0f);
+    if (n > 3) {
+      g[0] = 100.0f;
+      g[1] = -100.0f;
+      g[2] = -1000.0f;
+    }
+    const auto u = RandomVector(static_cast<size_t>(n), 2);
+    std::vector<float> got = g, want = g;
+    ops::SiluMul(got.data(), u.data(), n);
+    ops::ref::SiluMul(want.data(), u.data(), n);
+    // hwy's Exp is within a few ulp; division and multiply add a few more.
+    // For g < -88 the kernel clamps exp(-g) to e^88 (hwy's Exp is undefined
+    // past +104), so it returns ~g * e^-88 * u instead of ~0: an absolute
+    // error below 1e-35 for these inputs.
+    ExpectClose(got, want, 8 * 0x1p-23, 1e-35, "SiluMul");
+  }
+}
+
+TEST(ElementwiseTest, GeluTanh) {
+  for (int64_t n : kSizes) {
+    auto x = RandomVector(static_cast<size_t>(n), 1, 3.0f);
+    if (n > 3) {
+      x[0] = 50.0f;
+      x[1] = -50.0f;
+      x[2] = 1e-6f;
+    }
+    std::vector<float> got = x, want = x;
+    ops::GeluTanh(got.data(), n);
+    ops::ref::GeluTanh(want.data(), n);
+    // Near x ~ -3 the result is a small difference (0.5x(1+tanh) with tanh ~
+    // -1): the absolute error is a few ulp of |x|, not of the result.
+    int failures = 0;
+    for (size_t i = 0; i < x.size() && failures < 5; ++i) {
+      const double tol = 16 * 0x1p-24 * (std::fabs(x[i]) + std::fabs(want[i]));
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol)) {
+        ++failures;
+        ADD_FAILURE() << "GeluTanh(" << x[i] << "): got " << got[i] << " want " << want[i];
+      }
+    }
+  }
+}
+
+TEST(ElementwiseTest, Softmax) {
+  for (int64_t n : kSizes) {
+    auto x = RandomVector(static_cast<size_t>(n), 1, 5.0f);
+    if (n > 3) {
+      x[1] = -INFINITY;  // a masked position
+      x[2] = 1000.0f;    // stability: would overflow exp without the max shift
+      x[3] = 990.0f;
+    }
+    std::vector<float> got = x, want = x;
+    ops::Softmax(got.data(), n);
+    ops::ref::Softmax(want.data(), n);
+    // Probabilities: each within a few ulp-of-exp relative error, plus the
+    // f32 sum's n * 2^-24 relative error through the normalization.
+    ExpectClose(got, want, (static_cast<double>(n) + 16) * 0x1p-24, 1e-38, "Softmax");
+    if (n > 3) {
+      EXPECT_EQ(got[1], 0.0f);
+    }
+  }
+}
+
+TEST(ElementwiseTest, DotAxpyAdd) {
+  for (int64_t n : kSizes) {
+    const auto a = RandomVector(static_cast<size_t>(n), 1);
+    const auto b = RandomVector(static_cast<size_t>(n), 2);
+    double abs_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) abs_sum += std::fabs(static_cast<double>(a[i]) * b[i]);
+    // Same summation bound as MatMul.
+    EXPECT_NEAR(ops::Dot(a.data(), b.data(), n), ops::ref::Dot(a.data(), b.data(), n),
+                (static_cast<double>(n) + 1) * 0x1p-24 * abs_sum)
+        << n;
+
+    std::vector<float> got = b, want = b;
+    ops::Axpy(0.37f, a.data(), got.data(), n);
+    ops::ref::Axpy(0.37f, a.data(), want.data(), n);
+    // FMA vs multiply-then-add: one rounding of |a*x| apart.
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(got[i], want[i], 0x1p-23 * (std::fabs(want[i]) + std::fabs(0.37f * a[i])));
+    }
+    got = b;
+    want = b;
+    ops::Add(got.data(), a.data(), n);
+    ops::ref::Add(want.data(), a.data(), n);
+    EXPECT_EQ(got, want);  // one rounding either way: exact match
+  }
+}
+
+TEST(ElementwiseTest, RopeNorm) {
+  const int heads = 3, head_dim = 64;
+  for (int rope_dims : {64, 32}) {
+    for (int32_t pos : {0, 1, 17, 4095, 100000}) {
+      const auto x = RandomVector(static_cast<size_t>(heads * head_dim), 1);
+      std::vector<float> got = x, want = x;
+      ops::RopeNorm(got.data(), heads, head_dim, rope_dims, pos, 10000.0f);
+      ops::ref::RopeNorm(want.data(), heads, head_dim, rope_dims, pos, 10000.0f);
+      ExpectClose(got, want, 1e-6, 1e-6, "RopeNorm");
+      if (pos == 0) {
+        EXPECT_EQ(got, x);
+      }
+      // Dimensions past rope_dims are untouched.
+      for (int h = 0; h < heads; ++h) {
+        for (int i = rope_dims; i < head_dim; ++i)
+          EXPECT_EQ(got[h * head_dim + i], x[h * head_dim + i]);
+      }
+    }
+  }
+  // A known value: pos 1, pair 0 rotates by exactly 1 radian.
+  float v[2] = {1.0f, 0.0f};
+  ops::RopeNorm(v, 1, 2, 2, 1, 10000.0f);
+  EXPECT_NEAR(v[0], std::cos(1.0), 1e-7);
+  EXPECT_NEAR(v[1], std::sin(1.0), 1e-7);
+}
+
+// ---------------------------------------------------------------------------
+// Every compiled SIMD target the CPU supports gives reference results.
+
+TEST(SimdTargetsTest, EveryTargetMatchesReference) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    std::printf("checking SIMD target %s\n", hwy::TargetName(target));
+    EXPECT_STREQ(ops::SimdTargetName(), hwy::TargetName(target));
+    for (DType type : kAllTypes) {
+      SCOPED_TRACE(DTypeName(type));
+      const int64_t rows = 17, cols = 96, n = 5;
+      const TestWeight w = MakeWeight(type, rows, cols, 21);
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 22);
+      std::vector<float> y(static_cast<size_t>(n * rows));
+      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      ExpectMatMulMatchesReference(w.view, x, n, y);
+      std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
+      ops::DequantizeRow(w.view, 4, got.data());
+      ops::ref::DequantizeRow(w.view, 4, want.data());
+      for (int64_t i = 0; i < cols; ++i) EXPECT_NEAR(got[i], want[i], std::fabs(want[i]) * 0x1p-23);
+    }
+    const auto a = RandomVector(37, 1, 3.0f);
+    const auto b = RandomVector(37, 2);
+    std::vector<float> got = a, want = a;
+    ops::SiluMul(got.data(), b.data(), 37);
+    ops::ref::SiluMul(want.data(), b.data(), 37);
+    ExpectClose(got, want, 8 * 0x1p-23, 1e-35, "SiluMul");
+    got = a;
+    want = a;
+    ops::Softmax(got.data(), 37);
+    ops::ref::Softmax(want.data(), 37);
+    ExpectClose(got, want, 64 * 0x1p-24, 1e-38, "Softmax");
+    got.assign(37, 0.0f);
+    want.assign(37, 0.0f);
+    ops::RmsNorm(a.data(), b.data(), 37, 1e-6f, got.data());
+    ops::ref::RmsNorm(a.data(), b.data(), 37, 1e-6f, want.data());
+    ExpectClose(got, want, 64 * 0x1p-24, 0.0, "RmsNorm");
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+TEST(SimdTargetsTest, ReportsTarget) {
+  const std::string name = ops::SimdTargetName();
+  EXPECT_FALSE(name.empty());
+  RecordProperty("simd_target", name);
+  std::printf("SIMD target: %s\n", name.c_str());
+}
+
+}  // namespace
+}  // namespace kvinfer
