@@ -1,6 +1,7 @@
 // The kvinfer command line, run as a user runs it: exit codes, what goes to
 // stdout and stderr, and clear errors for bad input.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -27,10 +28,13 @@ std::string ReadFile(const std::string& path) {
 }
 
 CmdResult RunCli(const std::string& args, const std::string& stdin_text = "") {
-  const std::string dir = ::testing::TempDir();
-  const std::string out_path = dir + "/kvinfer_cli_out.txt";
-  const std::string err_path = dir + "/kvinfer_cli_err.txt";
-  const std::string in_path = dir + "/kvinfer_cli_in.txt";
+  // Unique names: ctest runs tests in parallel processes.
+  static int counter = 0;
+  const std::string prefix = ::testing::TempDir() + "/kvinfer_cli_" + std::to_string(getpid()) +
+                             "_" + std::to_string(counter++);
+  const std::string out_path = prefix + "_out.txt";
+  const std::string err_path = prefix + "_err.txt";
+  const std::string in_path = prefix + "_in.txt";
   std::ofstream(in_path) << stdin_text;
   const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer " + args + " <" + in_path +
                           " >" + out_path + " 2>" + err_path;
@@ -79,7 +83,7 @@ TEST(Cli, MissingModelFileIsNamed) {
 }
 
 TEST(Cli, MalformedModelFileIsNamed) {
-  const std::string path = ::testing::TempDir() + "/not_a_model.gguf";
+  const std::string path = ::testing::TempDir() + "/not_a_model_" + std::to_string(getpid()) + ".gguf";
   std::ofstream(path) << "this is not a GGUF file at all";
   CmdResult r = RunCli("info --model " + path);
   EXPECT_EQ(r.exit_code, 1);
@@ -89,7 +93,7 @@ TEST(Cli, MalformedModelFileIsNamed) {
 
 TEST(Cli, PromptLongerThanTheContextIsRefused) {
   KVINFER_REQUIRE_FILE(testing::StoriesGguf());
-  const std::string path = ::testing::TempDir() + "/long_prompt.txt";
+  const std::string path = ::testing::TempDir() + "/long_prompt_" + std::to_string(getpid()) + ".txt";
   {
     std::ofstream f(path);
     for (int i = 0; i < 800; ++i) f << "Once upon a time ";  // ~3200 tokens > 2048
@@ -101,7 +105,7 @@ TEST(Cli, PromptLongerThanTheContextIsRefused) {
 
 TEST(Cli, GenerateWritesOnlyTheContinuationAndStats) {
   KVINFER_REQUIRE_FILE(testing::StoriesGguf());
-  const std::string stats = ::testing::TempDir() + "/stats.json";
+  const std::string stats = ::testing::TempDir() + "/stats_" + std::to_string(getpid()) + ".json";
   CmdResult r = RunCli("generate --model " + testing::StoriesGguf() +
                     " -p \"Once upon a time\" -n 32 --threads 1 --stats-json " + stats);
   ASSERT_EQ(r.exit_code, 0) << r.err;
