@@ -109,6 +109,17 @@ struct KvOptions {
   int max_seq_len = 0;
 };
 
+// One sequence's share of the cache.
+struct KvSequenceStats {
+  int64_t request_id = -1;  // -1: held by an idle session
+  int64_t tokens_held = 0;
+  int64_t num_blocks = 0;           // blocks in its block table
+  int64_t num_blocks_shared = 0;    // of those, shared with another sequence
+  int64_t capacity_tokens = 0;
+  int64_t bytes_reserved = 0;       // its blocks (shared ones counted in full)
+  int64_t bytes_used = 0;           // its tokens
+};
+
 struct KvCacheStats {
   std::string strategy;
   int block_size_tokens = 0;
@@ -124,6 +135,14 @@ struct KvCacheStats {
   int64_t bytes_used = 0;           // tokens held
   int64_t peak_bytes_reserved = 0;
   double usage_ratio = 0;           // tokens_held / capacity_tokens
+  // Sharing (forks with copy-on-write): the bytes all block tables address,
+  // what sharing saves against giving every sequence its own copy, the
+  // blocks with more than one holder, and the copies made on first write.
+  int64_t bytes_logical = 0;
+  int64_t bytes_saved_by_sharing = 0;
+  int64_t num_blocks_shared = 0;
+  int64_t num_cow_copies = 0;
+  std::vector<KvSequenceStats> sequences;
 };
 
 // ---------------------------------------------------------------- engine
@@ -142,6 +161,10 @@ struct SamplingParams {
   float top_p = 1.0f;          // 1 = off
   uint64_t seed = 0;
   bool ignore_eos = false;     // keep generating past end-of-generation tokens
+  // Independent samples of the same prompt. They share the prompt's KV
+  // blocks (copy-on-write) and get consecutive request ids; sample i uses
+  // seed + i.
+  int n = 1;
 };
 
 using RequestId = int64_t;
@@ -176,11 +199,23 @@ struct RequestTimings {
 
 struct RequestOutput {
   RequestId id = 0;
+  int sample_index = 0;             // i for the i-th of n samples (id = first id + i)
   std::vector<int32_t> new_tokens;  // sampled this step
   std::string text_delta;           // their text (UTF-8 complete characters only)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   RequestTimings timings;
+};
+
+// Scheduler counters since the engine was created.
+struct EngineStats {
+  int64_t num_steps = 0;
+  int64_t num_running = 0;
+  int64_t num_waiting = 0;
+  int64_t peak_running = 0;           // most sequences in one step
+  int64_t num_preemptions = 0;        // running requests whose blocks were freed for others
+  int64_t num_session_evictions = 0;  // idle sessions whose cached tokens were dropped
+  int64_t tokens_computed = 0;        // tokens through the forward pass (prefill + decode + recompute)
 };
 
 class EngineImpl;
@@ -193,7 +228,17 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Errors: an empty prompt, a prompt that does not fit in max_seq_len
-  // (kOutOfRange), bad sampling parameters (kInvalidArgument).
+  // (kOutOfRange), bad sampling parameters (kInvalidArgument). With
+  // params.n > 1 the samples have ids [returned id, returned id + n).
+  //
+  // Scheduling: requests run in arrival order, at most max_seqs at once and
+  // max_batch_tokens per step (long prompts are prefilled in chunks). A
+  // request is admitted when its prompt's blocks fit. When a running
+  // sequence needs a block and none is free, idle sessions' caches are
+  // dropped first, then the most recently admitted request is preempted:
+  // its blocks are freed and it is recomputed later, producing exactly the
+  // tokens it would have produced anyway. A request that cannot fit even
+  // alone finishes with kKvExhausted.
   StatusOr<RequestId> AddRequest(std::string_view prompt, const SamplingParams& params,
                                  const RequestOptions& options = {});
   StatusOr<RequestId> AddRequestTokens(std::vector<int32_t> prompt_tokens,
@@ -202,6 +247,8 @@ class Engine {
   // Runs one forward step over all running requests; returns what each
   // produced. Finished requests appear once with finished = true.
   std::vector<RequestOutput> Step();
+  // True while requests wait or run, or finished ones (e.g. aborted) have
+  // outputs Step() has not returned yet.
   bool HasWork() const;
   // Finishes a request with kAborted and frees its blocks; false if unknown.
   bool Abort(RequestId id);
@@ -211,6 +258,7 @@ class Engine {
   void EndSession(SessionId id);
 
   KvCacheStats KvStats() const;
+  EngineStats Stats() const;
   const EngineOptions& options() const;
 
  private:

@@ -9,88 +9,15 @@ namespace {
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+constexpr int kMaxSamples = 1024;
+
 }  // namespace
 
-const char* Version() { return "0.1.0"; }
-
-const char* KvStrategyName(KvStrategy s) {
-  switch (s) {
-    case KvStrategy::kNone: return "none";
-    case KvStrategy::kContiguous: return "contiguous";
-    case KvStrategy::kPaged: return "paged";
-  }
-  return "?";
-}
-
-std::optional<KvStrategy> ParseKvStrategy(std::string_view name) {
-  for (KvStrategy s : {KvStrategy::kNone, KvStrategy::kContiguous, KvStrategy::kPaged}) {
-    if (name == KvStrategyName(s)) return s;
-  }
-  return std::nullopt;
-}
-
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kContextFull: return "context_full";
-    case FinishReason::kKvExhausted: return "kv_exhausted";
-    case FinishReason::kAborted: return "aborted";
-  }
-  return "?";
-}
-
-double RequestTimings::prefill_tokens_per_s() const {
-  const double n = static_cast<double>(prompt_tokens - cached_prompt_tokens);
-  return prefill_ms > 0 ? n / (prefill_ms / 1000.0) : 0.0;
-}
-
-double RequestTimings::decode_tokens_per_s() const {
-  return decode_ms > 0 && generated_tokens > 1
-             ? static_cast<double>(generated_tokens - 1) / (decode_ms / 1000.0)
-             : 0.0;
-}
-
-// ------------------------------------------------------------------ Model
-
-StatusOr<Model> Model::Load(const std::string& path) {
-  std::shared_ptr<const ModelImpl> impl;
-  Status st = CatchToStatus([&] { impl = ModelImpl::LoadGguf(path); });
-  if (!st.ok()) return st;
-  return Model(std::move(impl));
-}
-
-const ModelInfo& Model::info() const { return impl_->info(); }
-
-StatusOr<std::vector<int32_t>> Model::Tokenize(std::string_view text, bool add_special,
-                                               bool parse_special) const {
-  std::vector<int32_t> ids;
-  Status st = CatchToStatus([&] { ids = impl_->tokenizer().Encode(text, add_special, parse_special); });
-  if (!st.ok()) return st;
-  return ids;
-}
-
-std::string Model::Detokenize(std::span<const int32_t> ids, bool render_special) const {
-  return impl_->tokenizer().Decode(ids, render_special);
-}
-
-StatusOr<std::string> Model::ApplyChatTemplate(std::span<const ChatMessage> messages,
-                                               bool add_generation_prompt) const {
-  std::string text;
-  Status st = CatchToStatus([&] { text = impl_->chat_template().Render(messages, add_generation_prompt); });
-  if (!st.ok()) return st;
-  return text;
-}
-
-// ------------------------------------------------------------------ Engine
-
-EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int max_seq_len,
-                       int32_t block_size, int32_t num_blocks)
+EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t block_size,
+                       int32_t num_blocks)
     : model_(model),
       m_(*model.impl()),
       options_(options),
-      max_seq_len_(max_seq_len),
       pool_(options.num_threads),
       cache_(m_.config(), block_size, num_blocks),
       runner_(m_.config(), m_.weights(), &pool_) {}
@@ -98,37 +25,40 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int max
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
                                     const RequestOptions& options) {
   if (Status st = ValidateSamplingParams(params); !st.ok()) return st;
-  if (prompt.empty()) return Status(StatusCode::kInvalidArgument, "the prompt is empty");
-  if (static_cast<int64_t>(prompt.size()) > max_seq_len_) {
+  auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
+  if (params.n < 1 || params.n > kMaxSamples) {
+    return bad(fmt::format("n (samples per prompt) must be in [1, {}], got {}", kMaxSamples, params.n));
+  }
+  if (params.n > 1 && options.session) return bad("n > 1 cannot be combined with a session");
+  if (prompt.empty()) return bad("the prompt is empty");
+  const int max_seq_len = options_.kv.max_seq_len;
+  if (static_cast<int64_t>(prompt.size()) > max_seq_len) {
     return Status(StatusCode::kOutOfRange,
                   fmt::format("the prompt has {} tokens but a sequence may hold at most {} "
                               "(the model's context is {})",
-                              prompt.size(), max_seq_len_, m_.config().context_length));
+                              prompt.size(), max_seq_len, m_.config().context_length));
   }
   const int32_t vocab = m_.config().vocab_size;
   for (int32_t t : prompt) {
     if (t < 0 || t >= vocab) {
-      return Status(StatusCode::kInvalidArgument,
-                    fmt::format("prompt token {} is outside the vocabulary [0, {})", t, vocab));
+      return bad(fmt::format("prompt token {} is outside the vocabulary [0, {})", t, vocab));
     }
   }
   if (options.session) {
     auto it = sessions_.find(*options.session);
-    if (it == sessions_.end()) {
-      return Status(StatusCode::kInvalidArgument, fmt::format("unknown session {}", *options.session));
-    }
+    if (it == sessions_.end()) return bad(fmt::format("unknown session {}", *options.session));
     if (it->second.busy) {
-      return Status(StatusCode::kInvalidArgument,
-                    fmt::format("session {} already has a request in flight", *options.session));
+      return bad(fmt::format("session {} already has a request in flight", *options.session));
     }
     it->second.busy = true;
   }
   auto r = std::make_unique<Request>(params);
-  r->id = next_request_id_++;
+  r->id = next_request_id_;
+  next_request_id_ += params.n;
   r->session = options.session;
   r->num_prompt = static_cast<int32_t>(prompt.size());
   r->tokens = std::move(prompt);
-  r->tokens.reserve(std::min<int64_t>(max_seq_len_, r->tokens.size() + params.max_tokens));
+  r->tokens.reserve(std::min<int64_t>(max_seq_len, r->tokens.size() + params.max_tokens));
   r->added = Clock::now();
   r->timings.prompt_tokens = r->num_prompt;
   const RequestId id = r->id;
@@ -136,81 +66,233 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
   return id;
 }
 
-// Gives the request a KV sequence. contiguous reserves max_seq_len up front;
-// paged reserves the prompt's blocks; none allocates per step.
+bool EngineImpl::EvictIdleSession() {
+  Session* victim = nullptr;
+  for (auto& [id, s] : sessions_) {
+    if (s.busy || s.seq < 0) continue;
+    if (victim == nullptr || s.last_used < victim->last_used) victim = &s;
+  }
+  if (victim == nullptr) return false;
+  cache_.FreeSequence(victim->seq);
+  victim->seq = -1;
+  victim->tokens.clear();
+  ++stats_.num_session_evictions;
+  return true;
+}
+
 bool EngineImpl::Admit(Request& r) {
-  const KvStrategy strategy = options_.kv.strategy;
-  if (strategy == KvStrategy::kNone) return true;
-  int32_t seq = -1;
+  if (recompute()) return true;  // K/V live only within a step
+  bool fresh = true;
   if (r.session) {
     Session& s = sessions_.at(*r.session);
     if (s.seq >= 0) {
       // Reuse the longest common prefix of the cached tokens; always leave
-      // at least one prompt token to compute so there are logits to sample.
+      // at least one token to compute so there are logits to sample from.
       size_t common = 0;
       const size_t limit = std::min(s.tokens.size(), r.tokens.size() - 1);
       while (common < limit && s.tokens[common] == r.tokens[common]) ++common;
       cache_.Truncate(s.seq, static_cast<int32_t>(common));
-      seq = s.seq;
+      r.seq = s.seq;
       r.num_computed = static_cast<int32_t>(common);
       r.timings.cached_prompt_tokens = static_cast<int64_t>(common);
+      fresh = false;
     }
   }
-  if (seq < 0) seq = cache_.CreateSequence();
-  const int32_t want = strategy == KvStrategy::kContiguous ? max_seq_len_ : r.num_prompt;
-  if (!cache_.Reserve(seq, want)) {
-    if (!r.session || sessions_.at(*r.session).seq != seq) cache_.FreeSequence(seq);
-    return false;
+  if (r.seq < 0) r.seq = cache_.CreateSequence();
+  // contiguous reserves the whole region now; paged checks that the tokens
+  // it has fit and allocates as they are computed.
+  const bool contiguous = options_.kv.strategy == KvStrategy::kContiguous;
+  const int32_t want = contiguous ? options_.kv.max_seq_len : static_cast<int32_t>(r.tokens.size());
+  for (;;) {
+    const int32_t need = cache_.BlocksNeeded(r.seq, want);
+    if (need <= cache_.pool().num_free()) break;
+    if (!EvictIdleSession()) {
+      if (fresh) {
+        cache_.FreeSequence(r.seq);
+        r.seq = -1;
+      }
+      return false;
+    }
   }
-  r.seq = seq;
-  if (r.session) sessions_.at(*r.session).seq = seq;
+  if (contiguous) KVINFER_CHECK(cache_.Reserve(r.seq, want));
+  if (r.session) sessions_.at(*r.session).seq = r.seq;
   return true;
 }
 
-RequestOutput EngineImpl::MakeOutput(Request& r) {
-  RequestOutput out;
-  out.id = r.id;
-  return out;
+void EngineImpl::ReleaseKv(Request& r) {
+  if (r.seq < 0) return;
+  cache_.FreeSequence(r.seq);
+  if (r.session) {
+    Session& s = sessions_.at(*r.session);
+    s.seq = -1;
+    s.tokens.clear();
+  }
+  r.seq = -1;
+}
+
+void EngineImpl::Preempt(Request& r) {
+  ReleaseKv(r);
+  r.num_computed = 0;
+  r.timings.cached_prompt_tokens = 0;
+  ++stats_.num_preemptions;
+  auto it = std::find_if(running_.begin(), running_.end(),
+                         [&](const std::unique_ptr<Request>& p) { return p.get() == &r; });
+  KVINFER_CHECK(it != running_.end());
+  waiting_.push_front(std::move(*it));
+  running_.erase(it);
+}
+
+bool EngineImpl::MakeRoom(Request& r, int32_t chunk) {
+  if (recompute()) {
+    r.seq = cache_.CreateSequence();
+    r.num_computed = 0;
+  }
+  const int32_t end = r.num_computed + chunk;
+  for (;;) {
+    if (cache_.Reserve(r.seq, end) && cache_.PrepareWrite(r.seq, r.num_computed, end)) return true;
+    if (EvictIdleSession()) continue;
+    Request* victim = running_.back().get();
+    Preempt(*victim);
+    if (victim == &r) return false;
+  }
+}
+
+RequestOutput& EngineImpl::OutputFor(Request& r, std::vector<RequestOutput>& outputs) {
+  for (RequestOutput& o : outputs) {
+    if (o.id == r.id) return o;
+  }
+  RequestOutput& o = outputs.emplace_back();
+  o.id = r.id;
+  o.sample_index = r.sample_index;
+  return o;
 }
 
 void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutput>& outputs) {
   r.finish = reason;
-  const Clock::time_point now = Clock::now();
-  r.timings.total_ms = Ms(now - r.added);
+  r.timings.total_ms = Ms(Clock::now() - r.added);
   r.timings.generated_tokens = r.num_generated;
   if (r.session) {
     Session& s = sessions_.at(*r.session);
     s.busy = false;
-    if (r.seq >= 0) {
+    s.last_used = stats_.num_steps;
+    if (r.seq >= 0 && !recompute()) {
       s.seq = r.seq;
       s.tokens.assign(r.tokens.begin(), r.tokens.begin() + r.num_computed);
+      r.seq = -1;  // now owned by the session
     }
-  } else if (r.seq >= 0) {
-    cache_.FreeSequence(r.seq);
   }
+  if (r.seq >= 0) cache_.FreeSequence(r.seq);
   r.seq = -1;
-  // Attach the end to this step's output for the request, or add one.
-  RequestOutput* out = nullptr;
-  for (RequestOutput& o : outputs) {
-    if (o.id == r.id) out = &o;
+  RequestOutput& out = OutputFor(r, outputs);
+  out.text_delta += r.text.Flush();
+  out.finished = true;
+  out.finish_reason = reason;
+  out.timings = r.timings;
+}
+
+void EngineImpl::Sample(Request& r, std::span<const float> logits, Clock::time_point now,
+                        std::vector<RequestOutput>& outputs) {
+  const Tokenizer& tok = m_.tokenizer();
+  const int32_t token = r.sampler.Sample(logits);
+  r.tokens.push_back(token);
+  ++r.num_generated;
+  if (!r.first_token) {
+    r.first_token = now;
+    r.timings.ttft_ms = Ms(now - r.added);
   }
-  if (out == nullptr) out = &outputs.emplace_back(MakeOutput(r));
-  out->text_delta += r.text.Flush();
-  out->finished = true;
-  out->finish_reason = reason;
-  out->timings = r.timings;
+  RequestOutput& out = OutputFor(r, outputs);
+  out.new_tokens.push_back(token);
+  const bool eog = tok.IsEndOfGeneration(token);
+  if ((!eog || r.params.ignore_eos) && !tok.IsControl(token)) {
+    out.text_delta += r.text.Push(tok.TokenBytes(token));
+  }
+  if (eog && !r.params.ignore_eos) {
+    r.finish = FinishReason::kStop;
+  } else if (r.num_generated >= r.params.max_tokens) {
+    r.finish = FinishReason::kLength;
+  } else if (static_cast<int>(r.tokens.size()) >= options_.kv.max_seq_len) {
+    r.finish = FinishReason::kContextFull;
+  }
+}
+
+void EngineImpl::Fork(Request& parent, std::span<const float> logits,
+                      std::vector<RequestOutput>& outputs) {
+  parent.forked = true;
+  const Clock::time_point now = Clock::now();
+  for (int i = 1; i < parent.params.n; ++i) {
+    SamplingParams p = parent.params;
+    p.seed = parent.params.seed + static_cast<uint64_t>(i);
+    auto child = std::make_unique<Request>(p);
+    child->id = parent.id + i;
+    child->sample_index = i;
+    child->forked = true;
+    child->tokens = parent.tokens;
+    child->num_prompt = parent.num_prompt;
+    child->num_computed = parent.num_computed;
+    // The prompt's blocks are shared, not copied (copy-on-write later).
+    child->seq = parent.seq >= 0 && !recompute() ? cache_.Fork(parent.seq) : -1;
+    child->added = parent.added;
+    child->scheduled = parent.scheduled;
+    child->timings = parent.timings;
+    child->admitted_order = next_admitted_order_++;
+    Sample(*child, logits, now, outputs);
+    running_.push_back(std::move(child));
+  }
 }
 
 std::vector<RequestOutput> EngineImpl::Step() {
-  std::vector<RequestOutput> outputs = std::move(aborted_outputs_);
-  aborted_outputs_.clear();
+  std::vector<RequestOutput> outputs = std::move(pending_outputs_);
+  pending_outputs_.clear();
+  ++stats_.num_steps;
+  batch_.Clear();
+  sampled_.clear();
+  int32_t budget = options_.max_batch_tokens;
 
-  // Admit waiting requests in arrival order while there is room.
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_seqs) {
+  auto add_to_batch = [&](Request& r, int32_t chunk) {
+    const int32_t slot = static_cast<int32_t>(batch_.seq_ids.size());
+    batch_.seq_ids.push_back(r.seq);
+    for (int32_t p = r.num_computed; p < r.num_computed + chunk; ++p) {
+      batch_.tokens.push_back(r.tokens[p]);
+      batch_.positions.push_back(p);
+      batch_.seq_index.push_back(slot);
+    }
+    r.num_computed += chunk;
+    if (r.num_computed == static_cast<int32_t>(r.tokens.size())) {
+      batch_.logit_rows.push_back(batch_.size() - 1);
+      sampled_.push_back(&r);
+    }
+    budget -= chunk;
+  };
+  // Tokens r would put in this step's batch; 0 = none now.
+  auto chunk_for = [&](const Request& r) -> int32_t {
+    if (recompute()) {
+      const int32_t all = static_cast<int32_t>(r.tokens.size());
+      // The baseline recomputes whole sequences; one always fits so the
+      // engine makes progress.
+      return all <= budget || batch_.size() == 0 ? all : 0;
+    }
+    return std::min(r.num_uncomputed(), budget);
+  };
+
+  // 1. Running requests, earliest admitted first; MakeRoom may preempt the
+  //    latest ones (which are not in the batch yet).
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Request& r = *running_[i];
+    const int32_t chunk = chunk_for(r);
+    if (chunk <= 0) continue;
+    if (!MakeRoom(r, chunk)) break;  // r itself was preempted: it was the last
+    add_to_batch(r, chunk);
+  }
+
+  // 2. Admit waiting requests (preempted ones are at the front) while there
+  //    is room.
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_seqs &&
+         budget > 0) {
     Request& r = *waiting_.front();
     if (!Admit(r)) {
       if (running_.empty()) {
-        // Nothing running will free blocks: this request can never fit.
+        // Nothing running will free blocks, and idle sessions are gone:
+        // this request can never fit.
         std::unique_ptr<Request> dead = std::move(waiting_.front());
         waiting_.pop_front();
         Finish(*dead, FinishReason::kKvExhausted, outputs);
@@ -218,102 +300,44 @@ std::vector<RequestOutput> EngineImpl::Step() {
       }
       break;
     }
-    r.scheduled = Clock::now();
-    r.timings.queue_ms = Ms(*r.scheduled - r.added);
+    if (!r.scheduled) {
+      r.scheduled = Clock::now();
+      r.timings.queue_ms = Ms(*r.scheduled - r.added);
+    }
+    r.admitted_order = next_admitted_order_++;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
-  }
-  if (running_.empty()) return outputs;
-
-  // Build one ragged batch: every running request's uncomputed tokens (the
-  // prompt, or the last sampled token), within the token budget.
-  const bool recompute = options_.kv.strategy == KvStrategy::kNone;
-  batch_.Clear();
-  std::vector<Request*> sampled;  // requests whose last token is in the batch
-  int32_t budget = options_.max_batch_tokens;
-  for (std::unique_ptr<Request>& rp : running_) {
-    Request& r = *rp;
-    if (recompute) {
-      // The baseline: a transient sequence recomputes everything each step.
-      r.seq = cache_.CreateSequence();
-      r.num_computed = 0;
-    }
-    const int32_t total = static_cast<int32_t>(r.tokens.size());
-    int32_t chunk = total - r.num_computed;
-    if (!recompute) {
-      if (budget <= 0) continue;  // chunked prefill: the rest waits for the next step
-      chunk = std::min(chunk, budget);
-    }
+    const int32_t chunk = chunk_for(r);
     if (chunk <= 0) continue;
-    if (!cache_.Reserve(r.seq, r.num_computed + chunk)) {
-      // Out of blocks. (Preemption belongs to the scheduler; without it the
-      // request ends with a clear reason.)
-      if (recompute) {
-        cache_.FreeSequence(r.seq);
-        r.seq = -1;
-      }
-      r.finish = FinishReason::kKvExhausted;
-      continue;
-    }
-    budget -= chunk;
-    const int32_t seq_slot = static_cast<int32_t>(batch_.seq_ids.size());
-    batch_.seq_ids.push_back(r.seq);
-    for (int32_t p = r.num_computed; p < r.num_computed + chunk; ++p) {
-      batch_.tokens.push_back(r.tokens[p]);
-      batch_.positions.push_back(p);
-      batch_.seq_index.push_back(seq_slot);
-    }
-    if (r.num_computed + chunk == total) {
-      batch_.logit_rows.push_back(batch_.size() - 1);
-      sampled.push_back(&r);
-    }
-    r.num_computed += chunk;
+    if (!MakeRoom(r, chunk)) break;
+    add_to_batch(r, chunk);
   }
+  stats_.peak_running = std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
 
+  // 3. One forward pass over the ragged batch.
   const Clock::time_point t0 = Clock::now();
   if (batch_.size() > 0) runner_.Forward(batch_, cache_, &logits_);
   const Clock::time_point t1 = Clock::now();
+  stats_.tokens_computed += batch_.size();
   const double step_ms = Ms(t1 - t0);
-
-  const Tokenizer& tok = m_.tokenizer();
-  const int32_t vocab = m_.config().vocab_size;
   for (std::unique_ptr<Request>& rp : running_) {
-    Request& r = *rp;
-    if (r.first_token) {
-      r.timings.decode_ms += step_ms;
-    } else {
-      r.timings.prefill_ms += step_ms;
-    }
+    if (rp->seq < 0 && !recompute()) continue;
+    (rp->first_token ? rp->timings.decode_ms : rp->timings.prefill_ms) += step_ms;
   }
-  for (size_t i = 0; i < sampled.size(); ++i) {
-    Request& r = *sampled[i];
+
+  // 4. Sample.
+  const int32_t vocab = m_.config().vocab_size;
+  for (size_t i = 0; i < sampled_.size(); ++i) {
+    Request& r = *sampled_[i];
+    const std::span<const float> row(logits_.data() + i * vocab, vocab);
     if (r.params.max_tokens == 0) {
       r.finish = FinishReason::kLength;
       continue;
     }
-    const std::span<const float> row(logits_.data() + i * vocab, vocab);
-    const int32_t token = r.sampler.Sample(row);
-    r.tokens.push_back(token);
-    ++r.num_generated;
-    if (!r.first_token) {
-      r.first_token = t1;
-      r.timings.ttft_ms = Ms(t1 - r.added);
-    }
-    RequestOutput& out = outputs.emplace_back(MakeOutput(r));
-    out.new_tokens.push_back(token);
-    const bool eog = tok.IsEndOfGeneration(token);
-    if (!eog || r.params.ignore_eos) {
-      if (!tok.IsControl(token)) out.text_delta = r.text.Push(tok.TokenBytes(token));
-    }
-    if (eog && !r.params.ignore_eos) {
-      r.finish = FinishReason::kStop;
-    } else if (r.num_generated >= r.params.max_tokens) {
-      r.finish = FinishReason::kLength;
-    } else if (static_cast<int>(r.tokens.size()) >= max_seq_len_) {
-      r.finish = FinishReason::kContextFull;
-    }
+    if (r.params.n > 1 && !r.forked) Fork(r, row, outputs);
+    Sample(r, row, t1, outputs);
   }
-  if (recompute) {
+  if (recompute()) {
     for (std::unique_ptr<Request>& rp : running_) {
       if (rp->seq >= 0) cache_.FreeSequence(rp->seq);
       rp->seq = -1;
@@ -321,7 +345,7 @@ std::vector<RequestOutput> EngineImpl::Step() {
     }
   }
 
-  // Retire finished requests.
+  // 5. Retire finished requests.
   for (size_t i = 0; i < running_.size();) {
     if (running_[i]->finish != FinishReason::kNone) {
       Finish(*running_[i], running_[i]->finish, outputs);
@@ -334,19 +358,16 @@ std::vector<RequestOutput> EngineImpl::Step() {
 }
 
 bool EngineImpl::Abort(RequestId id) {
-  auto finish_one = [&](std::unique_ptr<Request>& r) {
-    Finish(*r, FinishReason::kAborted, aborted_outputs_);
-  };
   for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
     if ((*it)->id == id) {
-      finish_one(*it);
+      Finish(**it, FinishReason::kAborted, pending_outputs_);
       waiting_.erase(it);
       return true;
     }
   }
   for (auto it = running_.begin(); it != running_.end(); ++it) {
     if ((*it)->id == id) {
-      finish_one(*it);
+      Finish(**it, FinishReason::kAborted, pending_outputs_);
       running_.erase(it);
       return true;
     }
@@ -363,23 +384,38 @@ SessionId EngineImpl::CreateSession() {
 void EngineImpl::EndSession(SessionId id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
-  if (it->second.busy) {
-    // Let the in-flight request finish first; it frees nothing it shares.
-    for (auto& r : running_) {
-      if (r->session == id) Abort(r->id);
-    }
-    for (auto& r : waiting_) {
-      if (r->session == id) Abort(r->id);
-    }
+  std::vector<RequestId> in_flight;
+  for (const auto& r : running_) {
+    if (r->session == id) in_flight.push_back(r->id);
   }
-  it = sessions_.find(id);
-  if (it != sessions_.end() && it->second.seq >= 0) cache_.FreeSequence(it->second.seq);
+  for (const auto& r : waiting_) {
+    if (r->session == id) in_flight.push_back(r->id);
+  }
+  for (RequestId r : in_flight) Abort(r);
+  Session& s = sessions_.at(id);
+  if (s.seq >= 0) cache_.FreeSequence(s.seq);
   sessions_.erase(id);
 }
 
-KvCacheStats EngineImpl::Stats() const {
+KvCacheStats EngineImpl::KvStats() const {
   KvCacheStats st = cache_.Stats();
   st.strategy = KvStrategyName(options_.kv.strategy);
+  for (const auto& r : running_) {
+    if (r->seq < 0) continue;
+    KvSequenceStats s = cache_.SequenceStats(r->seq);
+    s.request_id = r->id;
+    st.sequences.push_back(s);
+  }
+  for (const auto& [id, s] : sessions_) {
+    if (s.seq >= 0 && !s.busy) st.sequences.push_back(cache_.SequenceStats(s.seq));
+  }
+  return st;
+}
+
+EngineStats EngineImpl::Stats() const {
+  EngineStats st = stats_;
+  st.num_running = static_cast<int64_t>(running_.size());
+  st.num_waiting = static_cast<int64_t>(waiting_.size());
   return st;
 }
 
@@ -390,15 +426,19 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   const ModelConfig& c = model.impl()->config();
   auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
   if (o.num_threads < 0) return bad(fmt::format("num_threads must be >= 0, got {}", o.num_threads));
-  if (o.num_threads == 0) o.num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (o.num_threads == 0) {
+    o.num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   if (o.max_seqs < 1) return bad(fmt::format("max_seqs must be >= 1, got {}", o.max_seqs));
   if (o.max_batch_tokens < 1) {
     return bad(fmt::format("max_batch_tokens must be >= 1, got {}", o.max_batch_tokens));
   }
-  if (o.kv.max_seq_len < 0) return bad(fmt::format("max_seq_len must be >= 0, got {}", o.kv.max_seq_len));
+  if (o.kv.max_seq_len < 0) {
+    return bad(fmt::format("max_seq_len must be >= 0, got {}", o.kv.max_seq_len));
+  }
   if (o.kv.max_seq_len > c.context_length) {
-    return bad(fmt::format("max_seq_len {} exceeds the model's context length {}", o.kv.max_seq_len,
-                           c.context_length));
+    return bad(fmt::format("max_seq_len {} exceeds the model's context length {}",
+                           o.kv.max_seq_len, c.context_length));
   }
   const int max_seq_len = o.kv.max_seq_len > 0 ? o.kv.max_seq_len : c.context_length;
   o.kv.max_seq_len = max_seq_len;
@@ -423,10 +463,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   } else if (o.kv.memory_bytes > 0) {
     num_blocks = o.kv.memory_bytes / block_bytes;
     if (num_blocks == 0) {
-      return bad(fmt::format("a KV memory budget of {} bytes is smaller than one block ({} bytes: {} "
-                             "tokens x {} bytes per token)",
-                             o.kv.memory_bytes, block_bytes, block_size,
-                             c.KvBytesPerToken(sizeof(float))));
+      return bad(fmt::format(
+          "a KV memory budget of {} bytes is smaller than one block ({} bytes: {} tokens x {} "
+          "bytes per token)",
+          o.kv.memory_bytes, block_bytes, block_size, c.KvBytesPerToken(sizeof(float))));
     }
   } else {
     const int64_t per_seq = (max_seq_len + block_size - 1) / block_size;
@@ -438,8 +478,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   }
   std::unique_ptr<EngineImpl> impl;
   Status st = CatchToStatus([&] {
-    impl = std::make_unique<EngineImpl>(model, o, max_seq_len, block_size,
-                                        static_cast<int32_t>(num_blocks));
+    impl = std::make_unique<EngineImpl>(model, o, block_size, static_cast<int32_t>(num_blocks));
   });
   if (!st.ok()) return st;
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -473,7 +512,8 @@ bool Engine::HasWork() const { return impl_->HasWork(); }
 bool Engine::Abort(RequestId id) { return impl_->Abort(id); }
 SessionId Engine::CreateSession() { return impl_->CreateSession(); }
 void Engine::EndSession(SessionId id) { impl_->EndSession(id); }
-KvCacheStats Engine::KvStats() const { return impl_->Stats(); }
+KvCacheStats Engine::KvStats() const { return impl_->KvStats(); }
+EngineStats Engine::Stats() const { return impl_->Stats(); }
 const EngineOptions& Engine::options() const { return impl_->options(); }
 
 }  // namespace kvinfer

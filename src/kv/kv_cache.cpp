@@ -1,6 +1,7 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -76,17 +77,82 @@ void KvCache::Truncate(int32_t seq, int32_t n) {
   }
 }
 
+int32_t KvCache::Fork(int32_t parent) {
+  KVINFER_CHECK(is_live(parent));
+  const int32_t child = CreateSequence();
+  Sequence& c = seqs_[child];
+  const Sequence& p = seqs_[parent];  // after CreateSequence: seqs_ may have grown
+  c.blocks = p.blocks;
+  c.num_tokens = p.num_tokens;
+  for (int32_t b : c.blocks) pool_.IncRef(b);
+  return child;
+}
+
+int32_t KvCache::CopiesNeeded(int32_t seq, int32_t begin, int32_t end) const {
+  const Sequence& s = seqs_[seq];
+  int32_t n = 0;
+  for (int32_t i = begin / block_size_; i < static_cast<int32_t>(s.blocks.size()) &&
+                                        i * block_size_ < end;
+       ++i) {
+    if (pool_.ref_count(s.blocks[i]) > 1) ++n;
+  }
+  return n;
+}
+
+bool KvCache::PrepareWrite(int32_t seq, int32_t begin, int32_t end) {
+  KVINFER_CHECK(is_live(seq));
+  KVINFER_CHECK_MSG(end <= capacity_tokens(seq), "write to [{}, {}) beyond the {} reserved tokens",
+                    begin, end, capacity_tokens(seq));
+  Sequence& s = seqs_[seq];
+  for (int32_t i = begin / block_size_; i * block_size_ < end; ++i) {
+    const int32_t shared = s.blocks[i];
+    if (pool_.ref_count(shared) == 1) continue;
+    std::optional<int32_t> copy = pool_.Allocate();
+    if (!copy) return false;
+    CopyBlock(shared, *copy);
+    pool_.Release(shared);
+    s.blocks[i] = *copy;
+    ++num_cow_copies_;
+  }
+  peak_blocks_used_ = std::max<int64_t>(peak_blocks_used_, pool_.num_used());
+  return true;
+}
+
+void KvCache::CopyBlock(int32_t src, int32_t dst) {
+  // K and V of all heads of one block in one layer are contiguous.
+  const size_t floats = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * head_dim_;
+  for (int l = 0; l < n_layers_; ++l) {
+    std::memcpy(data_ + Offset(l, dst, 0, 0), data_ + Offset(l, src, 0, 0), floats * sizeof(float));
+  }
+}
+
+KvSequenceStats KvCache::SequenceStats(int32_t seq) const {
+  KVINFER_CHECK(is_live(seq));
+  const Sequence& s = seqs_[seq];
+  KvSequenceStats st;
+  st.tokens_held = s.num_tokens;
+  st.num_blocks = static_cast<int64_t>(s.blocks.size());
+  for (int32_t b : s.blocks) st.num_blocks_shared += pool_.ref_count(b) > 1 ? 1 : 0;
+  st.capacity_tokens = st.num_blocks * block_size_;
+  st.bytes_reserved = st.capacity_tokens * bytes_per_token_;
+  st.bytes_used = st.tokens_held * bytes_per_token_;
+  return st;
+}
+
 KvCacheStats KvCache::Stats() const {
   KvCacheStats st;
   st.block_size_tokens = block_size_;
   st.num_blocks_total = pool_.num_blocks();
   st.num_blocks_used = pool_.num_used();
   st.num_blocks_free = pool_.num_free();
-  for (const Sequence& s : seqs_) {
-    if (!s.live) continue;
+  int64_t logical_blocks = 0;
+  for (int32_t id = 0; id < static_cast<int32_t>(seqs_.size()); ++id) {
+    if (!seqs_[id].live) continue;
     ++st.num_sequences;
-    st.tokens_held += s.num_tokens;
+    st.tokens_held += seqs_[id].num_tokens;
+    logical_blocks += static_cast<int64_t>(seqs_[id].blocks.size());
   }
+  for (int32_t b = 0; b < pool_.num_blocks(); ++b) st.num_blocks_shared += pool_.ref_count(b) > 1;
   st.capacity_tokens = st.num_blocks_used * block_size_;
   st.bytes_per_token = bytes_per_token_;
   const int64_t block_bytes = static_cast<int64_t>(block_size_) * bytes_per_token_;
@@ -94,6 +160,9 @@ KvCacheStats KvCache::Stats() const {
   st.bytes_reserved = st.num_blocks_used * block_bytes;
   st.bytes_used = st.tokens_held * bytes_per_token_;
   st.peak_bytes_reserved = peak_blocks_used_ * block_bytes;
+  st.bytes_logical = logical_blocks * block_bytes;
+  st.bytes_saved_by_sharing = st.bytes_logical - st.bytes_reserved;
+  st.num_cow_copies = num_cow_copies_;
   st.usage_ratio = st.capacity_tokens > 0
                        ? static_cast<double>(st.tokens_held) / static_cast<double>(st.capacity_tokens)
                        : 0.0;

@@ -44,6 +44,17 @@ class KvCache {
   // Keeps the first n tokens and releases the blocks past them.
   void Truncate(int32_t seq, int32_t n);
 
+  // A new sequence sharing every block of `parent` (each block's reference
+  // count goes up by one); no K/V is copied until one of them writes.
+  int32_t Fork(int32_t parent);
+  // Makes the blocks holding positions [begin, end) of `seq` private to it:
+  // a block shared with another sequence is copied first (copy-on-write).
+  // Positions must already be reserved. Returns false if the pool has no
+  // block for a copy (blocks already copied stay copied; nothing is lost).
+  [[nodiscard]] bool PrepareWrite(int32_t seq, int32_t begin, int32_t end);
+  // Free blocks PrepareWrite would need for [begin, end).
+  int32_t CopiesNeeded(int32_t seq, int32_t begin, int32_t end) const;
+
   int32_t num_tokens(int32_t seq) const { return seqs_[seq].num_tokens; }
   int32_t capacity_tokens(int32_t seq) const {
     return static_cast<int32_t>(seqs_[seq].blocks.size()) * block_size_;
@@ -71,8 +82,11 @@ class KvCache {
   int num_kv_heads() const { return n_kv_heads_; }
   int head_dim() const { return head_dim_; }
 
-  // Fills everything but `strategy`.
+  // Fills everything but `strategy` and `sequences` (the engine knows which
+  // request holds which sequence).
   KvCacheStats Stats() const;
+  KvSequenceStats SequenceStats(int32_t seq) const;
+  int64_t num_cow_copies() const { return num_cow_copies_; }
 
  private:
   struct Sequence {
@@ -96,7 +110,10 @@ class KvCache {
   float* data_ = nullptr;
   std::vector<Sequence> seqs_;
   std::vector<int32_t> free_seq_ids_;
+  void CopyBlock(int32_t src, int32_t dst);
+
   int64_t peak_blocks_used_ = 0;
+  int64_t num_cow_copies_ = 0;
 };
 
 }  // namespace kvinfer

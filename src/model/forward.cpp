@@ -168,7 +168,12 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       }
     }
   };
-  if (pool_ != nullptr) {
+  // Each task reads len x head_dim keys and values; below ~32K floats in all
+  // a second thread costs more than it saves.
+  int64_t work = 0;
+  for (int32_t i = 0; i < n; ++i) work += static_cast<int64_t>(batch.positions[i] + 1) * hd;
+  work *= c.n_kv_heads * 2;
+  if (pool_ != nullptr && work >= 32768) {
     pool_->ParallelFor(tasks, 1, run);
   } else {
     run(0, tasks, 0);

@@ -1,0 +1,316 @@
+// The engine's scheduling and KV behaviour end to end on a small real model:
+// batching, chunked prefill, preemption, forks with copy-on-write, sessions,
+// aborts — each checked against running the same requests one at a time.
+#include <map>
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "kvinfer/kvinfer.h"
+#include "test_util.h"
+
+namespace kvinfer {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(testing::StoriesGguf())) {
+      GTEST_SKIP() << "missing " << testing::StoriesGguf() << " (check out ../shared/ beside the repository)";
+    }
+    StatusOr<Model> m = Model::Load(testing::StoriesGguf());
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    model_ = std::make_unique<Model>(*m);
+  }
+
+  std::unique_ptr<Engine> MakeEngine(EngineOptions o) {
+    // One thread: the model is tiny, so a second thread would only add
+    // synchronisation (threading is exercised in BatchedOutputsEqualOneAtATime).
+    if (o.num_threads == 0) o.num_threads = 1;
+    auto e = Engine::Create(*model_, o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return std::move(e).value();
+  }
+
+  // Runs everything; returns tokens per request id and finish reasons.
+  struct Result {
+    std::map<RequestId, std::vector<int32_t>> tokens;
+    std::map<RequestId, FinishReason> finish;
+    std::map<RequestId, std::string> text;
+  };
+  static Result Drain(Engine& e, const std::function<void(const KvCacheStats&)>& each_step = {}) {
+    Result r;
+    int guard = 0;
+    while (e.HasWork()) {
+      for (const RequestOutput& o : e.Step()) {
+        auto& t = r.tokens[o.id];
+        t.insert(t.end(), o.new_tokens.begin(), o.new_tokens.end());
+        r.text[o.id] += o.text_delta;
+        if (o.finished) r.finish[o.id] = o.finish_reason;
+      }
+      if (each_step) each_step(e.KvStats());
+      EXPECT_LT(++guard, 100000) << "engine does not terminate";
+      if (guard >= 100000) break;
+    }
+    return r;
+  }
+
+  std::vector<int32_t> Prompt(int n, int seed) const {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> p = {1};  // BOS
+    while (static_cast<int>(p.size()) < n) p.push_back(static_cast<int32_t>(3 + rng() % 500));
+    return p;
+  }
+
+  // Tokens of one request run alone.
+  std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, const SamplingParams& sp,
+                             KvStrategy strategy = KvStrategy::kContiguous) {
+    auto e = MakeEngine({.kv = {.strategy = strategy, .max_seq_len = 512}, .max_seqs = 1});
+    auto id = e->AddRequestTokens(prompt, sp);
+    EXPECT_TRUE(id.ok());
+    return Drain(*e).tokens[*id];
+  }
+
+  std::unique_ptr<Model> model_;
+};
+
+struct Job {
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+};
+
+std::vector<Job> MixedJobs(int n, const std::function<std::vector<int32_t>(int, int)>& prompt) {
+  std::vector<Job> jobs;
+  for (int i = 0; i < n; ++i) {
+    SamplingParams p{.max_tokens = 5 + (i * 7) % 40, .ignore_eos = true};
+    if (i % 3 == 1) {
+      p.temperature = 0.8f;
+      p.top_k = 40;
+      p.seed = 100 + i;
+    }
+    jobs.push_back({prompt(3 + (i * 13) % 60, i), p});
+  }
+  return jobs;
+}
+
+TEST_F(EngineTest, BatchedOutputsEqualOneAtATime) {
+  const std::vector<Job> jobs = MixedJobs(10, [&](int n, int s) { return Prompt(n, s); });
+  for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged}) {
+    auto e = MakeEngine({.kv = {.strategy = strategy, .max_seq_len = 512}, .num_threads = 2, .max_seqs = 16});
+    std::vector<RequestId> ids;
+    for (const Job& j : jobs) ids.push_back(*e->AddRequestTokens(j.prompt, j.params));
+    int64_t max_running = 0;
+    Result r = Drain(*e, [&](const KvCacheStats& st) { max_running = std::max(max_running, st.num_sequences); });
+    EXPECT_GT(e->Stats().peak_running, 1) << "requests should run together";
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      EXPECT_EQ(r.tokens[ids[i]], Alone(jobs[i].prompt, jobs[i].params))
+          << KvStrategyName(strategy) << " request " << i;
+      EXPECT_EQ(r.finish[ids[i]], FinishReason::kLength);
+    }
+    EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+  }
+}
+
+TEST_F(EngineTest, ChunkedPrefillGivesTheSameTokens) {
+  const std::vector<int32_t> prompt = Prompt(100, 5);
+  const SamplingParams sp{.max_tokens = 20, .ignore_eos = true};
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 512},
+                       .max_seqs = 4, .max_batch_tokens = 7});
+  auto id = e->AddRequestTokens(prompt, sp);
+  Result r = Drain(*e);
+  EXPECT_EQ(r.tokens[*id], Alone(prompt, sp));
+  EXPECT_GE(e->Stats().num_steps, 100 / 7 + 20);
+}
+
+TEST_F(EngineTest, PreemptionNeverChangesAnAnswer) {
+  const std::vector<Job> jobs = MixedJobs(8, [&](int n, int s) { return Prompt(n, s); });
+  // 12 blocks of 8 tokens: far less than 8 sequences of up to ~100 tokens.
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8,
+                              .num_blocks = 12, .max_seq_len = 96},
+                       .max_seqs = 8});
+  std::vector<RequestId> ids;
+  for (const Job& j : jobs) ids.push_back(*e->AddRequestTokens(j.prompt, j.params));
+  Result r = Drain(*e);
+  EXPECT_GT(e->Stats().num_preemptions, 0) << "the budget should force preemption";
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_EQ(r.tokens[ids[i]], Alone(jobs[i].prompt, jobs[i].params)) << "request " << i;
+  }
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+}
+
+TEST_F(EngineTest, ContiguousAdmitsFewerSequencesThanPagedUnderOneBudget) {
+  const std::vector<Job> jobs = MixedJobs(12, [&](int n, int s) { return Prompt(n, s); });
+  auto peak = [&](KvStrategy s) {
+    // Budget: 4 sequences of max_seq_len=256 tokens at 1280 bytes/token.
+    auto e = MakeEngine({.kv = {.strategy = s, .block_size_tokens = 16,
+                                .memory_bytes = 4 * 256 * 1280, .max_seq_len = 256},
+                         .max_seqs = 64});
+    for (const Job& j : jobs) EXPECT_TRUE(e->AddRequestTokens(j.prompt, j.params).ok());
+    Drain(*e);
+    return e->Stats().peak_running;
+  };
+  const int64_t contiguous = peak(KvStrategy::kContiguous);
+  const int64_t paged = peak(KvStrategy::kPaged);
+  EXPECT_EQ(contiguous, 4);
+  EXPECT_GT(paged, contiguous);
+}
+
+TEST_F(EngineTest, ForksShareThePromptAndMatchIndependentRuns) {
+  const std::vector<int32_t> prompt = Prompt(37, 9);  // 37 tokens: a partly filled last block
+  const SamplingParams sp{.max_tokens = 24, .temperature = 0.9f, .seed = 7, .ignore_eos = true,
+                          .n = 4};
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
+                              .max_seq_len = 128},
+                       .max_seqs = 8});
+  auto first = e->AddRequestTokens(prompt, sp);
+  ASSERT_TRUE(first.ok());
+  std::vector<KvCacheStats> steps;
+  Result r = Drain(*e, [&](const KvCacheStats& st) { steps.push_back(st); });
+  ASSERT_GE(steps.size(), 3u);
+  // Step 1 prefills and forks: all three prompt blocks (two full, one with 5
+  // tokens) are shared by the four samples; three samples' worth are saved.
+  EXPECT_EQ(steps[0].num_blocks_shared, 3);
+  EXPECT_EQ(steps[0].num_blocks_used, 3);
+  EXPECT_EQ(steps[0].bytes_saved_by_sharing, 3 * 3 * 16 * 1280);
+  EXPECT_EQ(steps[0].sequences.size(), 4u);
+  // Step 2: writing position 37 copies the partly filled block for all but
+  // one sample; the two full blocks stay shared.
+  EXPECT_EQ(steps[1].num_blocks_shared, 2);
+  EXPECT_EQ(steps[1].num_blocks_used, 2 + 4);
+  EXPECT_EQ(steps[1].bytes_saved_by_sharing, 3 * 2 * 16 * 1280);
+  EXPECT_EQ(e->KvStats().num_cow_copies, 3);
+  std::set<std::vector<int32_t>> distinct;
+  for (int i = 0; i < 4; ++i) {
+    SamplingParams one = sp;
+    one.n = 1;
+    one.seed = sp.seed + i;
+    EXPECT_EQ(r.tokens[*first + i], Alone(prompt, one)) << "sample " << i;
+    distinct.insert(r.tokens[*first + i]);
+  }
+  EXPECT_EQ(distinct.size(), 4u) << "different seeds should give different samples";
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+}
+
+TEST_F(EngineTest, ForksWorkForEveryStrategy) {
+  const std::vector<int32_t> prompt = Prompt(20, 3);
+  const SamplingParams sp{.max_tokens = 10, .temperature = 1.0f, .seed = 1, .ignore_eos = true,
+                          .n = 3};
+  std::map<KvStrategy, Result> results;
+  for (KvStrategy s : {KvStrategy::kNone, KvStrategy::kContiguous, KvStrategy::kPaged}) {
+    auto e = MakeEngine({.kv = {.strategy = s, .max_seq_len = 64}, .max_seqs = 4});
+    ASSERT_TRUE(e->AddRequestTokens(prompt, sp).ok());
+    results[s] = Drain(*e);
+    EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+  }
+  EXPECT_EQ(results[KvStrategy::kNone].tokens, results[KvStrategy::kPaged].tokens);
+  EXPECT_EQ(results[KvStrategy::kContiguous].tokens, results[KvStrategy::kPaged].tokens);
+}
+
+TEST_F(EngineTest, AbortFreesEveryBlock) {
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 256}, .max_seqs = 4});
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(*e->AddRequestTokens(Prompt(30 + i, i), {.max_tokens = 100, .ignore_eos = true}));
+  }
+  for (int i = 0; i < 5; ++i) e->Step();
+  EXPECT_GT(e->KvStats().num_blocks_used, 0);
+  for (RequestId id : ids) EXPECT_TRUE(e->Abort(id));
+  EXPECT_FALSE(e->Abort(ids[0]));
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+  Result r = Drain(*e);
+  for (RequestId id : ids) EXPECT_EQ(r.finish[id], FinishReason::kAborted);
+}
+
+TEST_F(EngineTest, SessionsReuseTheCachedPrefix) {
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 256}, .max_seqs = 2});
+  const SessionId s = e->CreateSession();
+  const std::vector<int32_t> turn1 = Prompt(40, 1);
+  const SamplingParams sp{.max_tokens = 10, .ignore_eos = true};
+  auto id1 = e->AddRequestTokens(turn1, sp, {.session = s});
+  Result r1 = Drain(*e);
+  // The next prompt extends the first conversation.
+  std::vector<int32_t> turn2 = turn1;
+  turn2.insert(turn2.end(), r1.tokens[*id1].begin(), r1.tokens[*id1].end());
+  const std::vector<int32_t> extra = Prompt(12, 2);
+  turn2.insert(turn2.end(), extra.begin() + 1, extra.end());
+  auto id2 = e->AddRequestTokens(turn2, sp, {.session = s});
+  RequestTimings t;
+  std::vector<int32_t> got;
+  while (e->HasWork()) {
+    for (const RequestOutput& o : e->Step()) {
+      got.insert(got.end(), o.new_tokens.begin(), o.new_tokens.end());
+      if (o.finished) t = o.timings;
+    }
+  }
+  // Everything but the last sampled token of turn 1 (never fed) is reused.
+  EXPECT_EQ(t.cached_prompt_tokens, 40 + 10 - 1);
+  EXPECT_EQ(got, Alone(turn2, sp));
+  EXPECT_GT(e->KvStats().num_blocks_used, 0) << "the idle session keeps its cache";
+  e->EndSession(s);
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+  (void)id2;
+}
+
+TEST_F(EngineTest, IdleSessionsAreEvictedBeforeRequestsArePreempted) {
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
+                              .num_blocks = 6, .max_seq_len = 96},
+                       .max_seqs = 2});
+  const SessionId s = e->CreateSession();
+  ASSERT_TRUE(e->AddRequestTokens(Prompt(60, 1), {.max_tokens = 4}, {.session = s}).ok());
+  Drain(*e);
+  EXPECT_EQ(e->KvStats().num_blocks_used, 4);
+  auto id = e->AddRequestTokens(Prompt(70, 2), {.max_tokens = 10, .ignore_eos = true});
+  Result r = Drain(*e);
+  EXPECT_EQ(r.finish[*id], FinishReason::kLength);
+  EXPECT_EQ(e->Stats().num_session_evictions, 1);
+  EXPECT_EQ(e->Stats().num_preemptions, 0);
+}
+
+TEST_F(EngineTest, ARequestLargerThanThePoolEndsWithKvExhausted) {
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
+                              .num_blocks = 2, .max_seq_len = 128},
+                       .max_seqs = 2});
+  auto big = e->AddRequestTokens(Prompt(50, 1), {.max_tokens = 4});
+  auto grows = e->AddRequestTokens(Prompt(20, 2), {.max_tokens = 40, .ignore_eos = true});
+  Result r = Drain(*e);
+  EXPECT_EQ(r.finish[*big], FinishReason::kKvExhausted);
+  EXPECT_EQ(r.finish[*grows], FinishReason::kKvExhausted);
+  EXPECT_EQ(r.tokens[*grows].size(), 32u - 20u + 1u) << "ran until its 2 blocks were full";
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+}
+
+TEST_F(EngineTest, BadRequestsAreRejectedClearly) {
+  auto e = MakeEngine({.kv = {.max_seq_len = 32}});
+  auto empty = e->AddRequestTokens({}, {});
+  EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument);
+  auto too_long = e->AddRequestTokens(Prompt(40, 1), {});
+  EXPECT_EQ(too_long.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(too_long.status().message().find("40 tokens"), std::string::npos);
+  auto bad_token = e->AddRequestTokens({1, 99999}, {});
+  EXPECT_EQ(bad_token.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->AddRequestTokens({1}, {.n = 0}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->AddRequestTokens({1}, {.top_p = 2.0f}).status().code(), StatusCode::kInvalidArgument);
+  const SessionId s = e->CreateSession();
+  EXPECT_FALSE(e->AddRequestTokens({1}, {.n = 2}, {.session = s}).ok());
+  EXPECT_FALSE(e->AddRequestTokens({1}, {}, {.session = 12345}).ok());
+  EXPECT_FALSE(e->HasWork());
+  auto bad_engine = Engine::Create(*model_, {.kv = {.max_seq_len = 100000}});
+  EXPECT_FALSE(bad_engine.ok());
+  auto tiny_budget = Engine::Create(*model_, {.kv = {.strategy = KvStrategy::kPaged, .memory_bytes = 100}});
+  EXPECT_FALSE(tiny_budget.ok());
+  EXPECT_NE(tiny_budget.status().message().find("smaller than one block"), std::string::npos);
+}
+
+TEST_F(EngineTest, StreamedTextEqualsTheDetokenizedTokens) {
+  auto e = MakeEngine({.kv = {.max_seq_len = 128}});
+  auto id = e->AddRequest("Once upon a time", {.max_tokens = 40});
+  Result r = Drain(*e);
+  std::vector<int32_t> toks = r.tokens[*id];
+  if (!toks.empty() && r.finish[*id] == FinishReason::kStop) toks.pop_back();
+  EXPECT_EQ(r.text[*id], model_->Detokenize(toks).substr(0, r.text[*id].size()));
+  EXPECT_EQ(r.text[*id].rfind(", there was a little girl named Lily", 0), 0u) << r.text[*id];
+}
+
+}  // namespace
+}  // namespace kvinfer
