@@ -13,7 +13,8 @@ inline void CpuRelax() {
 #endif
 }
 
-constexpr int kSpinIterations = 1 << 16;
+constexpr int kSpinIterations = 1 << 14;
+constexpr int64_t kTasksPerThread = 4;
 
 }  // namespace
 
@@ -32,51 +33,44 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+void ThreadPool::RunTasks(uint32_t gen, int thread_index) {
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    int spins = 0;
-    while (gen == seen) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    uint32_t task;
+    do {
+      if (static_cast<uint32_t>(c >> 32) != gen) return;  // a newer job: not ours
+      task = static_cast<uint32_t>(c);
+      if (task >= num_tasks_) return;  // all claimed
+    } while (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel));
+    // A successful claim means the job is still running: fn_, n_ and grain_
+    // are this generation's and stay valid until done_ reaches num_tasks_.
+    const int64_t chunks = (n_ + grain_ - 1) / grain_;
+    const int64_t c0 = chunks * task / num_tasks_;
+    const int64_t c1 = chunks * (task + 1) / num_tasks_;
+    const int64_t begin = c0 * grain_;
+    const int64_t end = std::min(n_, c1 * grain_);
+    if (begin < end) (*fn_)(begin, end, thread_index);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint32_t seen = 0;
+  for (;;) {
+    uint32_t gen = generation_.load(std::memory_order_acquire);
+    for (int spins = 0; gen == seen; gen = generation_.load(std::memory_order_acquire)) {
       if (++spins < kSpinIterations) {
         CpuRelax();
       } else {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        spins = 0;
       }
-      gen = generation_.load(std::memory_order_acquire);
     }
     seen = gen;
     if (stop_.load()) return;
-    (*job_)(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    RunTasks(gen, index);
   }
-}
-
-void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
-  if (num_threads_ == 1) {
-    fn(0);
-    return;
-  }
-  job_ = &fn;
-  pending_.store(num_threads_ - 1, std::memory_order_release);
-  {
-    // The lock orders the generation bump against a worker about to sleep.
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  cv_.notify_all();
-  fn(0);
-  // Spin while the workers are likely running; yield the core if they take
-  // long (another process may hold the core a worker needs).
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < kSpinIterations) {
-      CpuRelax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-  job_ = nullptr;
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
@@ -84,19 +78,28 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t chunks = (n + grain - 1) / grain;
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads_, chunks));
-  if (threads <= 1) {
+  if (num_threads_ == 1 || chunks == 1) {
     fn(0, n, 0);
     return;
   }
-  RunOnAll([&](int t) {
-    if (t >= threads) return;
-    const int64_t c0 = chunks * t / threads;
-    const int64_t c1 = chunks * (t + 1) / threads;
-    const int64_t begin = c0 * grain;
-    const int64_t end = std::min(n, c1 * grain);
-    if (begin < end) fn(begin, end, t);
-  });
+  fn_ = &fn;
+  n_ = n;
+  grain_ = grain;
+  num_tasks_ = static_cast<uint32_t>(std::min<int64_t>(chunks, num_threads_ * kTasksPerThread));
+  done_.store(0, std::memory_order_relaxed);
+  uint32_t gen;
+  {
+    // The lock orders the publication against a worker about to sleep.
+    std::lock_guard<std::mutex> lock(mu_);
+    gen = generation_.load(std::memory_order_relaxed) + 1;
+    claim_.store(Pack(gen, 0), std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
+  }
+  cv_.notify_all();
+  RunTasks(gen, 0);
+  // Only tasks a worker has claimed can still be running.
+  while (done_.load(std::memory_order_acquire) != num_tasks_) CpuRelax();
+  fn_ = nullptr;
 }
 
 }  // namespace kvinfer

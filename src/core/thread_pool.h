@@ -1,9 +1,14 @@
 // A persistent pool of worker threads for data-parallel loops.
 //
-// ParallelFor splits [0, n) into one contiguous range per thread (the caller
-// runs the first range) and returns when all ranges are done. Workers spin
-// briefly between jobs (a decode step issues hundreds of small jobs, and a
-// futex wake per job would cost more than the job), then sleep.
+// ParallelFor splits [0, n) into tasks (a few per thread) that the caller
+// and the workers claim dynamically, so a worker that the OS has not
+// scheduled yet (another process holds its core) never stalls the loop: the
+// caller runs the tasks itself. Workers spin briefly between jobs (a decode
+// step issues hundreds of small jobs, and a futex wake per job would cost
+// more than the job), then sleep.
+//
+// Which thread runs a task never changes a result: tasks write disjoint
+// outputs, and `thread_index` only selects per-thread scratch.
 #pragma once
 
 #include <atomic>
@@ -26,22 +31,30 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // fn(begin, end, thread_index). Ranges are split in multiples of `grain`
-  // (the last may be short). Not reentrant: fn must not call ParallelFor.
+  // fn(begin, end, thread_index) over disjoint ranges covering [0, n), each
+  // a multiple of `grain` long (the last may be shorter). thread_index is in
+  // [0, num_threads). Not reentrant: fn must not call ParallelFor.
   void ParallelFor(int64_t n, int64_t grain,
                    const std::function<void(int64_t, int64_t, int)>& fn);
 
-  // fn(thread_index) once on every thread.
-  void RunOnAll(const std::function<void(int)>& fn);
-
  private:
+  // The claim word: generation in the high 32 bits, next task in the low 32.
+  static uint64_t Pack(uint32_t gen, uint32_t task) { return (uint64_t{gen} << 32) | task; }
   void WorkerLoop(int index);
+  // Claims and runs tasks of generation `gen` until none are left.
+  void RunTasks(uint32_t gen, int thread_index);
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  const std::function<void(int)>* job_ = nullptr;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // The current job; written by the caller before the generation is
+  // published, read by workers only after a successful claim.
+  const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  int64_t grain_ = 1;
+  uint32_t num_tasks_ = 0;
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint32_t> done_{0};
+  std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;

@@ -115,7 +115,11 @@ nlohmann::json KvStatsJson(const KvCacheStats& s) {
           {"bytes_reserved", s.bytes_reserved},
           {"bytes_used", s.bytes_used},
           {"peak_bytes_reserved", s.peak_bytes_reserved},
-          {"usage_ratio", s.usage_ratio}};
+          {"usage_ratio", s.usage_ratio},
+          {"bytes_logical", s.bytes_logical},
+          {"bytes_saved_by_sharing", s.bytes_saved_by_sharing},
+          {"num_blocks_shared", s.num_blocks_shared},
+          {"num_cow_copies", s.num_cow_copies}};
 }
 
 RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {

@@ -1,0 +1,215 @@
+// kvinfer batch: many prompts through one engine with continuous batching.
+// Input: JSON lines {"prompt": ..., "max_tokens", "temperature", "top_k",
+// "top_p", "seed", "ignore_eos", "chat"}; output: one JSON line per request,
+// in input order; a summary on stderr.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "cli.h"
+
+namespace kvinfer::cli {
+namespace {
+
+struct BatchOptions {
+  RunFlags run;
+  std::string prompts_path;
+  int max_seqs = 16;
+  int max_batch_tokens = 512;
+  int default_max_tokens = 128;
+};
+
+struct Item {
+  std::string prompt;
+  bool chat = false;
+  SamplingParams params;
+};
+
+// Strict: unknown keys and wrong types are errors naming the line.
+Item ParseLine(const std::string& line, int line_no, const BatchOptions& o) {
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  auto fail = [&](const std::string& what) {
+    Die(fmt::format("{}:{}: {}", o.prompts_path, line_no, what));
+  };
+  if (j.is_discarded()) fail("not valid JSON");
+  if (!j.is_object()) fail("expected a JSON object");
+  Item it;
+  it.params = o.run.Sampling(o.default_max_tokens);
+  for (auto& [key, v] : j.items()) {
+    if (key == "prompt") {
+      if (!v.is_string()) fail("\"prompt\" must be a string");
+      it.prompt = v.get<std::string>();
+    } else if (key == "max_tokens") {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1 << 24)) {
+        fail("\"max_tokens\" must be an integer in [0, 16777216]");
+      }
+      it.params.max_tokens = v.get<int>();
+    } else if (key == "temperature") {
+      if (!v.is_number()) fail("\"temperature\" must be a number");
+      it.params.temperature = v.get<float>();
+    } else if (key == "top_k") {
+      if (!v.is_number_integer()) fail("\"top_k\" must be an integer");
+      it.params.top_k = v.get<int>();
+    } else if (key == "top_p") {
+      if (!v.is_number()) fail("\"top_p\" must be a number");
+      it.params.top_p = v.get<float>();
+    } else if (key == "seed") {
+      if (!v.is_number_unsigned()) fail("\"seed\" must be a non-negative integer");
+      it.params.seed = v.get<uint64_t>();
+    } else if (key == "ignore_eos") {
+      if (!v.is_boolean()) fail("\"ignore_eos\" must be true or false");
+      it.params.ignore_eos = v.get<bool>();
+    } else if (key == "chat") {
+      if (!v.is_boolean()) fail("\"chat\" must be true or false");
+      it.chat = v.get<bool>();
+    } else {
+      fail(fmt::format("unknown key \"{}\" (known: prompt, max_tokens, temperature, top_k, top_p, "
+                       "seed, ignore_eos, chat)",
+                       key));
+    }
+  }
+  if (it.prompt.empty()) fail("\"prompt\" is missing or empty");
+  return it;
+}
+
+void RunBatch(const BatchOptions& o) {
+  std::ifstream in(o.prompts_path);
+  if (!in) Die(fmt::format("cannot read '{}'", o.prompts_path));
+  std::vector<Item> items;
+  std::string line;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    items.push_back(ParseLine(line, line_no, o));
+  }
+  if (items.empty()) Die(fmt::format("'{}' holds no prompts", o.prompts_path));
+
+  Model model = LoadModel(o.run.ModelPath());
+  std::vector<std::vector<int32_t>> prompts;
+  int64_t longest = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string text = items[i].prompt;
+    if (items[i].chat) {
+      const ChatMessage msg{"user", text};
+      StatusOr<std::string> r = model.ApplyChatTemplate({&msg, 1}, true);
+      DieIf(r.status(), fmt::format("request {}", i));
+      text = *r;
+    }
+    StatusOr<std::vector<int32_t>> ids = model.Tokenize(text, true, items[i].chat);
+    DieIf(ids.status(), fmt::format("request {}", i));
+    longest = std::max<int64_t>(longest, ids->size() + items[i].params.max_tokens);
+    prompts.push_back(std::move(ids).value());
+  }
+  // contiguous reserves max_seq_len per sequence: by default the longest
+  // any request can reach.
+  const int auto_len = static_cast<int>(std::min<int64_t>(model.info().context_length, longest));
+  EngineOptions eo = o.run.Engine(auto_len);
+  eo.max_seqs = o.max_seqs;
+  eo.max_batch_tokens = o.max_batch_tokens;
+  auto engine = Engine::Create(model, eo);
+  DieIf(engine.status(), "engine");
+  Engine& e = **engine;
+
+  std::vector<RequestId> ids(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    StatusOr<RequestId> id = e.AddRequestTokens(std::move(prompts[i]), items[i].params);
+    DieIf(id.status(), fmt::format("request {} (line {} of the input)", i, i + 1));
+    ids[i] = *id;
+  }
+  std::map<RequestId, size_t> index;
+  for (size_t i = 0; i < ids.size(); ++i) index[ids[i]] = i;
+  std::vector<std::string> texts(items.size());
+  std::vector<std::vector<int32_t>> tokens(items.size());
+  std::vector<RequestOutput> finals(items.size());
+
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t done = 0;
+  int64_t peak_blocks = 0, generated = 0;
+  while (e.HasWork()) {
+    for (RequestOutput& out : e.Step()) {
+      const size_t i = index.at(out.id);
+      texts[i] += out.text_delta;
+      tokens[i].insert(tokens[i].end(), out.new_tokens.begin(), out.new_tokens.end());
+      generated += static_cast<int64_t>(out.new_tokens.size());
+      if (out.finished) {
+        finals[i] = std::move(out);
+        ++done;
+      }
+    }
+    peak_blocks = std::max(peak_blocks, e.KvStats().num_blocks_used);
+    if (tty) {
+      const EngineStats st = e.Stats();
+      const int width = 30;
+      const int filled = static_cast<int>(width * done / items.size());
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu done, %lld running, %lld waiting, %lld tokens",
+                   std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), done,
+                   items.size(), static_cast<long long>(st.num_running),
+                   static_cast<long long>(st.num_waiting), static_cast<long long>(generated));
+    }
+  }
+  if (tty) std::fputc('\n', stderr);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  for (size_t i = 0; i < items.size(); ++i) {
+    const RequestTimings& t = finals[i].timings;
+    const nlohmann::json j = {{"index", i},
+                              {"text", texts[i]},
+                              {"tokens", tokens[i]},
+                              {"finish_reason", FinishReasonName(finals[i].finish_reason)},
+                              {"prompt_tokens", t.prompt_tokens},
+                              {"generated_tokens", t.generated_tokens},
+                              {"queue_ms", t.queue_ms},
+                              {"ttft_ms", t.ttft_ms},
+                              {"decode_ms", t.decode_ms},
+                              {"total_ms", t.total_ms},
+                              {"time_per_output_token_ms",
+                               t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  std::cout.flush();
+  const EngineStats st = e.Stats();
+  const KvCacheStats kv = e.KvStats();
+  std::fprintf(stderr,
+               "kvinfer batch: %zu requests, %lld generated tokens in %.2f s = %.1f tok/s | KV %s: "
+               "%lld blocks of %d tokens, peak %lld used | peak %lld sequences running | %lld "
+               "preemptions | %lld steps\n",
+               items.size(), static_cast<long long>(generated), seconds, generated / seconds,
+               kv.strategy.c_str(), static_cast<long long>(kv.num_blocks_total), kv.block_size_tokens,
+               static_cast<long long>(peak_blocks), static_cast<long long>(st.peak_running),
+               static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps));
+}
+
+}  // namespace
+
+void AddBatchCommand(CLI::App& app) {
+  auto o = std::make_shared<BatchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "batch", "Run many prompts (JSON lines) with continuous batching; results as JSON lines");
+  o->run.Add(cmd, true);
+  cmd->add_option("--prompts", o->prompts_path,
+                  "JSON-lines file: {\"prompt\": ..., \"max_tokens\", \"temperature\", \"top_k\", "
+                  "\"top_p\", \"seed\", \"ignore_eos\", \"chat\"} (all but prompt optional)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--max-seqs", o->max_seqs, "Sequences running at once at most")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--max-batch-tokens", o->max_batch_tokens,
+                  "Tokens per forward step at most (long prompts are prefilled in chunks)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-tokens,-n", o->default_max_tokens,
+                  "Default max_tokens for lines that do not set it")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->callback([o] { RunBatch(*o); });
+}
+
+}  // namespace kvinfer::cli
