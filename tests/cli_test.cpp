@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -147,6 +148,74 @@ TEST(Cli, ChatKeepsTheCacheBetweenTurns) {
   ASSERT_EQ(std::sscanf(line.c_str(), "[%lld prompt tokens: %lld reused", &prompt, &reused), 2) << line;
   EXPECT_GT(reused, 30);
   EXPECT_LT(prompt - reused, 20) << "only the new turn should be prefilled: " << line;
+}
+
+}  // namespace
+}  // namespace kvinfer
+
+namespace kvinfer {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::string& content) {
+  const std::string path = ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+TEST(CliBatch, WritesOneLinePerRequestInInputOrder) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string prompts = WriteTemp(
+      "prompts.jsonl",
+      "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12}\n"
+      "\n"
+      "{\"prompt\": \"The dog\", \"max_tokens\": 3, \"ignore_eos\": true}\n"
+      "{\"prompt\": \"Lily and Ben\", \"max_tokens\": 20, \"temperature\": 0.8, \"seed\": 5}\n");
+  CmdResult r = RunCli("batch --model " + testing::StoriesGguf() + " --prompts " + prompts +
+                       " --kv paged --max-seqs 2 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(lines[i]["index"], i);
+  EXPECT_EQ(lines[0]["text"].get<std::string>().rfind(", there was a little girl", 0), 0u);
+  EXPECT_EQ(lines[1]["generated_tokens"], 3);
+  EXPECT_EQ(lines[1]["tokens"].size(), 3u);
+  EXPECT_EQ(lines[1]["finish_reason"], "length");
+  EXPECT_NE(r.err.find("preemptions"), std::string::npos) << "summary on stderr: " << r.err;
+}
+
+TEST(CliBatch, BadLinesAreNamed) {
+  const std::string bad_json = WriteTemp("bad.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \n");
+  CmdResult r = RunCli("batch --prompts " + bad_json);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(":2: not valid JSON"), std::string::npos) << r.err;
+  const std::string bad_key = WriteTemp("badkey.jsonl", "{\"prompt\": \"a\", \"temprature\": 1}\n");
+  r = RunCli("batch --prompts " + bad_key);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown key \"temprature\""), std::string::npos) << r.err;
+  const std::string bad_type = WriteTemp("badtype.jsonl", "{\"prompt\": \"a\", \"max_tokens\": -4}\n");
+  r = RunCli("batch --prompts " + bad_type);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("max_tokens"), std::string::npos) << r.err;
+}
+
+TEST(CliGenerate, SamplesShareThePromptBlocks) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string stats = ::testing::TempDir() + "/n_stats_" + std::to_string(getpid()) + ".json";
+  std::string prompt;
+  for (int i = 0; i < 10; ++i) prompt += "Lily went to the park with her mom. ";
+  CmdResult r = RunCli("generate --model " + testing::StoriesGguf() + " -p \"" + prompt +
+                       "\" --n 4 -n 16 --temperature 0.9 --seed 3 --kv paged --threads 1 "
+                       "--stats-json " + stats);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NE(r.out.find("--- sample " + std::to_string(i)), std::string::npos) << r.out;
+  }
+  nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  EXPECT_EQ(j["samples"].size(), 4u);
+  EXPECT_LT(j["peak_bytes_reserved"].get<int64_t>(), j["peak_bytes_independent"].get<int64_t>());
+  EXPECT_GT(j["saved_percent"].get<double>(), 30.0);
 }
 
 }  // namespace
