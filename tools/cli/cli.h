@@ -60,5 +60,8 @@ RunResult RunToCompletion(Engine& engine, RequestId id, bool stream);
 void AddGenerateCommand(CLI::App& app);
 void AddChatCommand(CLI::App& app);
 void AddInfoCommand(CLI::App& app);
+void AddBatchCommand(CLI::App& app);
+void AddKvSizeCommand(CLI::App& app);
+void AddBenchCommand(CLI::App& app);
 
 }  // namespace kvinfer::cli

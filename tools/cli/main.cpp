@@ -9,7 +9,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", kvinfer::Version());
   kvinfer::cli::AddGenerateCommand(app);
   kvinfer::cli::AddChatCommand(app);
+  kvinfer::cli::AddBatchCommand(app);
   kvinfer::cli::AddInfoCommand(app);
+  kvinfer::cli::AddKvSizeCommand(app);
+  kvinfer::cli::AddBenchCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,192 @@
+// `kvinfer bench`, run as a user runs it, on the tiny stories260K model:
+// kv-modes writes a results.json with every strategy and sane numbers, and
+// speed --json parses with positive throughput. One thread: the tiny model's
+// steps take ~0.1 ms, where a second thread on a busy machine only adds
+// scheduling noise.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace kvinfer {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A fresh folder per process and call: ctest runs tests in parallel.
+std::string TempDirFor(const std::string& name) {
+  static int counter = 0;
+  const std::string dir = ::testing::TempDir() + "/kvinfer_bench_" + name + "_" +
+                          std::to_string(getpid()) + "_" + std::to_string(counter++);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Runs the CLI; returns its exit code, stdout and stderr in *out / *err.
+int RunCli(const std::string& args, const std::string& dir, std::string* out, std::string* err) {
+  const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer " + args + " >" + dir +
+                          "/stdout.txt 2>" + dir + "/stderr.txt";
+  const int status = std::system(cmd.c_str());
+  *out = ReadAll(dir + "/stdout.txt");
+  *err = ReadAll(dir + "/stderr.txt");
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Bench, KvModesQuickWritesSaneResults) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string dir = TempDirFor("kv_modes");
+  std::string out, err;
+  ASSERT_EQ(RunCli("bench kv-modes --quick --no-plot --threads 1 --model " + testing::StoriesGguf() +
+                       " --out " + dir,
+                   dir, &out, &err),
+            0)
+      << err;
+  const nlohmann::json j = nlohmann::json::parse(ReadAll(dir + "/results.json"));
+  EXPECT_EQ(j["schema"], "kvinfer.bench.kv-modes/1");
+  EXPECT_NE(j["command"].get<std::string>().find("kv-modes"), std::string::npos);
+  EXPECT_GT(j["machine"]["nproc"].get<int>(), 0);
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_EQ(j["model"]["kv_bytes_per_token_f32"], 1280);
+  EXPECT_TRUE(j["skipped"].empty()) << j["skipped"].dump();
+
+  for (const char* sweep : {"gen_sweep", "prompt_sweep"}) {
+    const nlohmann::json& runs = j[sweep]["runs"];
+    std::set<std::string> strategies;
+    for (const nlohmann::json& r : runs) {
+      SCOPED_TRACE(r.dump().substr(0, 300));
+      strategies.insert(r["strategy"].get<std::string>());
+      EXPECT_GT(r["prompt_tokens"].get<int>(), 0);
+      EXPECT_GT(r["gen_tokens"].get<int>(), 0);
+      EXPECT_GT(r["total_ms"].get<double>(), 0);
+      EXPECT_GT(r["ttft_ms"].get<double>(), 0);
+      EXPECT_LE(r["ttft_ms"].get<double>(), r["total_ms"].get<double>());
+      EXPECT_GT(r["decode_ms_per_token"].get<double>(), 0);
+      // One prefill step, then one step per further generated token.
+      EXPECT_EQ(r["num_steps"].get<int>(), r["gen_tokens"].get<int>());
+      EXPECT_EQ(r["step_ms"].size(), r["num_steps"].get<size_t>());
+      EXPECT_EQ(r["kv"]["bytes_per_token"], 1280);
+      EXPECT_GT(r["kv"]["pool_bytes"].get<int64_t>(), 0);
+      EXPECT_GT(r["rss"]["peak_sampled_bytes"].get<int64_t>(), 0);
+      // Measured after each step: the last step finishes the request and
+      // frees its blocks, so the peak is seen one step earlier, holding all
+      // tokens but the last two (the last sampled one never gets K/V).
+      const int64_t held = r["prompt_tokens"].get<int64_t>() + r["gen_tokens"].get<int64_t>() - 2;
+      if (r["strategy"] == "none") {
+        EXPECT_EQ(r["kv"]["peak_bytes_used"], 0);  // nothing survives a step
+        EXPECT_GT(r["kv"]["peak_bytes_reserved_within_step"].get<int64_t>(), 0);
+      } else {
+        EXPECT_EQ(r["kv"]["peak_tokens_held"].get<int64_t>(), held);
+        EXPECT_EQ(r["kv"]["peak_bytes_used"].get<int64_t>(), held * 1280);
+        EXPECT_GE(r["kv"]["peak_bytes_reserved"].get<int64_t>(), held * 1280);
+      }
+      if (r["strategy"] == "contiguous") {
+        EXPECT_EQ(r["kv"]["peak_bytes_reserved"].get<int64_t>(),
+                  j[sweep]["max_seq_len"].get<int64_t>() * 1280);
+      }
+      if (r["strategy"] == "paged") {
+        const int64_t blocks = (held + 15) / 16;
+        EXPECT_EQ(r["kv"]["peak_bytes_reserved"].get<int64_t>(), blocks * 16 * 1280);
+      }
+    }
+    EXPECT_EQ(strategies, (std::set<std::string>{"none", "contiguous", "paged"})) << sweep;
+  }
+
+  // The O(n^2) baseline is slower than the cache at the longest length.
+  double none_ms = 0, contiguous_ms = 0;
+  for (const nlohmann::json& r : j["gen_sweep"]["runs"]) {
+    if (r["gen_tokens"] != 128) continue;
+    if (r["strategy"] == "none") none_ms = r["total_ms"];
+    if (r["strategy"] == "contiguous") contiguous_ms = r["total_ms"];
+  }
+  ASSERT_GT(contiguous_ms, 0);
+  EXPECT_GT(none_ms, contiguous_ms);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Bench, SpeedJsonHasPositiveThroughput) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string dir = TempDirFor("speed");
+  std::string out, err;
+  ASSERT_EQ(RunCli("bench speed --json --repetitions 1 --prompt-tokens 64 --gen-tokens 16 "
+                   "--threads 1 --model " +
+                       testing::StoriesGguf(),
+                   dir, &out, &err),
+            0)
+      << err;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["prefill_tokens_per_s_stddev"].get<double>(), 0);  // one repetition
+  EXPECT_TRUE(j.contains("decode_tokens_per_s_stddev"));
+  EXPECT_GT(j["ttft_ms"].get<double>(), 0);
+  EXPECT_GT(j["time_per_output_token_ms"].get<double>(), 0);
+  EXPECT_EQ(j["kv"], "contiguous");
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_EQ(j["prompt_tokens"], 64);
+  EXPECT_NE(j["model"].get<std::string>().find("stories260K"), std::string::npos);
+  EXPECT_EQ(j["runs"].size(), 1u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Bench, MemoryAdmitsMoreWithPaging) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string dir = TempDirFor("memory");
+  std::string out, err;
+  ASSERT_EQ(RunCli("bench memory --no-plot --threads 1 --requests 24 --model " +
+                       testing::StoriesGguf() + " --out " + dir,
+                   dir, &out, &err),
+            0)
+      << err;
+  const nlohmann::json j = nlohmann::json::parse(ReadAll(dir + "/results.json"));
+  ASSERT_EQ(j["results"].size(), 2u);
+  const nlohmann::json& c = j["results"][0];
+  const nlohmann::json& p = j["results"][1];
+  EXPECT_EQ(c["strategy"], "contiguous");
+  EXPECT_EQ(p["strategy"], "paged");
+  // The default budget holds 4 contiguous sequences of max_seq_len.
+  EXPECT_EQ(c["max_running_sequences"], 4);
+  EXPECT_GT(p["max_running_sequences"].get<int>(), 4);
+  EXPECT_LT(p["mean_waste"].get<double>(), c["mean_waste"].get<double>());
+  for (const nlohmann::json* r : {&c, &p}) {
+    EXPECT_GT((*r)["generated_tokens"].get<int64_t>(), 0);
+    EXPECT_GT((*r)["generated_tokens_per_s"].get<double>(), 0);
+    EXPECT_LE((*r)["peak_bytes_reserved"].get<int64_t>(), j["kv_budget_bytes"].get<int64_t>());
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Bench, BadArgumentsAreClearErrors) {
+  const std::string dir = TempDirFor("errors");
+  std::string out, err;
+  EXPECT_NE(RunCli("bench kv-modes --quick", dir, &out, &err), 0);  // --out is required
+  EXPECT_NE(err.find("--out"), std::string::npos) << err;
+  EXPECT_NE(RunCli("bench speed --kv sideways", dir, &out, &err), 0);
+  EXPECT_NE(err.find("sideways"), std::string::npos) << err;
+  EXPECT_EQ(RunCli("bench speed --model /nonexistent/m.gguf", dir, &out, &err), 1);
+  EXPECT_NE(err.find("/nonexistent/m.gguf"), std::string::npos) << err;
+  if (std::filesystem::exists(testing::StoriesGguf())) {
+    // stories260K's context is 2048 tokens.
+    EXPECT_EQ(RunCli("bench speed --prompt-tokens 2000 --gen-tokens 100 --model " +
+                         testing::StoriesGguf(),
+                     dir, &out, &err),
+              1);
+    EXPECT_NE(err.find("context"), std::string::npos) << err;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kvinfer

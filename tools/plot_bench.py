@@ -1,0 +1,427 @@
+#!/usr/bin/python3
+"""Figures and tables of the KV-cache lab, made only from result JSON.
+
+  plot_bench.py kv-modes RESULTS.json OUT_DIR   -> OUT_DIR/lab-kv-*.png
+  plot_bench.py memory   RESULTS.json OUT_DIR   -> OUT_DIR/lab-memory-*.png
+  plot_bench.py tables   RESULTS_DIR            -> markdown tables on stdout
+                         (RESULTS_DIR/kv-modes/results.json,
+                          RESULTS_DIR/memory/results.json,
+                          RESULTS_DIR/speed-*.json)
+
+The JSON comes from `kvinfer bench kv-modes|memory|speed --json`; the
+schemas are described in docs/kv-cache-lab.md. Uses Debian's matplotlib with
+the Agg backend (no display needed).
+"""
+
+import glob
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"none": "#d62728", "contiguous": "#1f77b4", "paged": "#2ca02c"}
+STRATEGIES = ["none", "contiguous", "paged"]
+MIB = 1024.0 * 1024.0
+DPI = 100
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def subtitle(d):
+    m = d["model"]
+    mach = d["machine"]
+    return (f"{m['file']} ({m['num_parameters'] / 1e6:.1f} M params, {m['n_layers']} layers, "
+            f"KV {m['kv_bytes_per_token_f32']:,} B/token f32) · {d['threads']} threads · "
+            f"{mach['nproc']}-core {mach['cpu_model']} · kvinfer {d['kvinfer_version']}")
+
+
+def finish(fig, d, title, path):
+    fig.suptitle(title, fontsize=13, fontweight="bold", y=0.995)
+    fig.text(0.5, 0.935, subtitle(d), ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def runs_by(runs, strategy):
+    return [r for r in runs if r["strategy"] == strategy]
+
+
+# ------------------------------------------------------------------ none cost model
+
+def none_step_samples(d):
+    """(sequence length recomputed, ms) for every measured decode step of none."""
+    xs, ys = [], []
+    for sweep in ("gen_sweep", "prompt_sweep"):
+        for r in runs_by(d[sweep]["runs"], "none"):
+            steps = r.get("step_ms", [])
+            for k in range(1, len(steps)):
+                xs.append(r["prompt_tokens"] + k)
+                ys.append(steps[k])
+    return np.array(xs, float), np.array(ys, float)
+
+
+def none_cost_fit(d):
+    """Least-squares quadratic ms(n) of one none decode step over n tokens
+    (a full recompute: linear work in the weights, quadratic in attention).
+    None when there are too few samples."""
+    xs, ys = none_step_samples(d)
+    if len(xs) < 8 or len(set(xs.tolist())) < 3:
+        return None
+    coef = np.polyfit(xs, ys, 2)
+    return np.poly1d(coef)
+
+
+def none_estimate_total(d, fit, prompt, gen):
+    """Estimated none total latency for `gen` generated tokens: the measured
+    prefill of that prompt (TTFT of the cached runs) + sum of modelled steps."""
+    cached = [r for r in d["gen_sweep"]["runs"]
+              if r["strategy"] == "contiguous" and r["prompt_tokens"] == prompt]
+    ttft = float(np.median([r["ttft_ms"] for r in cached])) if cached else 0.0
+    n = np.arange(prompt + 1, prompt + gen, dtype=float)
+    return ttft + float(np.sum(np.maximum(fit(n), 0.0)))
+
+
+# ------------------------------------------------------------------ kv-modes
+
+def plot_kv_modes(d, out):
+    g = d["gen_sweep"]
+    runs = g["runs"]
+    fit = none_cost_fit(d)
+    cap = d.get("none_max_gen_tokens")
+    prompt = g["prompt_tokens"]
+    lengths = sorted({r["gen_tokens"] for r in runs})
+
+    # 1. Latency vs generated length, and the cost per generated token.
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for s in STRATEGIES:
+        rs = sorted(runs_by(runs, s), key=lambda r: r["gen_tokens"])
+        if not rs:
+            continue
+        x = [r["gen_tokens"] for r in rs]
+        ax1.plot(x, [r["total_ms"] / 1000 for r in rs], "o-", color=COLORS[s], label=s, lw=2)
+        ax2.plot(x, [r["decode_ms_per_token"] for r in rs], "o-", color=COLORS[s], label=s, lw=2)
+    if fit is not None:
+        measured = {r["gen_tokens"] for r in runs_by(runs, "none")}
+        missing = [L for L in lengths if L not in measured]
+        if missing:
+            last = max(measured) if measured else lengths[0]
+            xs = [last] + missing
+            ys = [none_estimate_total(d, fit, prompt, L) / 1000 for L in xs]
+            ax1.plot(xs, ys, "o--", color=COLORS["none"], mfc="white",
+                     label=f"none, estimated (runs capped at {cap})")
+            ys2 = [(none_estimate_total(d, fit, prompt, L) -
+                    none_estimate_total(d, fit, prompt, 1)) / max(L - 1, 1) for L in xs]
+            ax2.plot(xs, ys2, "o--", color=COLORS["none"], mfc="white", label="none, estimated")
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("generated tokens (log scale)")
+    ax1.set_ylabel("total latency of the request, s (log scale)")
+    ax1.set_title(f"End-to-end latency ({prompt}-token prompt)")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("generated tokens (log scale)")
+    ax2.set_ylabel("mean decode time per token, ms (log scale)")
+    ax2.set_title("Decode cost per token: O(n) recompute vs cached")
+    ax2.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=8)
+    finish(fig, d, "KV cache on/off: latency vs generated length", os.path.join(out, "lab-kv-latency.png"))
+
+    # 2. Every decode step's time vs its position (the longest run of each strategy).
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    ylim_cached = 0.0
+    for s in STRATEGIES:
+        rs = runs_by(runs, s)
+        if not rs:
+            continue
+        r = max(rs, key=lambda r: r["gen_tokens"])
+        steps = np.array(r.get("step_ms", []), float)
+        if len(steps) < 2:
+            continue
+        pos = r["prompt_tokens"] + np.arange(1, len(steps))
+        ax = ax1 if s == "none" else ax2
+        if s != "none":
+            # Scale to the bulk of the steps: a few descheduled outliers
+            # (shared machine) would otherwise flatten the trend.
+            ylim_cached = max(ylim_cached, 1.6 * float(np.percentile(steps[1:], 99)))
+        ax.plot(pos, steps[1:], ".", ms=2.5, color=COLORS[s], alpha=0.45)
+        # A running median shows the trend through the scheduling noise.
+        w = max(1, len(steps) // 32)
+        med = [np.median(steps[1:][max(0, i - w):i + w + 1]) for i in range(len(steps) - 1)]
+        ax.plot(pos, med, "-", color=COLORS[s], lw=2, label=f"{s} (running median)")
+    if fit is not None:
+        xs, _ = none_step_samples(d)
+        n = np.linspace(min(xs), max(xs), 100)
+        ax1.plot(n, fit(n), "k--", lw=1, label="quadratic fit (all none steps)")
+    ax2.set_ylim(0, max(ylim_cached, 1e-3))
+    ax1.set_title("none: every step recomputes the whole sequence")
+    ax2.set_title("contiguous / paged: one new token per step")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("sequence position of the decode step, tokens")
+        ax.set_ylabel("Step() wall time, ms")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        if ax is ax1:
+            ax.set_ylim(bottom=0)
+    finish(fig, d, "Per-step decode time vs position", os.path.join(out, "lab-kv-steps.png"))
+
+    # 3. KV memory reserved vs used, by generated length.
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    bpt = d["model"]["kv_bytes_per_token_f32"]
+    for s in ["contiguous", "paged"]:
+        rs = sorted(runs_by(runs, s), key=lambda r: r["gen_tokens"])
+        if not rs:
+            continue
+        x = [r["gen_tokens"] for r in rs]
+        ax.plot(x, [r["kv"]["peak_bytes_reserved"] / MIB for r in rs], "o-", color=COLORS[s],
+                lw=2, label=f"{s}: reserved")
+        ax.plot(x, [r["kv"]["peak_bytes_used"] / MIB for r in rs], "s:", color=COLORS[s],
+                lw=1.5, label=f"{s}: used (tokens held)")
+    rs = sorted(runs_by(runs, "none"), key=lambda r: r["gen_tokens"])
+    if rs:
+        ax.plot([r["gen_tokens"] for r in rs], [0 for _ in rs], "o-", color=COLORS["none"],
+                label="none: 0 kept between steps")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens (log scale)")
+    ax.set_ylabel("peak KV bytes, MiB")
+    ax.set_title(f"contiguous reserves max_seq_len = {g['max_seq_len']} tokens up front; "
+                 f"paged grows by {d['block_size_tokens']}-token blocks\n"
+                 f"({bpt:,} bytes per token; {prompt}-token prompt)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    finish(fig, d, "KV memory: reserved vs used", os.path.join(out, "lab-kv-memory.png"))
+
+    # 4. Summary bars at the longest length every strategy ran (like the seed's).
+    common = [L for L in lengths if all(any(r["gen_tokens"] == L for r in runs_by(runs, s))
+                                        for s in STRATEGIES)]
+    if common:
+        L = max(common)
+        at = {s: next(r for r in runs_by(runs, s) if r["gen_tokens"] == L) for s in STRATEGIES}
+        fig, axes = plt.subplots(1, 4, figsize=(13, 4.2))
+        panels = [
+            ("total latency, s", lambda r: r["total_ms"] / 1000),
+            ("decode time per token, ms", lambda r: r["decode_ms_per_token"]),
+            ("KV reserved (peak), MiB", lambda r: r["kv"]["peak_bytes_reserved"] / MIB),
+            ("process RSS (peak during run), MiB", lambda r: r["rss"]["peak_sampled_bytes"] / MIB),
+        ]
+        for ax, (label, f) in zip(axes, panels):
+            vals = [f(at[s]) for s in STRATEGIES]
+            bars = ax.bar(STRATEGIES, vals, color=[COLORS[s] for s in STRATEGIES])
+            for b, v in zip(bars, vals):
+                ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=8)
+            ax.set_title(label, fontsize=10)
+            ax.set_ylabel(label)
+            ax.margins(y=0.15)
+            ax.grid(True, axis="y", alpha=0.3)
+        finish(fig, d, f"Summary: {prompt}-token prompt + {L} generated tokens",
+               os.path.join(out, "lab-kv-summary.png"))
+
+    # 5. Prompt-length sweep: TTFT and the decode cost at long positions.
+    p = d["prompt_sweep"]
+    if p["runs"]:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+        for s in STRATEGIES:
+            rs = sorted(runs_by(p["runs"], s), key=lambda r: r["prompt_tokens"])
+            if not rs:
+                continue
+            x = [r["prompt_tokens"] for r in rs]
+            ax1.plot(x, [r["ttft_ms"] for r in rs], "o-", color=COLORS[s], lw=2, label=s)
+            ax2.plot(x, [r["decode_ms_per_token"] for r in rs], "o-", color=COLORS[s], lw=2, label=s)
+        ax1.set_title("Time to first token (one batched prefill)")
+        ax1.set_ylabel("TTFT, ms")
+        ax2.set_title(f"Decode time per token ({p['gen_tokens']} generated)")
+        ax2.set_ylabel("ms per generated token (log scale)")
+        ax2.set_yscale("log")
+        for ax in (ax1, ax2):
+            ax.set_xlabel("prompt tokens")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        finish(fig, d, "Prompt-length sweep", os.path.join(out, "lab-kv-prompt.png"))
+
+
+# ------------------------------------------------------------------ memory
+
+def plot_memory(d, out):
+    res = d["results"]
+    names = [r["strategy"] for r in res]
+    colors = [COLORS.get(n, "#888888") for n in names]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 4.2))
+    panels = [
+        ("most sequences running at once", lambda r: r["max_running_sequences"], "{:.0f}"),
+        ("throughput, generated tokens/s", lambda r: r["generated_tokens_per_s"], "{:.1f}"),
+        ("mean KV waste, % of reserved", lambda r: 100 * r["mean_waste"], "{:.1f}%"),
+        ("requests finished normally", lambda r: r["finish_reasons"].get("length", 0), "{:.0f}"),
+    ]
+    for ax, (label, f, fmt) in zip(axes, panels):
+        vals = [f(r) for r in res]
+        bars = ax.bar(names, vals, color=colors)
+        for b, v in zip(bars, vals):
+            ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, v), ha="center",
+                        va="bottom", fontsize=9)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)
+        ax.grid(True, axis="y", alpha=0.3)
+    w = d["workload"]
+    finish(fig, d, f"Same KV budget ({d['kv_budget_bytes'] / MIB:.1f} MiB), {w['requests']} mixed-length "
+                   f"requests (max_seq_len {w['max_seq_len']})",
+           os.path.join(out, "lab-memory-bars.png"))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for r in res:
+        t = r["timeline"]
+        s = r["strategy"]
+        x = np.array(t["t_ms"], float) / 1000
+        ax1.plot(x, t["running"], "-", color=COLORS.get(s), lw=1.5, label=s)
+        ax2.plot(x, np.array(t["bytes_reserved"], float) / MIB, "-", color=COLORS.get(s), lw=1.5,
+                 label=f"{s}: reserved")
+        ax2.plot(x, np.array(t["bytes_used"], float) / MIB, ":", color=COLORS.get(s), lw=1.5,
+                 label=f"{s}: used")
+    ax2.axhline(d["kv_budget_bytes"] / MIB, color="k", lw=1, ls="--", label="KV budget")
+    ax1.set_ylabel("running sequences")
+    ax1.set_title("Sequences running together")
+    ax2.set_ylabel("KV bytes, MiB")
+    ax2.set_title("KV reserved vs used over the run")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("time since the first step, s")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    finish(fig, d, "Mixed-length workload over time", os.path.join(out, "lab-memory-timeline.png"))
+
+
+# ------------------------------------------------------------------ tables
+
+def tables(results_dir):
+    out = []
+    speed = sorted(glob.glob(os.path.join(results_dir, "speed-*.json")))
+    if speed:
+        out.append("### bench speed\n")
+        out.append("| kv | threads | prefill (pp) tok/s | decode (tg) tok/s | TTFT ms | ms/token |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for path in speed:
+            s = load(path)
+            out.append(f"| {s['kv']} | {s['threads']} | pp{s['prompt_tokens']}: "
+                       f"{s['prefill_tokens_per_s']:.1f} ± {s['prefill_tokens_per_s_stddev']:.1f} | "
+                       f"tg{s['gen_tokens']}: {s['decode_tokens_per_s']:.1f} ± "
+                       f"{s['decode_tokens_per_s_stddev']:.1f} | {s['ttft_ms']:.1f} ± "
+                       f"{s['ttft_ms_stddev']:.1f} | {s['time_per_output_token_ms']:.2f} ± "
+                       f"{s['time_per_output_token_ms_stddev']:.2f} |")
+        out.append("")
+    km = os.path.join(results_dir, "kv-modes", "results.json")
+    if os.path.exists(km):
+        d = load(km)
+        g = d["gen_sweep"]
+        fit = none_cost_fit(d)
+        out.append(f"### bench kv-modes: {g['prompt_tokens']}-token prompt, generated-length sweep\n")
+        out.append("| generated | none total s | contiguous total s | paged total s | "
+                   "speedup (none / contiguous) | none ms/token | contiguous ms/token | "
+                   "paged ms/token |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for L in sorted({r["gen_tokens"] for r in g["runs"]}):
+            row = {s: next((r for r in runs_by(g["runs"], s) if r["gen_tokens"] == L), None)
+                   for s in STRATEGIES}
+            c = row["contiguous"]
+            if row["none"] is not None:
+                none_s = row["none"]["total_ms"] / 1000
+                none_txt = f"{none_s:.2f}"
+                none_tok = f"{row['none']['decode_ms_per_token']:.2f}"
+            elif fit is not None:
+                none_s = none_estimate_total(d, fit, g["prompt_tokens"], L) / 1000
+                none_txt = f"~{none_s:.0f} (estimated)"
+                none_tok = "—"
+            else:
+                none_s, none_txt, none_tok = None, "—", "—"
+            sp = f"{none_s / (c['total_ms'] / 1000):.1f}x" if none_s and c else "—"
+            if row["none"] is None and none_s:
+                sp = "~" + sp + " (est.)"
+            cell = lambda r, k, f: (f.format(r[k] / 1000) if k == "total_ms" else f.format(r[k])) if r else "—"  # noqa: E731
+            out.append(f"| {L} | {none_txt} | {cell(c, 'total_ms', '{:.2f}')} | "
+                       f"{cell(row['paged'], 'total_ms', '{:.2f}')} | {sp} | {none_tok} | "
+                       f"{cell(c, 'decode_ms_per_token', '{:.2f}')} | "
+                       f"{cell(row['paged'], 'decode_ms_per_token', '{:.2f}')} |")
+        out.append("")
+        out.append("| generated | contiguous reserved MiB | paged reserved MiB | used MiB | "
+                   "contiguous waste | paged waste |")
+        out.append("|---:|---:|---:|---:|---:|---:|")
+        for L in sorted({r["gen_tokens"] for r in g["runs"]}):
+            c = next((r for r in runs_by(g["runs"], "contiguous") if r["gen_tokens"] == L), None)
+            p = next((r for r in runs_by(g["runs"], "paged") if r["gen_tokens"] == L), None)
+            if not c or not p:
+                continue
+            used = c["kv"]["peak_bytes_used"]
+            cr, pr = c["kv"]["peak_bytes_reserved"], p["kv"]["peak_bytes_reserved"]
+            out.append(f"| {L} | {cr / MIB:.2f} | {pr / MIB:.2f} | {used / MIB:.2f} | "
+                       f"{100 * (cr - used) / cr:.1f}% | {100 * (pr - used) / pr:.1f}% |")
+        out.append("")
+        p = d["prompt_sweep"]
+        if p["runs"]:
+            out.append(f"### bench kv-modes: prompt-length sweep, {p['gen_tokens']} generated\n")
+            out.append("| prompt | none TTFT ms | contiguous TTFT ms | paged TTFT ms | none ms/token | "
+                       "contiguous ms/token | paged ms/token |")
+            out.append("|---:|---:|---:|---:|---:|---:|---:|")
+            for P in sorted({r["prompt_tokens"] for r in p["runs"]}):
+                row = {s: next((r for r in runs_by(p["runs"], s) if r["prompt_tokens"] == P), None)
+                       for s in STRATEGIES}
+                f = lambda r, k: f"{r[k]:.1f}" if r else "—"  # noqa: E731
+                out.append(f"| {P} | {f(row['none'], 'ttft_ms')} | {f(row['contiguous'], 'ttft_ms')} | "
+                           f"{f(row['paged'], 'ttft_ms')} | {f(row['none'], 'decode_ms_per_token')} | "
+                           f"{f(row['contiguous'], 'decode_ms_per_token')} | "
+                           f"{f(row['paged'], 'decode_ms_per_token')} |")
+            out.append("")
+        if fit is not None:
+            a2, a1, a0 = fit.coeffs
+            out.append(f"none decode-step model (least squares over every measured none step): "
+                       f"ms(n) = {a0:.3f} + {a1:.4f}·n + {a2:.3g}·n² for a recompute of n tokens.\n")
+        if d.get("skipped"):
+            out.append("Skipped runs: " + "; ".join(
+                f"{s['strategy']} {s['prompt_tokens']}+{s['gen_tokens']} ({s['reason']})"
+                for s in d["skipped"]) + "\n")
+    mem = os.path.join(results_dir, "memory", "results.json")
+    if os.path.exists(mem):
+        d = load(mem)
+        w = d["workload"]
+        out.append(f"### bench memory: {w['requests']} requests, KV budget "
+                   f"{d['kv_budget_bytes'] / MIB:.1f} MiB, max_seq_len {w['max_seq_len']}\n")
+        out.append("| kv | most running at once | generated tok/s | mean waste | wall s | "
+                   "finish reasons |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        for r in d["results"]:
+            fr = ", ".join(f"{k} {v}" for k, v in sorted(r["finish_reasons"].items()))
+            out.append(f"| {r['strategy']} | {r['max_running_sequences']} | "
+                       f"{r['generated_tokens_per_s']:.1f} | {100 * r['mean_waste']:.1f}% | "
+                       f"{r['wall_s']:.1f} | {fr} |")
+        out.append("")
+    print("\n".join(out))
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "tables" and len(argv) == 3:
+        tables(argv[2])
+        return 0
+    if len(argv) != 4 or argv[1] not in ("kv-modes", "memory"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    kind, path, out = argv[1:]
+    d = load(path)
+    os.makedirs(out, exist_ok=True)
+    if kind == "kv-modes":
+        plot_kv_modes(d, out)
+    else:
+        plot_memory(d, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
