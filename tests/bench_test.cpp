@@ -20,10 +20,6 @@
 namespace kvinfer {
 namespace {
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // A fresh folder per process and call: ctest runs tests in parallel.
 std::string TempDirFor(const std::string& name) {
@@ -36,13 +32,11 @@ std::string TempDirFor(const std::string& name) {
 }
 
 // Runs the CLI; returns its exit code, stdout and stderr in *out / *err.
-int RunCli(const std::string& args, const std::string& dir, std::string* out, std::string* err) {
-  const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer " + args + " >" + dir +
-                          "/stdout.txt 2>" + dir + "/stderr.txt";
-  const int status = std::system(cmd.c_str());
-  *out = ReadAll(dir + "/stdout.txt");
-  *err = ReadAll(dir + "/stderr.txt");
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+int RunCli(const std::string& args, const std::string& /*dir*/, std::string* out, std::string* err) {
+  testing::CmdResult r = testing::RunKvinfer(args);
+  *out = std::move(r.out);
+  *err = std::move(r.err);
+  return r.exit_code;
 }
 
 TEST(Bench, KvModesQuickWritesSaneResults) {
@@ -54,7 +48,7 @@ TEST(Bench, KvModesQuickWritesSaneResults) {
                    dir, &out, &err),
             0)
       << err;
-  const nlohmann::json j = nlohmann::json::parse(ReadAll(dir + "/results.json"));
+  const nlohmann::json j = nlohmann::json::parse(testing::ReadFile(dir + "/results.json"));
   EXPECT_EQ(j["schema"], "kvinfer.bench.kv-modes/1");
   EXPECT_NE(j["command"].get<std::string>().find("kv-modes"), std::string::npos);
   EXPECT_GT(j["machine"]["nproc"].get<int>(), 0);
@@ -150,7 +144,7 @@ TEST(Bench, MemoryAdmitsMoreWithPaging) {
                    dir, &out, &err),
             0)
       << err;
-  const nlohmann::json j = nlohmann::json::parse(ReadAll(dir + "/results.json"));
+  const nlohmann::json j = nlohmann::json::parse(testing::ReadFile(dir + "/results.json"));
   ASSERT_EQ(j["results"].size(), 2u);
   const nlohmann::json& c = j["results"][0];
   const nlohmann::json& p = j["results"][1];

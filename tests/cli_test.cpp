@@ -17,34 +17,11 @@
 namespace kvinfer {
 namespace {
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using testing::CmdResult;
+using testing::ReadFile;
 
 CmdResult RunCli(const std::string& args, const std::string& stdin_text = "") {
-  // Unique names: ctest runs tests in parallel processes.
-  static int counter = 0;
-  const std::string prefix = ::testing::TempDir() + "/kvinfer_cli_" + std::to_string(getpid()) +
-                             "_" + std::to_string(counter++);
-  const std::string out_path = prefix + "_out.txt";
-  const std::string err_path = prefix + "_err.txt";
-  const std::string in_path = prefix + "_in.txt";
-  std::ofstream(in_path) << stdin_text;
-  const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer " + args + " <" + in_path +
-                          " >" + out_path + " 2>" + err_path;
-  const int status = std::system(cmd.c_str());
-  CmdResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadFile(out_path);
-  r.err = ReadFile(err_path);
-  return r;
+  return testing::RunKvinfer(args, stdin_text);
 }
 
 TEST(Cli, HelpListsTheCommands) {

@@ -460,32 +460,9 @@ TEST(KvSizeGguf, MissingKeyIsNamed) {
 
 // --- The command line, end to end --------------------------------------------------
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using testing::CmdResult;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-CmdResult RunKvSize(const std::string& args) {
-  // Per-test file names: ctest may run these tests in parallel processes.
-  const std::string stem = ::testing::TempDir() + "/kvinfer_kv_size_" +
-                           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  const std::string out_path = stem + "_out.txt";
-  const std::string err_path = stem + "_err.txt";
-  const std::string cmd = std::string(KVINFER_BINARY_DIR) + "/kvinfer kv-size " + args +
-                          " </dev/null >" + out_path + " 2>" + err_path;
-  const int status = std::system(cmd.c_str());
-  CmdResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(out_path);
-  r.err = ReadAll(err_path);
-  return r;
-}
+CmdResult RunKvSize(const std::string& args) { return testing::RunKvinfer("kv-size " + args); }
 
 TEST(KvSizeCli, JsonSingleModel) {
   CmdResult r = RunKvSize("--preset llama-2-70b --seq-len 4096 --json");
@@ -573,7 +550,7 @@ TEST(KvSizeCli, Plot) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(nlohmann::json::accept(r.out)) << r.out;  // stdout stays pure JSON
   ASSERT_TRUE(std::filesystem::exists(png));
-  const std::string bytes = ReadAll(png);
+  const std::string bytes = testing::ReadFile(png);
   ASSERT_GT(bytes.size(), 8u);
   EXPECT_EQ(bytes.substr(1, 3), "PNG");
 }

@@ -3,6 +3,7 @@
 
   plot_bench.py kv-modes RESULTS.json OUT_DIR   -> OUT_DIR/lab-kv-*.png
   plot_bench.py memory   RESULTS.json OUT_DIR   -> OUT_DIR/lab-memory-*.png
+  plot_bench.py concurrency RESULTS.json OUT_DIR -> OUT_DIR/lab-concurrency.png
   plot_bench.py tables   RESULTS_DIR            -> markdown tables on stdout
                          (RESULTS_DIR/kv-modes/results.json,
                           RESULTS_DIR/memory/results.json,
@@ -301,6 +302,39 @@ def plot_memory(d, out):
     finish(fig, d, "Mixed-length workload over time", os.path.join(out, "lab-memory-timeline.png"))
 
 
+def plot_concurrency(d, out):
+    lv = d["levels"]
+    c = [l["concurrency"] for l in lv]
+    tps = [l["decode_tokens_per_s"] for l in lv]
+    step = [l["ms_per_decode_step"] for l in lv]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax1.plot(c, tps, "o-", color=COLORS.get(d["kv"], "#1f77b4"), lw=2, label="kvinfer batched decode")
+    ax1.plot(c, [tps[0] * x for x in c], ":", color="#999999", label="perfect scaling from 1")
+    for x, y in zip(c, tps):
+        ax1.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
+                     fontsize=8)
+    ax1.set_xscale("log", base=2)
+    ax1.set_ylim(0, max(tps) * 1.25)
+    ax1.set_xticks(c)
+    ax1.set_xticklabels([str(x) for x in c])
+    ax1.set_xlabel("concurrent sequences")
+    ax1.set_ylabel("output tokens/s (decode phase)")
+    ax1.set_title("Throughput")
+    ax1.legend(fontsize=8)
+    ax1.grid(True, alpha=0.3)
+    ax2.plot(c, step, "s-", color="#444444", lw=2)
+    ax2.set_xscale("log", base=2)
+    ax2.set_xticks(c)
+    ax2.set_xticklabels([str(x) for x in c])
+    ax2.set_xlabel("concurrent sequences")
+    ax2.set_ylabel("ms per decode step")
+    ax2.set_title("Cost of one step (all sequences advance one token)")
+    ax2.grid(True, alpha=0.3)
+    finish(fig, d, f"Continuous batching: {d['prompt_tokens']} prompt + {d['gen_tokens']} generated "
+                   f"tokens per sequence, KV {d['kv']}",
+           os.path.join(out, "lab-concurrency.png"))
+
+
 # ------------------------------------------------------------------ tables
 
 def tables(results_dir):
@@ -410,7 +444,7 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "tables" and len(argv) == 3:
         tables(argv[2])
         return 0
-    if len(argv) != 4 or argv[1] not in ("kv-modes", "memory"):
+    if len(argv) != 4 or argv[1] not in ("kv-modes", "memory", "concurrency"):
         print(__doc__, file=sys.stderr)
         return 2
     kind, path, out = argv[1:]
@@ -418,6 +452,8 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     if kind == "kv-modes":
         plot_kv_modes(d, out)
+    elif kind == "concurrency":
+        plot_concurrency(d, out)
     else:
         plot_memory(d, out)
     return 0

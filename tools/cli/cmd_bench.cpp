@@ -20,6 +20,7 @@ namespace kvinfer::cli {
 
 void AddBenchKvModesCommand(CLI::App* bench);  // bench_kv_modes.cpp
 void AddBenchMemoryCommand(CLI::App* bench);   // bench_memory.cpp
+void AddBenchConcurrencyCommand(CLI::App* bench);  // bench_concurrency.cpp
 
 namespace {
 
@@ -170,7 +171,7 @@ void RunSpeed(const SpeedOptions& o) {
 }  // namespace
 
 void AddBenchCommand(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, kv-modes, memory");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, kv-modes, memory, concurrency");
   bench->require_subcommand(1);
 
   auto o = std::make_shared<SpeedOptions>();
@@ -196,6 +197,7 @@ void AddBenchCommand(CLI::App& app) {
 
   AddBenchKvModesCommand(bench);
   AddBenchMemoryCommand(bench);
+  AddBenchConcurrencyCommand(bench);
 }
 
 }  // namespace kvinfer::cli
