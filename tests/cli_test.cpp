@@ -97,6 +97,8 @@ TEST(Cli, GenerateWritesOnlyTheContinuationAndStats) {
   }
   EXPECT_EQ(j["kv"]["bytes_per_token"], 2 * 5 * 4 * 8 * 4);
   EXPECT_GT(j["kv"]["bytes_reserved"].get<int64_t>(), 0);
+  ASSERT_EQ(j["kv"]["sequences"].size(), 1u);
+  EXPECT_EQ(j["kv"]["sequences"][0]["bytes_reserved"], j["kv"]["bytes_reserved"]);
 }
 
 TEST(Cli, InfoDescribesTheModel) {

@@ -213,3 +213,126 @@ TEST(KvCache, BlocksOfDifferentSequencesDoNotOverlap) {
 
 }  // namespace
 }  // namespace kvinfer
+
+namespace kvinfer {
+namespace {
+
+// Thousands of mixed sequence operations (create, grow, fork, write with
+// copy-on-write, truncate, free) against a plain model of who holds which
+// block: after each, every block's ref count equals the number of block
+// tables holding it, free blocks are held by nobody, and a block is written
+// only while exactly one table holds it.
+TEST(KvCache, RandomizedForksAndCopyOnWriteKeepRefCountsExact) {
+  ModelConfig c = TinyConfig();
+  constexpr int32_t kBlocks = 48;
+  constexpr int32_t kBlockSize = 4;
+  KvCache cache(c, kBlockSize, kBlocks);
+  std::vector<int32_t> live;
+  std::mt19937 rng(11);
+  int64_t copies = 0;
+  for (int step = 0; step < 5000; ++step) {
+    const int op = static_cast<int>(rng() % 6);
+    if (op == 0 || live.empty()) {
+      live.push_back(cache.CreateSequence());
+    } else {
+      const size_t pick = rng() % live.size();
+      const int32_t seq = live[pick];
+      if (op == 1) {  // grow and write the new tokens
+        const int32_t n = cache.num_tokens(seq);
+        const int32_t add = 1 + static_cast<int32_t>(rng() % 9);
+        if (cache.Reserve(seq, n + add)) {
+          const int32_t need = cache.CopiesNeeded(seq, n, n + add);
+          const int32_t free_before = cache.pool().num_free();
+          if (cache.PrepareWrite(seq, n, n + add)) {
+            EXPECT_EQ(cache.pool().num_free(), free_before - need);
+            copies += need;
+            for (int32_t p = n; p < n + add; ++p) {
+              const int32_t block = cache.block_table(seq)[p / kBlockSize];
+              ASSERT_EQ(cache.pool().ref_count(block), 1) << "writing a shared block";
+              cache.Keys(0, block, 0)[(p % kBlockSize) * c.head_dim] = static_cast<float>(seq);
+            }
+            cache.SetNumTokens(seq, n + add);
+          }
+        }
+      } else if (op == 2) {
+        live.push_back(cache.Fork(seq));
+      } else if (op == 3) {
+        cache.Truncate(seq, static_cast<int32_t>(rng() % (cache.num_tokens(seq) + 1)));
+      } else {
+        cache.FreeSequence(seq);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(pick));
+      }
+    }
+    // The model: count table references per block.
+    std::vector<int32_t> holders(kBlocks, 0);
+    for (int32_t s : live) {
+      for (int32_t b : cache.block_table(s)) ++holders[b];
+      ASSERT_LE(cache.num_tokens(s), cache.capacity_tokens(s));
+    }
+    int32_t free_count = 0;
+    for (int32_t b = 0; b < kBlocks; ++b) {
+      ASSERT_EQ(cache.pool().ref_count(b), holders[b]) << "block " << b << " at step " << step;
+      free_count += holders[b] == 0;
+    }
+    ASSERT_EQ(cache.pool().num_free(), free_count);
+  }
+  EXPECT_EQ(cache.num_cow_copies(), copies);
+  EXPECT_GT(copies, 0);
+  for (int32_t s : live) cache.FreeSequence(s);
+  EXPECT_EQ(cache.pool().num_free(), kBlocks);
+}
+
+TEST(KvCache, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
+  ModelConfig c = TinyConfig();
+  KvCache cache(c, 4, 8);
+  const int32_t a = cache.CreateSequence();
+  ASSERT_TRUE(cache.Reserve(a, 6));
+  ASSERT_TRUE(cache.PrepareWrite(a, 0, 6));
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      cache.Keys(l, 1, h)[0] = 10.0f + l + h;    // position 4
+      cache.Values(l, 1, h)[0] = -10.0f - l - h;
+    }
+  }
+  cache.SetNumTokens(a, 6);
+  const int32_t b = cache.Fork(a);
+  EXPECT_EQ(cache.num_tokens(b), 6);
+  EXPECT_EQ(cache.pool().ref_count(0), 2);
+  EXPECT_EQ(cache.pool().ref_count(1), 2);
+  EXPECT_EQ(cache.pool().num_used(), 2);
+  // b writes position 6 (in block 1): block 1 is copied for b, block 0 stays shared.
+  EXPECT_EQ(cache.CopiesNeeded(b, 6, 7), 1);
+  ASSERT_TRUE(cache.Reserve(b, 7));
+  ASSERT_TRUE(cache.PrepareWrite(b, 6, 7));
+  const int32_t copy = cache.block_table(b)[1];
+  EXPECT_EQ(copy, 2);
+  EXPECT_EQ(cache.block_table(a)[1], 1);
+  EXPECT_EQ(cache.pool().ref_count(1), 1);
+  EXPECT_EQ(cache.pool().ref_count(2), 1);
+  EXPECT_EQ(cache.pool().ref_count(0), 2);
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      EXPECT_EQ(cache.Keys(l, copy, h)[0], 10.0f + l + h);
+      EXPECT_EQ(cache.Values(l, copy, h)[0], -10.0f - l - h);
+    }
+  }
+  // a writes position 6 too: its block 1 is now private, no copy.
+  EXPECT_EQ(cache.CopiesNeeded(a, 6, 7), 0);
+  KvCacheStats st = cache.Stats();
+  EXPECT_EQ(st.num_blocks_used, 3);
+  EXPECT_EQ(st.num_blocks_shared, 1);
+  EXPECT_EQ(st.bytes_logical, 4 * 4 * cache.bytes_per_token());
+  EXPECT_EQ(st.bytes_saved_by_sharing, 1 * 4 * cache.bytes_per_token());
+  EXPECT_EQ(st.num_cow_copies, 1);
+  // With no free block, a copy-on-write fails cleanly.
+  KvCache tight(c, 4, 1);
+  const int32_t x = tight.CreateSequence();
+  ASSERT_TRUE(tight.Reserve(x, 2));
+  tight.SetNumTokens(x, 2);
+  const int32_t y = tight.Fork(x);
+  EXPECT_FALSE(tight.PrepareWrite(y, 2, 3));
+  EXPECT_EQ(tight.pool().ref_count(0), 2);
+}
+
+}  // namespace
+}  // namespace kvinfer

@@ -102,7 +102,18 @@ SamplingParams RunFlags::Sampling(int max_tokens) const {
 }
 
 nlohmann::json KvStatsJson(const KvCacheStats& s) {
+  nlohmann::json sequences = nlohmann::json::array();
+  for (const KvSequenceStats& q : s.sequences) {
+    sequences.push_back({{"request_id", q.request_id},
+                         {"tokens_held", q.tokens_held},
+                         {"num_blocks", q.num_blocks},
+                         {"num_blocks_shared", q.num_blocks_shared},
+                         {"capacity_tokens", q.capacity_tokens},
+                         {"bytes_reserved", q.bytes_reserved},
+                         {"bytes_used", q.bytes_used}});
+  }
   return {{"strategy", s.strategy},
+          {"sequences", sequences},
           {"block_size_tokens", s.block_size_tokens},
           {"num_blocks_total", s.num_blocks_total},
           {"num_blocks_used", s.num_blocks_used},
