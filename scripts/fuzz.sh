@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Fuzzes the GGUF reader with libFuzzer (clang, ASan + UBSan).
+# Fuzzes the GGUF reader (or another fuzz/*_fuzz.cpp target) with libFuzzer
+# (clang, ASan + UBSan).
 #
-#   scripts/fuzz.sh [seconds]        (default 60)
+#   scripts/fuzz.sh [seconds] [target]     (default 60, gguf_fuzz)
+#
+# target: gguf_fuzz (as below) or safetensors_fuzz (seeds written by this
+# script into build-fuzz/corpus-safetensors_fuzz/).
 #
 # Builds build-fuzz/gguf_fuzz, seeds fuzz/corpus-run/ (git-ignored) from the
 # real GGUF files in ../shared/models and the writer-made / reproducer files in
@@ -15,6 +19,7 @@
 set -euo pipefail
 
 secs="${1:-60}"
+target="${2:-gguf_fuzz}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build-fuzz"
 corpus="$root/fuzz/corpus-run"
@@ -29,7 +34,7 @@ build_cmake() {
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
     -DKVINFER_BUILD_FUZZ=ON -DKVINFER_BUILD_TESTS=OFF -DKVINFER_BUILD_BENCH=OFF &&
-    ninja -C "$build" -j2 gguf_fuzz
+    ninja -C "$build" -j2 "$target"
 }
 
 # Fallback: only the sources the reader needs, so a half-finished file
@@ -38,15 +43,52 @@ build_direct() {
   mkdir -p "$build/direct"
   local srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp)
   "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-    -I"$root/src" -I"$root/include" "${srcs[@]}" "$root/fuzz/gguf_fuzz.cpp" \
-    -lfmt -o "$build/direct/gguf_fuzz"
+    -I"$root/src" -I"$root/include" "${srcs[@]}" "$root/fuzz/$target.cpp" \
+    -lfmt -o "$build/direct/$target"
 }
 
-fuzzer="$build/gguf_fuzz"
+fuzzer="$build/$target"
 if [[ "${FUZZ_DIRECT:-0}" == 1 ]] || ! build_cmake; then
-  echo "fuzz.sh: CMake build failed or skipped; compiling gguf_fuzz from src/core + src/io" >&2
+  echo "fuzz.sh: CMake build failed or skipped; compiling $target from src/core + src/io" >&2
   build_direct
-  fuzzer="$build/direct/gguf_fuzz"
+  fuzzer="$build/direct/$target"
+fi
+
+if [[ "$target" == safetensors_fuzz ]]; then
+  corpus="$build/corpus-safetensors_fuzz"
+  mkdir -p "$corpus" "$build/artifacts"
+  /usr/bin/python3 - "$corpus" <<'PY'
+import json, struct, sys
+def write(name, header, data=b""):
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    open(sys.argv[1] + "/seed-" + name, "wb").write(struct.pack("<Q", len(h)) + h + data)
+write("empty", {})
+write("meta", {"__metadata__": {"format": "pt"}})
+write("f32", {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, bytes(range(16)))
+write("mixed", {"__metadata__": {"a": "b"},
+                "a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 6]},
+                "b": {"dtype": "BF16", "shape": [1, 2], "data_offsets": [6, 10]},
+                "c": {"dtype": "I64", "shape": [1], "data_offsets": [10, 18]},
+                "d": {"dtype": "U8", "shape": [0], "data_offsets": [18, 18]},
+                "e": {"dtype": "F32", "shape": [], "data_offsets": [18, 22]}}, bytes(22))
+PY
+  dict="$build/safetensors.dict"
+  cat > "$dict" <<'DICT'
+"dtype"
+"shape"
+"data_offsets"
+"__metadata__"
+"\"F32\""
+"\"F16\""
+"\"BF16\""
+"\"I64\""
+"\"F8_E4M3\""
+"18446744073709551615"
+"4294967296"
+DICT
+  exec "$fuzzer" "$corpus" -dict="$dict" -max_total_time="$secs" -max_len="$max_len" \
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1
 fi
 
 mkdir -p "$corpus" "$build/artifacts"
