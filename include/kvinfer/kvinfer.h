@@ -27,7 +27,7 @@ namespace kvinfer {
 
 struct ModelInfo {
   std::string path;
-  std::string format;             // "gguf"
+  std::string format;             // "gguf" or "llama2c"
   std::string architecture;       // "llama", "gpt2"
   std::string name;
   int n_layers = 0;
@@ -67,7 +67,8 @@ class ModelImpl;
 // Cheap to copy (shared, immutable).
 class Model {
  public:
-  // Accepts a GGUF file. Errors name the file and what is wrong with it.
+  // Accepts a GGUF file or a llama2.c checkpoint (.bin, with tok<vocab>.bin
+  // or tokenizer.bin beside it). Errors name the file and what is wrong.
   static StatusOr<Model> Load(const std::string& path);
 
   const ModelInfo& info() const;

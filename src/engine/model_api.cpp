@@ -48,7 +48,7 @@ double RequestTimings::decode_tokens_per_s() const {
 
 StatusOr<Model> Model::Load(const std::string& path) {
   std::shared_ptr<const ModelImpl> impl;
-  Status st = CatchToStatus([&] { impl = ModelImpl::LoadGguf(path); });
+  Status st = CatchToStatus([&] { impl = ModelImpl::Load(path); });
   if (!st.ok()) return st;
   return Model(std::move(impl));
 }

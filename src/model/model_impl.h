@@ -3,10 +3,12 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/chat_template.h"
 #include "io/gguf.h"
+#include "io/llama2c.h"
 #include "kvinfer/kvinfer.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -16,8 +18,13 @@ namespace kvinfer {
 
 class ModelImpl {
  public:
-  // Throws Error naming the file and the problem.
+  // Any supported format, recognised by content: a GGUF file (magic
+  // "GGUF"), or a llama2.c checkpoint (.bin) with its tokenizer file
+  // (tok<vocab>.bin or tokenizer.bin) beside it. Throws Error naming the
+  // file and the problem.
+  static std::shared_ptr<const ModelImpl> Load(const std::string& path);
   static std::shared_ptr<const ModelImpl> LoadGguf(const std::string& path);
+  static std::shared_ptr<const ModelImpl> LoadLlama2c(const std::string& path);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -26,9 +33,13 @@ class ModelImpl {
   const ModelInfo& info() const { return info_; }
 
  private:
-  ModelImpl(GgufFile file) : file_(std::move(file)) {}
+  ModelImpl() = default;
+  // Fills info_ from config_, weights_, tokenizer_ and chat_template_.
+  void FillInfo(const std::string& path, const std::string& format);
 
-  GgufFile file_;
+  // The mapped source the weight views point into (one of the two).
+  std::optional<GgufFile> gguf_;
+  std::optional<Llama2cCheckpoint> llama2c_;
   ModelConfig config_;
   ModelWeights weights_;
   std::unique_ptr<Tokenizer> tokenizer_;
