@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "vocab_vectors.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/unicode.h"
 
@@ -29,60 +30,10 @@ using Ids = std::vector<int32_t>;
 const std::string kVocabDir = KVINFER_SOURCE_DIR "/../shared/models/tokenizers/llamacpp-vocab/";
 const std::string kSmolPath = KVINFER_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testing::LoadVocabCases;
+using testing::VocabCase;
 
-struct VocabCase {
-  std::string input;
-  Ids expected;
-};
-
-// llama.cpp's format: every input is followed by "\n__ggml_vocab_test__\n"
-// (so an input may itself be empty or end in newlines); the .out file has
-// one line of space-separated ids per input, without BOS.
-std::vector<VocabCase> LoadVocabCases(const std::string& gguf_path) {
-  const std::string inp = ReadFile(gguf_path + ".inp");
-  const std::string out = ReadFile(gguf_path + ".out");
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<VocabCase> cases;
-  size_t start = 0;
-  for (size_t hit; (hit = inp.find(sep, start)) != std::string::npos; start = hit + sep.size()) {
-    cases.push_back({inp.substr(start, hit - start), {}});
-  }
-  EXPECT_EQ(start, inp.size()) << "text after the last separator in " << gguf_path << ".inp";
-  std::istringstream lines(out);
-  std::string line;
-  size_t i = 0;
-  while (std::getline(lines, line)) {
-    if (i >= cases.size()) {
-      ADD_FAILURE() << "more output lines than inputs in " << gguf_path << ".out";
-      break;
-    }
-    std::istringstream ids(line);
-    for (int32_t id; ids >> id;) cases[i].expected.push_back(id);
-    ++i;
-  }
-  EXPECT_EQ(i, cases.size()) << "inputs and output lines differ in number for " << gguf_path;
-  return cases;
-}
-
-std::string Escaped(const std::string& s) {
-  std::string out;
-  for (const unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7F && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
+std::string Escaped(const std::string& s) { return testing::EscapedText(s); }
 
 void CheckVocabVectors(const std::string& name, TokenizerKind kind) {
   const std::string path = kVocabDir + name;
