@@ -119,7 +119,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   const int64_t shapes[][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}};
   for (DType t : types) {
     for (const auto& s : shapes) {
-      for (int64_t n : {1, 64}) {
+      for (int64_t n : {1, 4, 16, 64, 512}) {
         for (int64_t threads : {1, 2}) {
           b->Args({static_cast<int64_t>(t), s[0], s[1], n, threads});
         }
@@ -127,7 +127,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     }
   }
   // The tied output head.
-  for (int64_t n : {1, 64}) {
+  for (int64_t n : {1, 16, 64}) {
     for (int64_t threads : {1, 2}) {
       b->Args({static_cast<int64_t>(DType::kQ8_0), 49152, 576, n, threads});
     }

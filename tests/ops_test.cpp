@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -199,6 +200,81 @@ INSTANTIATE_TEST_SUITE_P(Ops, MatMulTest,
                          testing::Combine(testing::ValuesIn(kAllTypes),
                                           testing::Values<int64_t>(32, 64, 96, 576, 1536)),
                          TypeColsName);
+
+// ---------------------------------------------------------------------------
+// Batch invariance: the engine recomputes preempted requests in prefill
+// batches and batches many sequences' decode tokens into one MatMul, and needs
+// the bits to be those of one-token calls. So y for a token must not depend
+// on n, on which tile the token or row falls in, or on the thread split.
+
+// y for tokens [0, n) one call per token.
+std::vector<float> MatMulOneByOne(const WeightView& w, const std::vector<float>& x, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(n * w.rows));
+  for (int64_t t = 0; t < n; ++t) {
+    ops::MatMul(w, x.data() + t * w.cols, 1, y.data() + t * w.rows, nullptr);
+  }
+  return y;
+}
+
+void ExpectBatchInvariant(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
+                          uint32_t seed) {
+  const int64_t max_n = *std::max_element(ns.begin(), ns.end());
+  const std::vector<float> x = RandomVector(static_cast<size_t>(max_n * w.cols), seed);
+  const std::vector<float> want = MatMulOneByOne(w, x, max_n);
+  for (int64_t n : ns) {
+    std::vector<float> got(static_cast<size_t>(n * w.rows), NAN);
+    ops::MatMul(w, x.data(), n, got.data(), pool);
+    const size_t count = got.size();
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), count * sizeof(float)))
+        << DTypeName(w.type) << " [" << w.rows << ", " << w.cols << "] n=" << n
+        << (pool != nullptr ? " (2 threads)" : "");
+  }
+}
+
+const std::vector<int64_t> kBatchSizes = {2, 3, 4, 5, 8, 16, 17, 64};
+
+TEST(MatMulBatchTest, BatchedEqualsOneByOneBitForBit) {
+  // The default model's shapes (SmolLM2-135M) and odd ones.
+  const int64_t shapes[][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536},
+                               {1, 32},    {17, 96},   {33, 64},    {191, 160}};
+  for (DType type : kAllTypes) {
+    for (const auto& s : shapes) {
+      const TestWeight w = MakeWeight(type, s[0], s[1], static_cast<uint32_t>(s[0] + s[1]));
+      ExpectBatchInvariant(w.view, kBatchSizes, nullptr, 3);
+    }
+  }
+  // Plain types take any cols: the scalar tail must be invariant too.
+  for (DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const TestWeight w = MakeWeight(type, 19, 77, 4);
+    ExpectBatchInvariant(w.view, kBatchSizes, nullptr, 5);
+  }
+}
+
+TEST(MatMulBatchTest, OutputHeadAndLongPromptsBitForBit) {
+  // The tied Q8_0 output head, and prompts longer than one token block.
+  const TestWeight head = MakeWeight(DType::kQ8_0, 49152, 576, 6);
+  ExpectBatchInvariant(head.view, {2, 5, 16, 17}, nullptr, 7);
+  ThreadPool pool(2);
+  for (DType type : kAllTypes) {
+    const TestWeight w = MakeWeight(type, 67, 576, 8);
+    ExpectBatchInvariant(w.view, {63, 64, 65, 130, 200}, nullptr, 9);
+    ExpectBatchInvariant(w.view, {4, 17, 130}, &pool, 9);
+  }
+}
+
+TEST(MatMulBatchTest, EveryTargetIsBatchInvariant) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (DType type : kAllTypes) {
+      const TestWeight w = MakeWeight(type, 37, 96, 10);
+      ExpectBatchInvariant(w.view, kBatchSizes, nullptr, 11);
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
 
 // Plain types accept any cols; the part past the last multiple of 32 takes a
 // scalar path.
