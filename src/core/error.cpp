@@ -1,5 +1,7 @@
 #include "core/error.h"
 
+#include <algorithm>
+
 namespace kvinfer {
 
 const char* StatusCodeName(StatusCode code) {
@@ -19,6 +21,23 @@ const char* StatusCodeName(StatusCode code) {
 std::string Status::ToString() const {
   if (ok()) return "ok";
   return std::string(StatusCodeName(code_)) + ": " + message_;
+}
+
+std::string Printable(std::string_view s) {
+  constexpr size_t kMaxShown = 64;
+  std::string out;
+  const size_t n = std::min(s.size(), kMaxShown);
+  out.reserve(n + 8);
+  for (size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  if (s.size() > kMaxShown) out += fmt::format("...({} bytes)", s.size());
+  return out;
 }
 
 void CheckFailed(const char* file, int line, const char* expr, const std::string& msg) {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -32,6 +33,10 @@ template <typename... Args>
 [[noreturn]] void Fail(StatusCode code, fmt::format_string<Args...> f, Args&&... args) {
   throw Error(code, fmt::format(f, std::forward<Args>(args)...));
 }
+
+// Renders untrusted bytes (a key or name read from a file) for an error
+// message: printable ASCII as is, the rest as \xNN, at most 64 bytes.
+std::string Printable(std::string_view untrusted);
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const std::string& msg);
 

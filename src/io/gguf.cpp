@@ -82,25 +82,6 @@ bool IsSignedType(GgufType t) {
 
 bool IsFloatType(GgufType t) { return t == GgufType::kFloat32 || t == GgufType::kFloat64; }
 
-// Renders untrusted bytes for an error message: printable ASCII as is, the
-// rest as \xNN, at most 64 bytes.
-std::string Printable(std::string_view s) {
-  constexpr size_t kMaxShown = 64;
-  std::string out;
-  const size_t n = std::min(s.size(), kMaxShown);
-  out.reserve(n + 8);
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += fmt::format("\\x{:02x}", c);
-    }
-  }
-  if (s.size() > kMaxShown) out += fmt::format("...({} bytes)", s.size());
-  return out;
-}
-
 // Bounds-checked little-endian reads over the mapping. Every read names what
 // it reads so a truncated file says which field ran past the end.
 class Cursor {

@@ -45,24 +45,6 @@ const DTypeEntry* FindDType(std::string_view name) {
   return nullptr;
 }
 
-// Untrusted text for an error message: printable ASCII as is, the rest as
-// \xNN, at most 64 bytes.
-std::string Printable(std::string_view s) {
-  constexpr size_t kMaxShown = 64;
-  std::string out;
-  const size_t n = std::min(s.size(), kMaxShown);
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += fmt::format("\\x{:02x}", c);
-    }
-  }
-  if (s.size() > kMaxShown) out += fmt::format("...({} bytes)", s.size());
-  return out;
-}
-
 // A JSON value's type for messages, never its (possibly huge) contents.
 std::string_view JsonKind(const Json& j) {
   if (j.is_number_unsigned()) return "unsigned integer";
