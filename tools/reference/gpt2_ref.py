@@ -39,13 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from llama_ref import greedy, run, teacher_forced, top2_gap  # noqa: E402
-from make_goldens import sha256  # noqa: E402
+from make_goldens import cross_check_full_recompute, sha256  # noqa: E402
 from tokenize_ref import Tokenizer  # noqa: E402
 
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 N_GEN = 64
 RECORD_GEN_INDEX = 32
-N_FULL_CHECK = 8
 TINY_PROMPT = "Hello, my dog is cute. Once upon a time"
 
 _ST_NP = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
@@ -219,14 +218,7 @@ def make_golden(model_dir, out_prefix, prompt=None, prompt_tokens=None, f32_chec
     logits, gen = run(model, prompt_tokens, n_gen)
     seq = prompt_tokens + gen
     t1 = time.time()
-    m = n + N_FULL_CHECK
-    full = model.forward_full(seq[:m])
-    diff = np.abs(full - logits[:m]).max()
-    scale = np.abs(logits[:m]).max()
-    print("[%s] cache vs full recompute over %d positions: max abs diff %.3g (max |logit| %.3g)"
-          % (name, m, diff, scale))
-    assert diff <= 1e-9 * max(1.0, scale), "KV-cache path disagrees with full recompute"
-    assert [greedy(full[p]) for p in range(n - 1, m - 1)] == gen[:m - n]
+    cross_check_full_recompute(name, model, seq, n, logits, gen)
 
     positions = sorted(set([0, n // 2, n - 1, n - 1 + (RECORD_GEN_INDEX - 1)]))
     rows = logits[positions].astype("<f4")

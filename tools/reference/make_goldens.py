@@ -47,6 +47,21 @@ def sha256(path):
     return h.hexdigest()
 
 
+def cross_check_full_recompute(name, model, seq, n, logits, gen):
+    """The KV-cache run against the independent no-cache full recompute over
+    the prompt and the first N_FULL_CHECK generated tokens: logits agree to
+    1e-9 relative and so do the greedy choices. `model` is any reference
+    model with forward_full (Llama or GPT-2)."""
+    m = n + N_FULL_CHECK
+    full = model.forward_full(seq[:m])
+    diff = np.abs(full - logits[:m]).max()
+    scale = np.abs(logits[:m]).max()
+    print("[%s] cache vs full recompute over %d positions: max abs diff %.3g (max |logit| %.3g)"
+          % (name, m, diff, scale))
+    assert diff <= 1e-9 * max(1.0, scale), "KV-cache path disagrees with full recompute"
+    assert [greedy(full[p]) for p in range(n - 1, m - 1)] == gen[:m - n]
+
+
 def make_golden(model_path, out_prefix, prompt=None, prompt_tokens=None, f32_check=True):
     t0 = time.time()
     name = os.path.basename(out_prefix)
@@ -69,16 +84,7 @@ def make_golden(model_path, out_prefix, prompt=None, prompt_tokens=None, f32_che
     assert logits.shape == (n + N_GEN - 1, V)
     t1 = time.time()
 
-    # Cross-check against the independent no-cache full recompute.
-    m = n + N_FULL_CHECK
-    full = model.forward_full(seq[:m])
-    diff = np.abs(full - logits[:m]).max()
-    scale = np.abs(logits[:m]).max()
-    print("[%s] cache vs full recompute over %d positions: max abs diff %.3g (max |logit| %.3g)"
-          % (name, m, diff, scale))
-    assert diff <= 1e-9 * max(1.0, scale), "KV-cache path disagrees with full recompute"
-    # And greedy choice from the full recompute agrees.
-    assert [greedy(full[p]) for p in range(n - 1, m - 1)] == gen[:m - n]
+    cross_check_full_recompute(name, model, seq, n, logits, gen)
 
     positions = sorted(set([0, n // 2, n - 1, n - 1 + (RECORD_GEN_INDEX - 1)]))
     rows = logits[positions].astype("<f4")
