@@ -49,14 +49,16 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   if (params_.top_k > 0 && params_.top_k < vocab) {
     keep = params_.top_k;
     std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), before);
-  } else {
-    std::sort(candidates_.begin(), candidates_.end(), before);
+  } else if (params_.top_p < 1.0f) {
+    std::sort(candidates_.begin(), candidates_.end(), before);  // the nucleus needs the order
   }
+  // Otherwise the whole vocabulary is kept in id order: no sort per token.
   candidates_.resize(keep);
 
   // Softmax with temperature, in double.
   const double inv_t = 1.0 / params_.temperature;
-  const double max_logit = candidates_[0].first;
+  float max_logit = candidates_[0].first;
+  for (const auto& c : candidates_) max_logit = std::max(max_logit, c.first);
   probs_.resize(keep);
   std::vector<double>& probs = probs_;
   double sum = 0;

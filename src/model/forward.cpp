@@ -61,6 +61,12 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   const int kv_dim = c.kv_dim();
   const int q_dim = c.q_dim();
   const int bs = cache.block_size();
+  // Attention reads (pos + 1) x head_dim keys and values per token and KV
+  // head; below ~32K floats in all a second thread costs more than it saves.
+  int64_t attention_floats = 0;
+  for (int32_t i = 0; i < n; ++i) attention_floats += static_cast<int64_t>(batch.positions[i] + 1);
+  attention_floats *= static_cast<int64_t>(c.head_dim) * c.n_kv_heads * 2;
+  const bool parallel_attention = attention_floats >= 32768;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     for (int32_t i = 0; i < n; ++i) {
@@ -88,7 +94,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
                     vi + static_cast<size_t>(h) * c.head_dim, sizeof(float) * c.head_dim);
       }
     }
-    Attention(l, batch, cache);
+    Attention(l, batch, cache, parallel_attention);
     ops::MatMul(L.wo, attn_.data(), n, out_.data(), pool_);
     ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
 
@@ -122,7 +128,8 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   ops::MatMul(weights_.output, last_.data(), n_logits, logits->data(), pool_);
 }
 
-void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache& cache) {
+void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache& cache,
+                            bool parallel) {
   const ModelConfig& c = config_;
   const int32_t n = batch.size();
   const int group = c.n_heads / c.n_kv_heads;
@@ -168,12 +175,7 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       }
     }
   };
-  // Each task reads len x head_dim keys and values; below ~32K floats in all
-  // a second thread costs more than it saves.
-  int64_t work = 0;
-  for (int32_t i = 0; i < n; ++i) work += static_cast<int64_t>(batch.positions[i] + 1) * hd;
-  work *= c.n_kv_heads * 2;
-  if (pool_ != nullptr && work >= 32768) {
+  if (pool_ != nullptr && parallel) {
     pool_->ParallelFor(tasks, 1, run);
   } else {
     run(0, tasks, 0);

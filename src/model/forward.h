@@ -51,7 +51,8 @@ class ModelRunner {
 
  private:
   void EnsureScratch(int32_t n_tokens, int32_t max_len);
-  void Attention(int layer, const ForwardBatch& batch, const KvCache& cache);
+  // `parallel`: whether the batch's attention is worth a second thread.
+  void Attention(int layer, const ForwardBatch& batch, const KvCache& cache, bool parallel);
 
   const ModelConfig& config_;
   const ModelWeights& weights_;
