@@ -72,6 +72,17 @@ struct Symbol {
   uint32_t length;
 };
 
+// Merges symbol `left` with its right neighbour: `left` grows over it and
+// the neighbour is unlinked (length 0 marks it merged away).
+void MergeWithNext(std::vector<Symbol>& symbols, int32_t left) {
+  Symbol& l = symbols[static_cast<size_t>(left)];
+  Symbol& r = symbols[static_cast<size_t>(l.next)];
+  l.length += r.length;
+  r.length = 0;
+  l.next = r.next;
+  if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = left;
+}
+
 struct SpmBigram {
   float score;
   int32_t left;
@@ -398,10 +409,7 @@ void Tokenizer::Impl::EncodeSpm(std::string_view word, std::vector<int32_t>& out
         l.length + r.length != top.length) {
       continue;
     }
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = top.left;
+    MergeWithNext(symbols, top.left);
     try_add(l.prev, top.left);
     try_add(top.left, l.next);
   }
@@ -470,10 +478,7 @@ void Tokenizer::Impl::EncodeBpeChunk(std::string_view chunk, std::vector<Symbol>
       continue;
     }
     l.id = merges.find(PairKey(top.left_id, top.right_id))->second.result;
-    l.length += r.length;
-    r.length = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = top.left;
+    MergeWithNext(symbols, top.left);
     try_add(l.prev, top.left);
     try_add(top.left, l.next);
   }
