@@ -124,9 +124,9 @@ void AddBenchConcurrencyCommand(CLI::App* bench) {
   auto o = std::make_shared<ConcurrencyOptions>();
   CLI::App* cmd = bench->add_subcommand(
       "concurrency", "Batched decode throughput against the number of concurrent sequences");
-  cmd->add_option("--model,-m", o->model, "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
-  cmd->add_option("--out", o->out, "Output folder for results.json and the plot")->required();
-  cmd->add_option("--threads,-t", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  AddModelOption(cmd, &o->model);
+  AddOutDirOption(cmd, &o->out);
+  AddThreadsOption(cmd, &o->threads);
   cmd->add_option("--levels", o->levels, "Concurrency levels")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt tokens per sequence")
       ->check(CLI::Range(1, 1 << 20))

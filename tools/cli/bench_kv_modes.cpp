@@ -258,12 +258,11 @@ void AddBenchKvModesCommand(CLI::App* bench) {
   auto o = std::make_shared<KvModesOptions>();
   CLI::App* cmd = bench->add_subcommand(
       "kv-modes", "none vs contiguous vs paged: latency, per-step cost and KV memory by length");
-  cmd->add_option("--model,-m", o->model,
-                  "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
-  cmd->add_option("--out,-o", o->out, "Folder for results.json and the figures")->required();
+  AddModelOption(cmd, &o->model);
+  AddOutDirOption(cmd, &o->out);
   cmd->add_flag("--quick", o->quick,
                 "Shorter sweeps (generated 16, 64, 128; prompts 32, 128, 256)");
-  cmd->add_option("--threads,-t", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  AddThreadsOption(cmd, &o->threads);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt length of the generated-length sweep")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

@@ -215,13 +215,12 @@ void AddBenchMemoryCommand(CLI::App* bench) {
   auto o = std::make_shared<MemoryOptions>();
   CLI::App* cmd = bench->add_subcommand(
       "memory", "contiguous vs paged KV under a mixed-length workload and a fixed KV budget");
-  cmd->add_option("--model,-m", o->model,
-                  "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
-  cmd->add_option("--out,-o", o->out, "Folder for results.json and the figures")->required();
+  AddModelOption(cmd, &o->model);
+  AddOutDirOption(cmd, &o->out);
   cmd->add_option("--kv-memory-mib", o->kv_memory_mib,
                   "KV budget in MiB for both strategies (0 = room for 4 contiguous sequences)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--threads,-t", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  AddThreadsOption(cmd, &o->threads);
   cmd->add_option("--requests", o->requests, "Requests in the workload")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();

@@ -46,6 +46,11 @@ struct RunFlags {
   SamplingParams Sampling(int max_tokens) const;
 };
 
+// The options every command that loads a model spells the same way.
+void AddModelOption(CLI::App* cmd, std::string* model);       // --model,-m
+void AddThreadsOption(CLI::App* cmd, int* threads);           // --threads,-t
+void AddOutDirOption(CLI::App* cmd, std::string* out);        // --out,-o (required)
+
 nlohmann::json KvStatsJson(const KvCacheStats& s);
 
 // Drives the engine until it has no work, streaming `id`'s text to stdout

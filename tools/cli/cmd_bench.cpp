@@ -177,9 +177,8 @@ void AddBenchCommand(CLI::App& app) {
   auto o = std::make_shared<SpeedOptions>();
   CLI::App* speed = bench->add_subcommand(
       "speed", "Prefill and decode throughput on a synthetic prompt (llama-bench style)");
-  speed->add_option("--model,-m", o->model,
-                    "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
-  speed->add_option("--threads,-t", o->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  AddModelOption(speed, &o->model);
+  AddThreadsOption(speed, &o->threads);
   speed->add_option("--prompt-tokens,-p", o->prompt_tokens, "Prompt tokens to prefill")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

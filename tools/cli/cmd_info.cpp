@@ -76,8 +76,7 @@ void AddInfoCommand(CLI::App& app) {
   auto as_json = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "info", "Describe a model: architecture, sizes, tensor types, KV bytes per token");
-  cmd->add_option("--model,-m", *path,
-                  "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
+  AddModelOption(cmd, path.get());
   cmd->add_flag("--json", *as_json, "Print one JSON object");
   cmd->callback([path, as_json] { RunInfo(path->empty() ? DefaultModelPath() : *path, *as_json); });
 }

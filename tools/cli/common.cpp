@@ -45,13 +45,26 @@ Model LoadModel(const std::string& path) {
   return std::move(m).value();
 }
 
+void AddModelOption(CLI::App* cmd, std::string* model) {
+  cmd->add_option("--model,-m", *model,
+                  "Model file (GGUF, or llama2.c .bin); default: the installed "
+                  "SmolLM2-135M-Instruct");
+}
+
+void AddThreadsOption(CLI::App* cmd, int* threads) {
+  cmd->add_option("--threads,-t", *threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+}
+
+void AddOutDirOption(CLI::App* cmd, std::string* out) {
+  cmd->add_option("--out,-o", *out, "Folder for results.json and the figures")->required();
+}
+
 void RunFlags::Add(CLI::App* app, bool sampling) {
-  app->add_option("--model,-m", model,
-                  "Model file (GGUF); default: the installed SmolLM2-135M-Instruct");
+  AddModelOption(app, &model);
   app->add_option("--kv", kv, "KV cache strategy")
       ->check(CLI::IsMember({"none", "contiguous", "paged"}))
       ->capture_default_str();
-  app->add_option("--threads,-t", threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  AddThreadsOption(app, &threads);
   app->add_option("--max-seq-len", max_seq_len,
                   "Longest sequence a request may reach (0 = automatic; at most the model's context)")
       ->check(CLI::NonNegativeNumber);
