@@ -1,15 +1,38 @@
 // Attention over the paged KV cache: each token of a ragged batch attends to
 // positions [0, pos] of its own sequence, reading K/V through the sequence's
 // block table. Kept apart from the rest of the forward pass because it is
-// the one kernel whose cost grows with context.
+// the one step whose cost grows with context.
+//
+// Work unit: (token, KV head, chunk). A token's context is cut into chunks
+// of kChunk positions at fixed boundaries (0, kChunk, 2 kChunk, ...); each
+// chunk gives one partial softmax result (ops::AttentionPartial) for the
+// `group` query heads sharing the KV head, and the partials are folded in
+// chunk order. How the work is spread never changes the arithmetic:
+// - many (token, KV head) pairs (prefill, batched decode): one task per
+//   pair, folding its chunks as it goes;
+// - few pairs (decode of one or two sequences, where 3 KV heads would leave
+//   a core idle a third of the time): one task per chunk, partials stored,
+//   then folded in the same order — flash-decoding's split-KV.
+// So a token's attention output has the same bits in decode and in a
+// prefill batch, on one thread or many.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "model/forward.h"
-#include "ops/ops.h"
+#include "ops/attention.h"
 
 namespace kvinfer {
+namespace {
+
+// Positions per partial. Large enough that a chunk's per-call overhead is
+// small next to its K/V traffic (256 x head_dim 64 x 8 B = 128 KiB), small
+// enough that a 2048-token context gives 8 chunks per KV head to spread.
+constexpr int32_t kChunk = 256;
+
+int32_t NumChunks(int32_t len) { return (len + kChunk - 1) / kChunk; }
+
+}  // namespace
 
 void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache& cache,
                             bool parallel) {
@@ -17,51 +40,108 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
   const int32_t n = batch.size();
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
+  const int n_kv = c.n_kv_heads;
   const int bs = cache.block_size();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t tasks = static_cast<int64_t>(n) * c.n_kv_heads;
+  const int threads = pool_ != nullptr ? pool_->num_threads() : 1;
+  const bool use_pool = pool_ != nullptr && parallel && threads > 1;
+  const int64_t pairs = static_cast<int64_t>(n) * n_kv;
 
-  auto run = [&](int64_t begin, int64_t end, int thread) {
-    float* scores = scores_[thread].data();  // [group, len]
-    for (int64_t task = begin; task < end; ++task) {
-      const int32_t i = static_cast<int32_t>(task / c.n_kv_heads);
-      const int g = static_cast<int>(task % c.n_kv_heads);
-      const int32_t len = batch.positions[i] + 1;
-      const int32_t seq = batch.seq_ids[batch.seq_index[i]];
-      const std::span<const int32_t> table = cache.block_table(seq);
-      const float* q = q_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
-      float* out = attn_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
+  // One partial: m[group], l[group], o[group, hd].
+  const size_t part_floats = static_cast<size_t>(group) * (hd + 2);
+  // Per-thread scratch: scores [group, kChunk], a partial and a running state.
+  const size_t scratch_floats = static_cast<size_t>(group) * kChunk + 2 * part_floats;
+  for (std::vector<float>& s : scores_) {
+    if (s.size() < scratch_floats) s.resize(scratch_floats);
+  }
+  attn_spans_.resize(static_cast<size_t>(threads));
 
-      // Scores: q_h . k_j * scale for every position j < len, reading each
-      // key once for all `group` query heads that share it.
-      for (int32_t j0 = 0; j0 < len; j0 += bs) {
-        const float* kb = cache.Keys(layer, table[j0 / bs], g);
-        const int32_t m = std::min(bs, len - j0);
-        for (int32_t t = 0; t < m; ++t) {
-          const float* kj = kb + static_cast<size_t>(t) * hd;
-          for (int h = 0; h < group; ++h) {
-            scores[static_cast<size_t>(h) * len + j0 + t] = ops::Dot(q + h * hd, kj, hd) * scale;
-          }
-        }
-      }
-      for (int h = 0; h < group; ++h) ops::Softmax(scores + static_cast<size_t>(h) * len, len);
-      std::memset(out, 0, sizeof(float) * group * hd);
-      for (int32_t j0 = 0; j0 < len; j0 += bs) {
-        const float* vb = cache.Values(layer, table[j0 / bs], g);
-        const int32_t m = std::min(bs, len - j0);
-        for (int32_t t = 0; t < m; ++t) {
-          const float* vj = vb + static_cast<size_t>(t) * hd;
-          for (int h = 0; h < group; ++h) {
-            ops::Axpy(scores[static_cast<size_t>(h) * len + j0 + t], vj, out + h * hd, hd);
-          }
-        }
-      }
-    }
+  auto q_of = [&](int32_t i, int g) {
+    return q_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
   };
-  if (pool_ != nullptr && parallel) {
-    pool_->ParallelFor(tasks, 1, run);
-  } else {
-    run(0, tasks, 0);
+  // The partial of token i, KV head g, chunk ch into part[part_floats].
+  auto compute_chunk = [&](int32_t i, int g, int32_t ch, int thread, float* part) {
+    const int32_t len = batch.positions[i] + 1;
+    const int32_t begin = ch * kChunk;
+    const int32_t end = std::min(len, begin + kChunk);
+    const std::span<const int32_t> table = cache.block_table(batch.seq_ids[batch.seq_index[i]]);
+    std::vector<ops::KvSpan>& spans = attn_spans_[static_cast<size_t>(thread)];
+    spans.clear();
+    for (int32_t j = begin; j < end;) {
+      const int32_t block = table[j / bs];
+      const int32_t off = j % bs;
+      const int32_t m = std::min(bs - off, end - j);
+      spans.push_back({cache.Keys(layer, block, g) + static_cast<size_t>(off) * hd,
+                       cache.Values(layer, block, g) + static_cast<size_t>(off) * hd, m});
+      j += m;
+    }
+    float* scores = scores_[static_cast<size_t>(thread)].data();
+    ops::AttentionPartial(q_of(i, g), group, hd, scale, spans, end - begin, scores, part,
+                          part + group, part + 2 * group);
+  };
+  auto fold = [&](const float* part, float* state) {
+    ops::MergePartial(group, hd, part, part + group, part + 2 * group, state, state + group,
+                      state + 2 * group);
+  };
+  auto finish = [&](int32_t i, int g, const float* state) {
+    float* out = attn_.data() + static_cast<size_t>(i) * c.q_dim() + static_cast<size_t>(g) * group * hd;
+    ops::FinishPartial(group, hd, state + group, state + 2 * group, out);
+  };
+
+  const bool split = use_pool && pairs < 2 * threads;
+  if (!split) {
+    auto run = [&](int64_t begin, int64_t end, int thread) {
+      float* scratch = scores_[static_cast<size_t>(thread)].data() + static_cast<size_t>(group) * kChunk;
+      float* part = scratch;
+      float* state = scratch + part_floats;
+      for (int64_t task = begin; task < end; ++task) {
+        const int32_t i = static_cast<int32_t>(task / n_kv);
+        const int g = static_cast<int>(task % n_kv);
+        const int32_t chunks = NumChunks(batch.positions[i] + 1);
+        compute_chunk(i, g, 0, thread, state);
+        for (int32_t ch = 1; ch < chunks; ++ch) {
+          compute_chunk(i, g, ch, thread, part);
+          fold(part, state);
+        }
+        finish(i, g, state);
+      }
+    };
+    if (use_pool) {
+      pool_->ParallelFor(pairs, 1, run);
+    } else {
+      run(0, pairs, 0);
+    }
+    return;
+  }
+
+  // Split-KV: one task per chunk, then the folds in chunk order.
+  attn_first_chunk_.resize(static_cast<size_t>(pairs) + 1);
+  int32_t total_chunks = 0;
+  for (int64_t p = 0; p < pairs; ++p) {
+    attn_first_chunk_[static_cast<size_t>(p)] = total_chunks;
+    total_chunks += NumChunks(batch.positions[p / n_kv] + 1);
+  }
+  attn_first_chunk_[static_cast<size_t>(pairs)] = total_chunks;
+  const size_t need = static_cast<size_t>(total_chunks) * part_floats;
+  if (attn_partials_.size() < need) attn_partials_.resize(need);
+  pool_->ParallelFor(total_chunks, 1, [&](int64_t begin, int64_t end, int thread) {
+    for (int64_t t = begin; t < end; ++t) {
+      // The pair owning chunk t (pairs is small: a linear scan).
+      int64_t p = 0;
+      while (attn_first_chunk_[static_cast<size_t>(p) + 1] <= t) ++p;
+      const int32_t ch = static_cast<int32_t>(t) - attn_first_chunk_[static_cast<size_t>(p)];
+      compute_chunk(static_cast<int32_t>(p / n_kv), static_cast<int>(p % n_kv), ch, thread,
+                    attn_partials_.data() + static_cast<size_t>(t) * part_floats);
+    }
+  });
+  for (int64_t p = 0; p < pairs; ++p) {
+    float* state = attn_partials_.data() +
+                   static_cast<size_t>(attn_first_chunk_[static_cast<size_t>(p)]) * part_floats;
+    for (int32_t t = attn_first_chunk_[static_cast<size_t>(p)] + 1;
+         t < attn_first_chunk_[static_cast<size_t>(p) + 1]; ++t) {
+      fold(attn_partials_.data() + static_cast<size_t>(t) * part_floats, state);
+    }
+    finish(static_cast<int32_t>(p / n_kv), static_cast<int>(p % n_kv), state);
   }
 }
 

@@ -18,6 +18,7 @@
 #include "kv/kv_cache.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "ops/attention.h"
 
 namespace kvinfer {
 
@@ -69,7 +70,12 @@ class ModelRunner {
   std::vector<float> up_;      // [n, d_ff]
   std::vector<float> out_;     // [n, d_model]
   std::vector<float> last_;    // [n_logits, d_model]
-  std::vector<std::vector<float>> scores_;  // per thread: [group, max_len]
+  std::vector<std::vector<float>> scores_;  // per thread: attention scores and partials
+  // Attention split across threads (attention.cpp): per-chunk partial
+  // results, each (token, KV head)'s first chunk, per-thread span lists.
+  std::vector<float> attn_partials_;
+  std::vector<int32_t> attn_first_chunk_;
+  std::vector<std::vector<ops::KvSpan>> attn_spans_;
 };
 
 }  // namespace kvinfer

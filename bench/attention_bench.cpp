@@ -1,0 +1,63 @@
+// Microbenchmark of the attention kernel (ops/attention.h): one decode
+// token of one layer at the default model's shape (3 KV heads, 3 query heads
+// each, head_dim 64) against `len` cached positions in 16-token blocks,
+// chunked by 256 positions as the engine does, one thread.
+// Counter kv_bytes_per_second: K and V bytes read per second (the roofline
+// for long contexts is the machine's memory bandwidth).
+//
+//   kvinfer_bench --benchmark_filter=Attention
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "ops/attention.h"
+
+namespace kvinfer {
+namespace {
+
+void BM_AttentionDecode(benchmark::State& state) {
+  const int32_t len = static_cast<int32_t>(state.range(0));
+  constexpr int kKvHeads = 3, kGroup = 3, kHd = 64, kBlock = 16, kChunk = 256;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(kKvHeads * kGroup * kHd), k(static_cast<size_t>(kKvHeads) * len * kHd),
+      v(k.size());
+  for (float& x : q) x = nd(rng);
+  for (float& x : k) x = nd(rng);
+  for (float& x : v) x = nd(rng);
+  const size_t part = kGroup * (kHd + 2);
+  std::vector<float> st(part), tmp(part), scratch(kGroup * kChunk), out(kGroup * kHd);
+  std::vector<ops::KvSpan> spans;
+  for (auto _ : state) {
+    for (int g = 0; g < kKvHeads; ++g) {
+      const float* kg = k.data() + static_cast<size_t>(g) * len * kHd;
+      const float* vg = v.data() + static_cast<size_t>(g) * len * kHd;
+      for (int32_t b = 0; b < len; b += kChunk) {
+        const int32_t e = std::min(len, b + kChunk);
+        spans.clear();
+        for (int32_t j = b; j < e; j += kBlock) {
+          spans.push_back({kg + static_cast<size_t>(j) * kHd, vg + static_cast<size_t>(j) * kHd,
+                           std::min(kBlock, e - j)});
+        }
+        float* dst = b == 0 ? st.data() : tmp.data();
+        ops::AttentionPartial(q.data() + g * kGroup * kHd, kGroup, kHd, 0.125f, spans, e - b,
+                              scratch.data(), dst, dst + kGroup, dst + 2 * kGroup);
+        if (b > 0) {
+          ops::MergePartial(kGroup, kHd, tmp.data(), tmp.data() + kGroup, tmp.data() + 2 * kGroup,
+                            st.data(), st.data() + kGroup, st.data() + 2 * kGroup);
+        }
+      }
+      ops::FinishPartial(kGroup, kHd, st.data() + kGroup, st.data() + 2 * kGroup, out.data());
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["kv_bytes_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * 2.0 * static_cast<double>(k.size()) * sizeof(float),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_AttentionDecode)->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace kvinfer
