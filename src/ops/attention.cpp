@@ -6,10 +6,10 @@
 //   1. scores: each key row is loaded once and dotted with every query head
 //      of the group (GQA heads share their KV head's keys);
 //   2. per head: max, exp(s - max), sum;
-//   3. values: for each head_dim slice, a register accumulator per head
-//      (up to 8 heads at a time) takes one FMA per position with the
-//      position's weight broadcast, so each value row is read once per
-//      slice and the output is written once.
+//   3. values: register accumulators for up to 4 heads x up to 4 slices of
+//      head_dim take one FMA per position each, with the position's weight
+//      broadcast; each value row is read once per pass and the output
+//      written once.
 // The vector width is the widest that divides head_dim (AVX-512: 16 lanes
 // for head_dim 64 or 128), down to scalar for odd sizes.
 
@@ -33,12 +33,86 @@ HWY_BEFORE_NAMESPACE();
 namespace kvinfer::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr int kMaxHeadsPerPass = 8;
+constexpr int kMaxHeadsPerPass = 4;
+
+#undef KVINFER_ATTN_AVX3
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define KVINFER_ATTN_AVX3 1
+#else
+#define KVINFER_ATTN_AVX3 0
+#endif
+
+#if KVINFER_ATTN_AVX3
+// One vector holding the lane sums of 16 vectors: lane i = sum of a[i]'s
+// lanes. 45 shuffles and adds for 16 sums, where 16 separate horizontal
+// reductions would cost ~4x that: (1) within each 128-bit quarter, pairs of
+// vectors are interleaved and added, then (2) pairs of those as 64-bit
+// halves, leaving per quarter the quarter-sums of four vectors; (3, 4) the
+// four quarters are added across by two rounds of 128-bit shuffles.
+HWY_INLINE __m512 SumsOf16(const __m512* a) {
+  __m512 x[8], y[4], z[2];
+  for (int p = 0; p < 8; ++p) {
+    x[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]),
+                         _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+  }
+  for (int r = 0; r < 4; ++r) {
+    const __m512d u = _mm512_castps_pd(x[2 * r]), v = _mm512_castps_pd(x[2 * r + 1]);
+    y[r] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
+  }
+  for (int r = 0; r < 2; ++r) {
+    z[r] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * r], y[2 * r + 1], 0x44),
+                         _mm512_shuffle_f32x4(y[2 * r], y[2 * r + 1], 0xEE));
+  }
+  return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88),
+                       _mm512_shuffle_f32x4(z[0], z[1], 0xDD));
+}
+
+// Scores for head_dim a multiple of 16: keys in tiles of 16, each head's 16
+// dot products reduced together by SumsOf16.
+HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float scale,
+                         std::span<const KvSpan> spans, int32_t total, float* HWY_RESTRICT s) {
+  const float* kp[16];
+  const __m512 vscale = _mm512_set1_ps(scale);
+  size_t si = 0;
+  int32_t t_in_span = 0;
+  for (int32_t j0 = 0; j0 < total; j0 += 16) {
+    const int m = std::min<int32_t>(16, total - j0);
+    for (int t = 0; t < m; ++t) {
+      while (t_in_span == spans[si].n) {
+        ++si;
+        t_in_span = 0;
+      }
+      kp[t] = spans[si].k + static_cast<size_t>(t_in_span++) * hd;
+    }
+    for (int t = m; t < 16; ++t) kp[t] = kp[0];  // padding, results dropped
+    for (int h = 0; h < group; ++h) {
+      const float* HWY_RESTRICT qh = q + static_cast<size_t>(h) * hd;
+      __m512 acc[16];
+      for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+      for (int c = 0; c < hd; c += 16) {
+        const __m512 qv = _mm512_loadu_ps(qh + c);
+        for (int t = 0; t < 16; ++t) acc[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[t] + c), acc[t]);
+      }
+      const __m512 sums = _mm512_mul_ps(SumsOf16(acc), vscale);
+      float* dst = s + static_cast<size_t>(h) * total + j0;
+      if (m == 16) {
+        _mm512_storeu_ps(dst, sums);
+      } else {
+        _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << m) - 1), sums);
+      }
+    }
+  }
+}
+#endif  // KVINFER_ATTN_AVX3
 
 template <class D>
 HWY_INLINE void Scores(D d, const float* HWY_RESTRICT q, int group, int hd, float scale,
                        std::span<const KvSpan> spans, int32_t total, float* HWY_RESTRICT s) {
   const int L = static_cast<int>(hn::Lanes(d));
+#if KVINFER_ATTN_AVX3
+  if (L == 16) return Scores16(q, group, hd, scale, spans, total, s);
+#endif
   int32_t j = 0;
   for (const KvSpan& sp : spans) {
     for (int32_t t = 0; t < sp.n; ++t, ++j) {
@@ -96,25 +170,56 @@ HWY_INLINE void ExpRow(float* HWY_RESTRICT s, int32_t n, float* m_out, float* l_
   *l_out = sum;
 }
 
-// o[h, :] = sum_j p[h, j] v_j for HB heads starting at h0.
-template <int HB, class D>
+// o[h, :] = sum_j p[h, j] v_j for HB heads, NS vector slices of head_dim at
+// a time: HB x NS independent accumulators, so consecutive FMAs never wait
+// on each other (one chain per head would be bound by the FMA latency).
+template <int HB, int NS, class D>
 HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32_t total,
                                const float* HWY_RESTRICT p, float* HWY_RESTRICT o) {
   const int L = static_cast<int>(hn::Lanes(d));
-  for (int c = 0; c < hd; c += L) {
-    hn::Vec<D> acc[HB];
-    for (int h = 0; h < HB; ++h) acc[h] = hn::Zero(d);
+  for (int c = 0; c < hd; c += NS * L) {
+    hn::Vec<D> acc[HB][NS];
+    for (int h = 0; h < HB; ++h) {
+      for (int k = 0; k < NS; ++k) acc[h][k] = hn::Zero(d);
+    }
     int32_t j = 0;
     for (const KvSpan& sp : spans) {
       const float* HWY_RESTRICT v = sp.v + c;
       for (int32_t t = 0; t < sp.n; ++t, ++j) {
-        const auto vv = hn::LoadU(d, v + static_cast<size_t>(t) * hd);
+        hn::Vec<D> vv[NS];
+        for (int k = 0; k < NS; ++k) vv[k] = hn::LoadU(d, v + static_cast<size_t>(t) * hd + k * L);
         for (int h = 0; h < HB; ++h) {
-          acc[h] = hn::MulAdd(hn::Set(d, p[static_cast<size_t>(h) * total + j]), vv, acc[h]);
+          const auto w = hn::Set(d, p[static_cast<size_t>(h) * total + j]);
+          for (int k = 0; k < NS; ++k) acc[h][k] = hn::MulAdd(w, vv[k], acc[h][k]);
         }
       }
     }
-    for (int h = 0; h < HB; ++h) hn::StoreU(acc[h], d, o + static_cast<size_t>(h) * hd + c);
+    for (int h = 0; h < HB; ++h) {
+      for (int k = 0; k < NS; ++k) {
+        hn::StoreU(acc[h][k], d, o + static_cast<size_t>(h) * hd + c + k * L);
+      }
+    }
+  }
+}
+
+// Accumulators the register file holds next to the loaded slices: 32 vector
+// registers with AVX-512, 16 elsewhere.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr int kMaxAccumulators = 12;
+#else
+constexpr int kMaxAccumulators = 6;
+#endif
+
+template <int HB, class D>
+HWY_INLINE void WeightedValuesHeads(D d, int hd, std::span<const KvSpan> spans, int32_t total,
+                                    const float* p, float* o) {
+  const int slices = hd / static_cast<int>(hn::Lanes(d));
+  if (slices % 4 == 0 && HB * 4 <= kMaxAccumulators) {
+    WeightedValues<HB, 4>(d, hd, spans, total, p, o);
+  } else if (slices % 2 == 0 && HB * 2 <= kMaxAccumulators) {
+    WeightedValues<HB, 2>(d, hd, spans, total, p, o);
+  } else {
+    WeightedValues<HB, 1>(d, hd, spans, total, p, o);
   }
 }
 
@@ -128,14 +233,10 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
     const float* p = scratch + static_cast<size_t>(h0) * total;
     float* oh = o + static_cast<size_t>(h0) * hd;
     switch (std::min(kMaxHeadsPerPass, group - h0)) {
-      case 1: WeightedValues<1>(d, hd, spans, total, p, oh); break;
-      case 2: WeightedValues<2>(d, hd, spans, total, p, oh); break;
-      case 3: WeightedValues<3>(d, hd, spans, total, p, oh); break;
-      case 4: WeightedValues<4>(d, hd, spans, total, p, oh); break;
-      case 5: WeightedValues<5>(d, hd, spans, total, p, oh); break;
-      case 6: WeightedValues<6>(d, hd, spans, total, p, oh); break;
-      case 7: WeightedValues<7>(d, hd, spans, total, p, oh); break;
-      default: WeightedValues<8>(d, hd, spans, total, p, oh); break;
+      case 1: WeightedValuesHeads<1>(d, hd, spans, total, p, oh); break;
+      case 2: WeightedValuesHeads<2>(d, hd, spans, total, p, oh); break;
+      case 3: WeightedValuesHeads<3>(d, hd, spans, total, p, oh); break;
+      default: WeightedValuesHeads<4>(d, hd, spans, total, p, oh); break;
     }
   }
 }
