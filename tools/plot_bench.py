@@ -214,7 +214,7 @@ def plot_kv_modes(d, out):
             ("total latency, s", lambda r: r["total_ms"] / 1000),
             ("decode time per token, ms", lambda r: r["decode_ms_per_token"]),
             ("KV reserved (peak), MiB", lambda r: r["kv"]["peak_bytes_reserved"] / MIB),
-            ("process RSS (peak during run), MiB", lambda r: r["rss"]["peak_sampled_bytes"] / MIB),
+            ("resident growth during run, MiB", lambda r: r["rss"]["growth_bytes"] / MIB),
         ]
         for ax, (label, f) in zip(axes, panels):
             vals = [f(at[s]) for s in STRATEGIES]

@@ -1,4 +1,7 @@
-// A move-only, 64-byte aligned, zero-initialised byte buffer.
+// A move-only, 64-byte aligned byte buffer, zero-initialised unless asked
+// not to be. An uninitialised buffer costs no memory until its pages are
+// first written (large allocations are fresh mappings), which is what lets
+// the KV pool's resident size grow with what the cache actually holds.
 #pragma once
 
 #include <cstddef>
@@ -13,13 +16,15 @@ class AlignedBuffer {
  public:
   static constexpr size_t kAlignment = 64;
 
+  enum class Init { kZero, kUninitialized };
+
   AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t bytes) : size_(bytes) {
+  explicit AlignedBuffer(size_t bytes, Init init = Init::kZero) : size_(bytes) {
     if (bytes == 0) return;
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     data_ = static_cast<std::byte*>(std::aligned_alloc(kAlignment, rounded));
     if (data_ == nullptr) throw std::bad_alloc();
-    std::memset(data_, 0, rounded);
+    if (init == Init::kZero) std::memset(data_, 0, rounded);
   }
   AlignedBuffer(AlignedBuffer&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}

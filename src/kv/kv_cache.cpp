@@ -16,7 +16,9 @@ KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t n
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
   const size_t bytes = static_cast<size_t>(num_blocks) * block_size_tokens * bytes_per_token_;
-  storage_ = AlignedBuffer(bytes);
+  // Uninitialised: pages cost memory only once a block is first written, so
+  // resident memory follows the tokens cached, not the pool size.
+  storage_ = AlignedBuffer(bytes, AlignedBuffer::Init::kUninitialized);
   data_ = storage_.as<float>();
 }
 
