@@ -4,6 +4,9 @@
   plot_bench.py kv-modes RESULTS.json OUT_DIR   -> OUT_DIR/lab-kv-*.png
   plot_bench.py memory   RESULTS.json OUT_DIR   -> OUT_DIR/lab-memory-*.png
   plot_bench.py concurrency RESULTS.json OUT_DIR -> OUT_DIR/lab-concurrency.png
+  plot_bench.py speed-table SPEED_DIR [IMG_DIR] -> the kvinfer vs llama.cpp table on
+                         stdout (and IMG_DIR/perf-vs-llamacpp.png), from
+                         scripts/speed.sh's bench/results/speed/*.json
   plot_bench.py tables   RESULTS_DIR            -> markdown tables on stdout
                          (RESULTS_DIR/kv-modes/results.json,
                           RESULTS_DIR/memory/results.json,
@@ -439,8 +442,81 @@ def tables(results_dir):
         out.append("")
     print("\n".join(out))
 
+# llama.cpp's figures on this machine kind (build 4748, CPU backend, 2 threads,
+# llama-bench pp512 / tg128 and llama-batched-bench 128 + 128 per sequence),
+# as given in issue #6; the same model shape and weight types.
+LLAMACPP = {"q4_1": (429, 173), "q4_0": (931, 225), "q8_0": (718, 147), "f16": (862, 120)}
+LLAMACPP_BATCHED_Q4_1 = {1: 160, 4: 199, 16: 206, 32: 122}
+
+
+def speed_table(speed_dir, img_dir=None):
+    out = ["| weights | kvinfer pp512 tok/s | llama.cpp | ratio | kvinfer tg128 tok/s | "
+           "llama.cpp | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    bars = []
+    for t in ("q4_0", "q4_1", "q8_0", "f16"):
+        pp_path = os.path.join(speed_dir, f"{t}-pp512.json")
+        tg_path = os.path.join(speed_dir, f"{t}-tg128.json")
+        if not (os.path.exists(pp_path) and os.path.exists(tg_path)):
+            continue
+        pp, tg = load(pp_path), load(tg_path)
+        lp, lt = LLAMACPP[t]
+        rp = pp["prefill_tokens_per_s"] / lp
+        rt = tg["decode_tokens_per_s"] / lt
+        bars.append((t, rp, rt))
+        out.append(f"| {t.upper()} | {pp['prefill_tokens_per_s']:.0f} ± "
+                   f"{pp['prefill_tokens_per_s_stddev']:.0f} | {lp} | {rp:.2f}x | "
+                   f"{tg['decode_tokens_per_s']:.0f} ± {tg['decode_tokens_per_s_stddev']:.0f} | "
+                   f"{lt} | {rt:.2f}x |")
+    out.append("")
+    depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}.json") for d in (128, 2048)}
+    if all(os.path.exists(p) for p in depth.values()):
+        a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
+        out.append(f"Q4_1 decode after 128 tokens of context: {a:.0f} tok/s; after 2048: {b:.0f} "
+                   f"tok/s ({100 * b / a:.0f}% of the speed at 128).\n")
+    conc = os.path.join(speed_dir, "concurrency", "results.json")
+    batched = []
+    if os.path.exists(conc):
+        c = load(conc)
+        out.append(f"Batched decode, Q4_1, {c['prompt_tokens']} prompt + {c['gen_tokens']} "
+                   f"generated tokens per sequence ({c['kv']} KV):\n")
+        out.append("| sequences | kvinfer decode tok/s | llama.cpp | ratio |")
+        out.append("|---:|---:|---:|---:|")
+        for lv in c["levels"]:
+            n = lv["concurrency"]
+            ref = LLAMACPP_BATCHED_Q4_1.get(n)
+            ratio = f"{lv['decode_tokens_per_s'] / ref:.2f}x" if ref else "—"
+            if ref:
+                batched.append((n, lv["decode_tokens_per_s"] / ref))
+            out.append(f"| {n} | {lv['decode_tokens_per_s']:.0f} | {ref or '—'} | {ratio} |")
+        out.append("")
+    print("\n".join(out))
+    if img_dir and bars:
+        fig, ax = plt.subplots(figsize=(9, 4.2))
+        labels = [f"{t.upper()} pp512" for t, _, _ in bars] + [f"{t.upper()} tg128" for t, _, _ in bars]
+        labels += [f"Q4_1 x{n} seqs" for n, _ in batched]
+        vals = [r for _, r, _ in bars] + [r for _, _, r in bars] + [r for _, r in batched]
+        colors = ["#1f77b4"] * len(bars) + ["#2ca02c"] * len(bars) + ["#9467bd"] * len(batched)
+        ax.bar(range(len(vals)), vals, color=colors)
+        for i, v in enumerate(vals):
+            ax.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom", fontsize=8)
+        ax.axhline(1.0, color="black", lw=1)
+        ax.axhline(1.25, color="gray", ls="--", lw=1, label="goal 1.25x")
+        ax.set_xticks(range(len(vals)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("kvinfer / llama.cpp (higher is better)")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_title("kvinfer vs llama.cpp, SmolLM2-135M shape, 2 threads", fontsize=11)
+        fig.tight_layout()
+        path = os.path.join(img_dir, "perf-vs-llamacpp.png")
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+        print(f"wrote {path}", file=sys.stderr)
+
 
 def main(argv):
+    if len(argv) in (3, 4) and argv[1] == "speed-table":
+        speed_table(argv[2], argv[3] if len(argv) == 4 else None)
+        return 0
     if len(argv) >= 2 and argv[1] == "tables" and len(argv) == 3:
         tables(argv[2])
         return 0

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The speed table of docs/performance.md: kvinfer vs llama.cpp's published
+# figures (issue #6) for every weight type, at the default model's shape.
+#
+#   ./scripts/speed.sh            # THREADS=2 by default; ~5 minutes on 2 cores
+#
+# Makes the random-weight comparison models if missing
+# (tools/bench/make_bench_model.py; the Q4_1 figures use the real SmolLM2
+# file), then per type: pp512 (one batched prefill of 512 tokens) and tg128
+# (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
+# then decode at 128 and 2048 tokens of context (Q4_1), and batched decode
+# throughput for 1..64 sequences (Q4_1). JSON in bench/results/speed/, the
+# table in bench/results/speed/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+THREADS=${THREADS:-2}
+OUT=bench/results/speed
+PY=/usr/bin/python3
+K="$BUILD/kvinfer"
+mkdir -p "$OUT"
+cmake --build "$BUILD" --target kvinfer_cli >/dev/null
+
+model_for() {
+  if [ "$1" = q4_1 ]; then echo models/SmolLM2-135M-Instruct.Q4_1.gguf; return; fi
+  local m="models/bench-smollm2-shape-$1.gguf"
+  [ -f "$m" ] || $PY tools/bench/make_bench_model.py --type "$1" >&2
+  echo "$m"
+}
+
+for t in q4_0 q4_1 q8_0 f16; do
+  m=$(model_for $t)
+  echo "== $t: pp512, tg128" >&2
+  "$K" bench speed -m "$m" -t "$THREADS" -p 512 -n 2 -r 3 --json >"$OUT/$t-pp512.json"
+  "$K" bench speed -m "$m" -t "$THREADS" -p 1 -n 129 -r 3 --json >"$OUT/$t-tg128.json"
+done
+echo "== q4_1: decode at 128 and 2048 tokens of context" >&2
+m=$(model_for q4_1)
+for d in 128 2048; do
+  "$K" bench speed -m "$m" -t "$THREADS" -p $d -n 65 -r 3 --json >"$OUT/q4_1-depth$d.json"
+done
+echo "== q4_1: batched decode" >&2
+"$K" bench concurrency -m "$m" -t "$THREADS" --out "$OUT/concurrency" --no-plot >/dev/null
+$PY tools/plot_bench.py speed-table "$OUT" docs/img >"$OUT/table.md"
+cat "$OUT/table.md"
