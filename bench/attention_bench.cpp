@@ -1,7 +1,8 @@
 // Microbenchmark of the attention kernel (ops/attention.h): one decode
 // token of one layer at the default model's shape (3 KV heads, 3 query heads
 // each, head_dim 64) against `len` cached positions in 16-token blocks,
-// chunked by 256 positions as the engine does, one thread.
+// chunked by 256 positions as the engine does, one thread; f32 (arg 0) or
+// f16 (arg 1) K/V.
 // Counter kv_bytes_per_second: K and V bytes read per second (the roofline
 // for long contexts is the machine's memory bandwidth).
 //
@@ -12,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "core/half.h"
 #include "ops/attention.h"
 
 namespace kvinfer {
@@ -19,6 +21,7 @@ namespace {
 
 void BM_AttentionDecode(benchmark::State& state) {
   const int32_t len = static_cast<int32_t>(state.range(0));
+  const bool f16 = state.range(1) != 0;
   constexpr int kKvHeads = 3, kGroup = 3, kHd = 64, kBlock = 16, kChunk = 256;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
@@ -27,22 +30,33 @@ void BM_AttentionDecode(benchmark::State& state) {
   for (float& x : q) x = nd(rng);
   for (float& x : k) x = nd(rng);
   for (float& x : v) x = nd(rng);
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k16[i] = F32ToF16(k[i]);
+    v16[i] = F32ToF16(v[i]);
+  }
+  const size_t elem = f16 ? 2 : 4;
+  const std::byte* kbase = f16 ? reinterpret_cast<const std::byte*>(k16.data())
+                               : reinterpret_cast<const std::byte*>(k.data());
+  const std::byte* vbase = f16 ? reinterpret_cast<const std::byte*>(v16.data())
+                               : reinterpret_cast<const std::byte*>(v.data());
   const size_t part = kGroup * (kHd + 2);
   std::vector<float> st(part), tmp(part), scratch(kGroup * kChunk), out(kGroup * kHd);
   std::vector<ops::KvSpan> spans;
   for (auto _ : state) {
     for (int g = 0; g < kKvHeads; ++g) {
-      const float* kg = k.data() + static_cast<size_t>(g) * len * kHd;
-      const float* vg = v.data() + static_cast<size_t>(g) * len * kHd;
+      const std::byte* kg = kbase + static_cast<size_t>(g) * len * kHd * elem;
+      const std::byte* vg = vbase + static_cast<size_t>(g) * len * kHd * elem;
       for (int32_t b = 0; b < len; b += kChunk) {
         const int32_t e = std::min(len, b + kChunk);
         spans.clear();
         for (int32_t j = b; j < e; j += kBlock) {
-          spans.push_back({kg + static_cast<size_t>(j) * kHd, vg + static_cast<size_t>(j) * kHd,
-                           std::min(kBlock, e - j)});
+          spans.push_back({kg + static_cast<size_t>(j) * kHd * elem,
+                           vg + static_cast<size_t>(j) * kHd * elem, std::min(kBlock, e - j)});
         }
         float* dst = b == 0 ? st.data() : tmp.data();
-        ops::AttentionPartial(q.data() + g * kGroup * kHd, kGroup, kHd, 0.125f, spans, e - b,
+        ops::AttentionPartial(q.data() + g * kGroup * kHd, kGroup, kHd, 0.125f,
+                              f16 ? KvPrecision::kF16 : KvPrecision::kF32, spans, e - b,
                               scratch.data(), dst, dst + kGroup, dst + 2 * kGroup);
         if (b > 0) {
           ops::MergePartial(kGroup, kHd, tmp.data(), tmp.data() + kGroup, tmp.data() + 2 * kGroup,
@@ -54,10 +68,12 @@ void BM_AttentionDecode(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["kv_bytes_per_second"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * 2.0 * static_cast<double>(k.size()) * sizeof(float),
+      static_cast<double>(state.iterations()) * 2.0 * static_cast<double>(k.size()) * elem,
       benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AttentionDecode)->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AttentionDecode)
+    ->ArgsProduct({{128, 512, 2048, 8192}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace kvinfer

@@ -47,6 +47,11 @@ if [ ! -f "$MODEL" ] || ! echo "$MODEL_SHA256  $MODEL" | sha256sum --check --sta
     { echo "setup: the downloaded model's checksum does not match" >&2; exit 1; }
 fi
 
+# Random-weight GPT-2 test fixtures (Hugging Face directory + GGUF of the
+# same weights), deterministic and generated rather than committed; the
+# goldens in tests/goldens/gpt2-* record their checksums. Under a second.
+./scripts/make-gpt2-fixtures.sh
+
 if [ "${KVINFER_SKIP_BUILD:-0}" != "1" ]; then
   if [ ! -f build/build.ninja ]; then
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVINFER_WERROR=ON >/dev/null

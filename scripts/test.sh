@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
+./scripts/make-gpt2-fixtures.sh
+
 echo "== Release build: tests" >&2
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"

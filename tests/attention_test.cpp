@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/half.h"
 #include "hwy/targets.h"
 
 namespace kvinfer {
@@ -48,21 +49,32 @@ std::vector<double> Reference(const std::vector<float>& q, const std::vector<flo
 }
 
 // The kernel over [0, len) cut into chunks of `chunk` positions, each chunk
-// presented as spans of `span` positions, folded in order.
+// presented as spans of `span` positions, folded in order. With kF16 the
+// K/V are stored as f16 (the caller passes values already rounded to f16,
+// so the float64 reference sees exactly what the kernel reads).
 std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>& k,
                           const std::vector<float>& v, int group, int hd, int32_t len, float scale,
-                          int32_t chunk, int32_t span) {
+                          int32_t chunk, int32_t span, KvPrecision type = KvPrecision::kF32) {
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k16[i] = F32ToF16(k[i]);
+    v16[i] = F32ToF16(v[i]);
+  }
+  const bool f16 = type == KvPrecision::kF16;
+  auto at = [&](const std::vector<float>& f32, const std::vector<uint16_t>& h, int32_t j) -> const void* {
+    return f16 ? static_cast<const void*>(h.data() + static_cast<size_t>(j) * hd)
+               : static_cast<const void*>(f32.data() + static_cast<size_t>(j) * hd);
+  };
   const size_t part = static_cast<size_t>(group) * (hd + 2);
   std::vector<float> state(part), tmp(part), scratch(static_cast<size_t>(group) * chunk);
   for (int32_t begin = 0; begin < len; begin += chunk) {
     const int32_t end = std::min(len, begin + chunk);
     std::vector<ops::KvSpan> spans;
     for (int32_t j = begin; j < end; j += span) {
-      spans.push_back({k.data() + static_cast<size_t>(j) * hd, v.data() + static_cast<size_t>(j) * hd,
-                       std::min(span, end - j)});
+      spans.push_back({at(k, k16, j), at(v, v16, j), std::min(span, end - j)});
     }
     float* dst = begin == 0 ? state.data() : tmp.data();
-    ops::AttentionPartial(q.data(), group, hd, scale, spans, end - begin, scratch.data(), dst,
+    ops::AttentionPartial(q.data(), group, hd, scale, type, spans, end - begin, scratch.data(), dst,
                           dst + group, dst + 2 * group);
     if (begin > 0) {
       ops::MergePartial(group, hd, tmp.data(), tmp.data() + group, tmp.data() + 2 * group,
@@ -74,7 +86,7 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
   return out;
 }
 
-void CheckCase(const Case& cs, uint32_t seed) {
+void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
   std::mt19937 rng(seed);
   // Scores spread over several units so the softmax is far from uniform.
   std::normal_distribution<float> qd(0.0f, 1.5f), kd(0.0f, 1.0f);
@@ -83,14 +95,18 @@ void CheckCase(const Case& cs, uint32_t seed) {
   for (float& x : q) x = qd(rng);
   for (float& x : k) x = kd(rng);
   for (float& x : v) x = kd(rng);
+  if (type == KvPrecision::kF16) {
+    for (float& x : k) x = F16ToF32(F32ToF16(x));
+    for (float& x : v) x = F16ToF32(F32ToF16(x));
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(cs.hd));
   const std::vector<double> ref = Reference(q, k, v, cs.group, cs.hd, cs.len, scale);
   std::vector<float> whole;
   for (int32_t chunk : {cs.len, 7, 64, 256}) {
     for (int32_t span : {1, 5, 16, cs.len}) {
-      SCOPED_TRACE(testing::Message() << "group " << cs.group << " hd " << cs.hd << " len "
+      SCOPED_TRACE(testing::Message() << KvPrecisionName(type) << " group " << cs.group << " hd " << cs.hd << " len "
                                       << cs.len << " chunk " << chunk << " span " << span);
-      const std::vector<float> out = Kernel(q, k, v, cs.group, cs.hd, cs.len, scale, chunk, span);
+      const std::vector<float> out = Kernel(q, k, v, cs.group, cs.hd, cs.len, scale, chunk, span, type);
       double max_err = 0;
       for (size_t i = 0; i < out.size(); ++i) max_err = std::max(max_err, std::abs(out[i] - ref[i]));
       // Outputs are convex combinations of N(0,1) values (|out| <~ 3): f32
@@ -117,7 +133,10 @@ TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
     hwy::GetChosenTarget().Update(hwy::SupportedTargets());
     SCOPED_TRACE(hwy::TargetName(target));
     uint32_t seed = 1;
-    for (const Case& cs : kCases) CheckCase(cs, seed++);
+    for (const Case& cs : kCases) {
+      CheckCase(cs, seed, KvPrecision::kF32);
+      CheckCase(cs, seed++, KvPrecision::kF16);
+    }
   }
   hwy::SetSupportedTargetsForTest(0);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());

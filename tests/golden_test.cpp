@@ -9,6 +9,8 @@
 // mistake (a wrong RoPE pair, a missing norm, a wrong head mapping all move
 // logits by >1e-1 x max|logit|).
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -27,13 +29,29 @@ namespace {
 struct GoldenCase {
   const char* label;      // test name
   const char* name;       // tests/goldens/<name>.json
-  std::string (*model)(); // path of the model file
+  std::string (*model)(); // path of the model file (or checkpoint directory)
   bool parse_special;     // the prompt spells special tokens
+  // For generated fixtures: the command that makes the model (the test is
+  // skipped, naming it, when the model is absent); its checksum is checked
+  // against the golden's (model_sha256, or gguf_sha256 for a .gguf).
+  const char* generated_by = nullptr;
 };
 
 std::string TinyRandom() { return testing::GoldenDir() + "/tiny-random.gguf"; }
 // The same model in llama2.c's format: must give what the GGUF gives.
 std::string StoriesBin() { return testing::SharedModels() + "/stories260K/stories260K.bin"; }
+// Random-weight GPT-2s from tools/reference/make_gpt2.py: each a Hugging
+// Face directory (model.safetensors, Conv1D weights) holding the same
+// weights as a llama.cpp-layout GGUF; both must give the one golden.
+std::string Models() { return std::string(KVINFER_SOURCE_DIR) + "/models"; }
+std::string Gpt2Tiny() { return Models() + "/gpt2-tiny-random"; }
+std::string Gpt2TinyGguf() { return Models() + "/gpt2-tiny-random/model.gguf"; }
+std::string Gpt2TinyS12() { return Models() + "/gpt2-tiny-s12-random"; }
+std::string Gpt2TinyS12Gguf() { return Models() + "/gpt2-tiny-s12-random/model.gguf"; }
+std::string Gpt2124m() { return Models() + "/gpt2-124m-f16"; }
+std::string Gpt2124mGguf() { return Models() + "/gpt2-124m-f16/model.gguf"; }
+constexpr const char* kMakeTiny = "./scripts/make-gpt2-fixtures.sh";
+constexpr const char* kMake124m = "./scripts/make-gpt2-fixtures.sh 124m";
 
 const GoldenCase kCases[] = {
     {"tiny_random", "tiny-random", &TinyRandom, false},
@@ -41,7 +59,51 @@ const GoldenCase kCases[] = {
     {"stories260K_llama2c", "stories260K", &StoriesBin, false},
     {"smollm2", "smollm2-135m-q4_1", &testing::DefaultModel, false},
     {"smollm2_chat", "smollm2-135m-q4_1-chat", &testing::DefaultModel, true},
+    // Near-uniform logits (GPT-2's init scale on a 64-wide model): checks
+    // the plumbing; the s12 model (x12 weight scale) has sharp, varied
+    // greedy tokens and is the real check.
+    {"gpt2_tiny_hf", "gpt2-tiny-random", &Gpt2Tiny, false, kMakeTiny},
+    {"gpt2_tiny_gguf", "gpt2-tiny-random", &Gpt2TinyGguf, false, kMakeTiny},
+    {"gpt2_tiny_s12_hf", "gpt2-tiny-s12-random", &Gpt2TinyS12, false, kMakeTiny},
+    {"gpt2_tiny_s12_gguf", "gpt2-tiny-s12-random", &Gpt2TinyS12Gguf, false, kMakeTiny},
+    {"gpt2_124m_hf", "gpt2-124m-f16-random", &Gpt2124m, false, kMake124m},
+    {"gpt2_124m_gguf", "gpt2-124m-f16-random", &Gpt2124mGguf, false, kMake124m},
 };
+
+// sha256 of a file, by coreutils' sha256sum ("" if it cannot run).
+std::string Sha256(const std::string& path) {
+  const std::string cmd = "sha256sum '" + path + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return "";
+  char buf[65] = {};
+  const size_t n = std::fread(buf, 1, 64, p);
+  pclose(p);
+  return n == 64 ? std::string(buf, 64) : "";
+}
+
+// Skips (naming the command that makes it) when a generated model is
+// absent; fails when it is present but not the file the golden was made
+// from.
+#define REQUIRE_MODEL(gc, meta_name)                                                        \
+  do {                                                                                      \
+    if ((gc).generated_by == nullptr) {                                                     \
+      KVINFER_REQUIRE_FILE((gc).model());                                                   \
+    } else if (!std::filesystem::exists((gc).model())) {                                  \
+      GTEST_SKIP() << "missing " << (gc).model() << " — run " << (gc).generated_by;        \
+    }                                                                                       \
+  } while (0)
+
+void CheckChecksum(const GoldenCase& gc, const nlohmann::json& meta) {
+  if (gc.generated_by == nullptr) return;
+  const std::string path = gc.model();
+  const bool gguf = path.ends_with(".gguf");
+  const std::string file = gguf ? path : path + "/" + meta["model_file"].get<std::string>();
+  const char* key = gguf ? "gguf_sha256" : "model_sha256";
+  ASSERT_TRUE(meta.contains(key)) << gc.name << ".json lacks " << key;
+  EXPECT_EQ(Sha256(file), meta[key].get<std::string>())
+      << file << " is not the file the golden was made from: delete it and run "
+      << gc.generated_by;
+}
 
 struct Golden {
   nlohmann::json meta;
@@ -66,8 +128,9 @@ class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenTest, LogitsMatchTheReference) {
   const GoldenCase& gc = GetParam();
-  KVINFER_REQUIRE_FILE(gc.model());
+  REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
+  CheckChecksum(gc, g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelImpl& m = *model->impl();
@@ -111,7 +174,7 @@ TEST_P(GoldenTest, LogitsMatchTheReference) {
 
 TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
   const GoldenCase& gc = GetParam();
-  KVINFER_REQUIRE_FILE(gc.model());
+  REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
@@ -130,7 +193,11 @@ TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
   for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
     // Recomputing 100 tokens per step is slow on the 135M model: the
     // baseline checks a prefix there (every token on the small models).
-    const int n = strategy == KvStrategy::kNone && big ? 12 : static_cast<int>(expected.size());
+    // The engine keeps every generated token's K/V, the last included, so a
+    // request fits the context with one token fewer than the reference
+    // generates (GPT-2 tiny: 64 learned positions, 11 + 53 tokens).
+    const int room = model->info().context_length - static_cast<int>(prompt.size());
+    const int n = std::min(strategy == KvStrategy::kNone && big ? 12 : static_cast<int>(expected.size()), room);
     for (int block_size : {1, 16, 256}) {
       if (strategy != KvStrategy::kPaged && block_size != 16) continue;
       if (big && strategy == KvStrategy::kPaged && block_size == 1) continue;
@@ -154,6 +221,92 @@ TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
     }
   }
 }
+
+// f16 K/V. The goldens record how far the reference itself moves when its
+// float32 re-run rounds K and V to f16 (f32_f16kv_check): the engine with an
+// f16 cache must stay within a few times that of the float64 logits (a
+// wrong element size, stride or conversion moves them by whole units), and
+// every strategy must still pick the same greedy tokens as every other,
+// since they write the same bits.
+class GoldenF16KvTest : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
+  const GoldenCase& gc = GetParam();
+  REQUIRE_MODEL(gc, gc.name);
+  const Golden g = LoadGolden(gc.name);
+  ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
+  StatusOr<Model> model = Model::Load(gc.model());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelImpl& m = *model->impl();
+  const int vocab = m.config().vocab_size;
+  std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> prompt = tokens;
+  const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
+  const int32_t last = *std::max_element(positions.begin(), positions.end());
+  for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
+
+  ThreadPool pool(2);
+  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16, KvPrecision::kF16);
+  ModelRunner runner(m.config(), m.weights(), &pool);
+  const int32_t seq = cache.CreateSequence();
+  ASSERT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
+  ForwardBatch batch;
+  batch.seq_ids = {seq};
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    batch.tokens.push_back(tokens[i]);
+    batch.positions.push_back(static_cast<int32_t>(i));
+    batch.seq_index.push_back(0);
+  }
+  batch.logit_rows = positions;
+  std::vector<float> logits;
+  runner.Forward(batch, cache, &logits);
+  const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
+  const double tol = 4 * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
+  double worst = 0;
+  for (size_t i = 0; i < positions.size() * static_cast<size_t>(vocab); ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
+  }
+  EXPECT_LE(worst, tol) << gc.name << ": the reference moves by " << ref_f16 << " with f16 K/V";
+  EXPECT_GT(worst, 0.0) << "f16 K/V should not be bit-exact with the f32 reference";
+
+  const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
+  std::vector<int32_t> first;
+  for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
+    EngineOptions eo{.kv = {.strategy = strategy, .precision = KvPrecision::kF16,
+                            .block_size_tokens = 16,
+                            .max_seq_len = static_cast<int>(prompt.size()) + n},
+                     .num_threads = 2};
+    auto engine = Engine::Create(*model, eo);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    EXPECT_EQ((*engine)->KvStats().precision, "f16");
+    auto id = (*engine)->AddRequestTokens(prompt, {.max_tokens = n, .ignore_eos = true});
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    std::vector<int32_t> got;
+    while ((*engine)->HasWork()) {
+      for (const RequestOutput& o : (*engine)->Step()) {
+        got.insert(got.end(), o.new_tokens.begin(), o.new_tokens.end());
+      }
+    }
+    ASSERT_EQ(static_cast<int>(got.size()), n);
+    if (first.empty()) {
+      first = got;
+    } else {
+      EXPECT_EQ(got, first) << gc.name << " f16 --kv " << KvStrategyName(strategy);
+    }
+  }
+}
+
+// f32-weight models whose goldens are well conditioned (the reference's own
+// f32 re-run agrees with float64 to ~1e-6 relative).
+const GoldenCase kF16KvCases[] = {
+    {"stories260K", "stories260K", &testing::StoriesGguf, false},
+    {"gpt2_tiny_s12_hf", "gpt2-tiny-s12-random", &Gpt2TinyS12, false, kMakeTiny},
+};
+INSTANTIATE_TEST_SUITE_P(Models, GoldenF16KvTest, ::testing::ValuesIn(kF16KvCases),
+                         [](const ::testing::TestParamInfo<GoldenCase>& param) {
+                           return std::string(param.param.label);
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Models, GoldenTest, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<GoldenCase>& param) {

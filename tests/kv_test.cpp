@@ -177,22 +177,36 @@ TEST(KvCache, TruncateAndFreeReturnBlocks) {
   EXPECT_TRUE(cache.block_table(b).empty());
 }
 
-TEST(KvCache, BlocksOfDifferentSequencesDoNotOverlap) {
+// Writes one token slot of `block` in `layer`: K of head h = kval(h), V = vval(h).
+template <class FK, class FV>
+void WriteSlot(KvCache& cache, int layer, int32_t block, int32_t slot, FK kval, FV vval) {
+  const int hd = cache.head_dim();
+  std::vector<float> k(static_cast<size_t>(cache.num_kv_heads()) * hd), v(k.size());
+  for (int h = 0; h < cache.num_kv_heads(); ++h) {
+    for (int i = 0; i < hd; ++i) {
+      k[static_cast<size_t>(h) * hd + i] = kval(h);
+      v[static_cast<size_t>(h) * hd + i] = vval(h);
+    }
+  }
+  cache.WriteToken(layer, block, slot, k.data(), v.data());
+}
+
+class KvCachePrecision : public ::testing::TestWithParam<KvPrecision> {};
+
+TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
   ModelConfig c = TinyConfig();
-  KvCache cache(c, 4, 6);
+  KvCache cache(c, 4, 6, GetParam());
   const int32_t a = cache.CreateSequence();
   const int32_t b = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 8));
   ASSERT_TRUE(cache.Reserve(b, 8));
-  // Fill a's storage with 1s and b's with 2s through the views; read back.
+  // Fill a's storage with 1s and b's with 2s token by token; read back.
   for (int l = 0; l < c.n_layers; ++l) {
     for (int32_t seq : {a, b}) {
       for (int32_t blk : cache.block_table(seq)) {
-        for (int h = 0; h < c.n_kv_heads; ++h) {
-          for (int i = 0; i < 4 * c.head_dim; ++i) {
-            cache.Keys(l, blk, h)[i] = static_cast<float>(seq + 1);
-            cache.Values(l, blk, h)[i] = static_cast<float>(-(seq + 1));
-          }
+        for (int32_t slot = 0; slot < 4; ++slot) {
+          WriteSlot(cache, l, blk, slot, [&](int) { return static_cast<float>(seq + 1); },
+                    [&](int) { return static_cast<float>(-(seq + 1)); });
         }
       }
     }
@@ -201,13 +215,35 @@ TEST(KvCache, BlocksOfDifferentSequencesDoNotOverlap) {
     for (int32_t seq : {a, b}) {
       for (int32_t blk : cache.block_table(seq)) {
         for (int h = 0; h < c.n_kv_heads; ++h) {
-          for (int i = 0; i < 4 * c.head_dim; ++i) {
-            ASSERT_EQ(cache.Keys(l, blk, h)[i], static_cast<float>(seq + 1));
-            ASSERT_EQ(cache.Values(l, blk, h)[i], static_cast<float>(-(seq + 1)));
+          for (int32_t slot = 0; slot < 4; ++slot) {
+            for (int i = 0; i < c.head_dim; ++i) {
+              ASSERT_EQ(cache.ReadElement(l, blk, 0, h, slot, i), static_cast<float>(seq + 1));
+              ASSERT_EQ(cache.ReadElement(l, blk, 1, h, slot, i), static_cast<float>(-(seq + 1)));
+            }
           }
         }
       }
     }
+  }
+}
+
+TEST_P(KvCachePrecision, HalfTheBytesPerTokenInF16) {
+  ModelConfig c = TinyConfig();
+  KvCache cache(c, 4, 6, GetParam());
+  const int64_t elem = GetParam() == KvPrecision::kF16 ? 2 : 4;
+  EXPECT_EQ(cache.bytes_per_token(), 2 * c.n_layers * c.n_kv_heads * c.head_dim * elem);
+  EXPECT_EQ(cache.Stats().precision, KvPrecisionName(GetParam()));
+  // f16 rounds to nearest: 1/3 comes back within half an f16 ulp.
+  const int32_t s = cache.CreateSequence();
+  ASSERT_TRUE(cache.Reserve(s, 1));
+  WriteSlot(cache, 0, cache.block_table(s)[0], 0, [](int) { return 1.0f / 3.0f; },
+            [](int) { return -1.0f / 3.0f; });
+  const float back = cache.ReadElement(0, cache.block_table(s)[0], 0, 0, 0, 0);
+  if (GetParam() == KvPrecision::kF32) {
+    EXPECT_EQ(back, 1.0f / 3.0f);
+  } else {
+    EXPECT_NE(back, 1.0f / 3.0f);
+    EXPECT_NEAR(back, 1.0f / 3.0f, 0.5f * 0.25f / 1024);
   }
 }
 
@@ -249,7 +285,8 @@ TEST(KvCache, RandomizedForksAndCopyOnWriteKeepRefCountsExact) {
             for (int32_t p = n; p < n + add; ++p) {
               const int32_t block = cache.block_table(seq)[p / kBlockSize];
               ASSERT_EQ(cache.pool().ref_count(block), 1) << "writing a shared block";
-              cache.Keys(0, block, 0)[(p % kBlockSize) * c.head_dim] = static_cast<float>(seq);
+              WriteSlot(cache, 0, block, p % kBlockSize, [&](int) { return static_cast<float>(seq); },
+                        [](int) { return 0.0f; });
             }
             cache.SetNumTokens(seq, n + add);
           }
@@ -282,17 +319,15 @@ TEST(KvCache, RandomizedForksAndCopyOnWriteKeepRefCountsExact) {
   EXPECT_EQ(cache.pool().num_free(), kBlocks);
 }
 
-TEST(KvCache, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
+TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   ModelConfig c = TinyConfig();
-  KvCache cache(c, 4, 8);
+  KvCache cache(c, 4, 8, GetParam());
   const int32_t a = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 6));
   ASSERT_TRUE(cache.PrepareWrite(a, 0, 6));
-  for (int l = 0; l < c.n_layers; ++l) {
-    for (int h = 0; h < c.n_kv_heads; ++h) {
-      cache.Keys(l, 1, h)[0] = 10.0f + l + h;    // position 4
-      cache.Values(l, 1, h)[0] = -10.0f - l - h;
-    }
+  for (int l = 0; l < c.n_layers; ++l) {  // position 4 = block 1, slot 0
+    WriteSlot(cache, l, 1, 0, [&](int h) { return 10.0f + l + h; },
+              [&](int h) { return -10.0f - l - h; });
   }
   cache.SetNumTokens(a, 6);
   const int32_t b = cache.Fork(a);
@@ -312,8 +347,8 @@ TEST(KvCache, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   EXPECT_EQ(cache.pool().ref_count(0), 2);
   for (int l = 0; l < c.n_layers; ++l) {
     for (int h = 0; h < c.n_kv_heads; ++h) {
-      EXPECT_EQ(cache.Keys(l, copy, h)[0], 10.0f + l + h);
-      EXPECT_EQ(cache.Values(l, copy, h)[0], -10.0f - l - h);
+      EXPECT_EQ(cache.ReadElement(l, copy, 0, h, 0, 0), 10.0f + l + h);
+      EXPECT_EQ(cache.ReadElement(l, copy, 1, h, 0, 0), -10.0f - l - h);
     }
   }
   // a writes position 6 too: its block 1 is now private, no copy.
@@ -333,6 +368,12 @@ TEST(KvCache, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   EXPECT_FALSE(tight.PrepareWrite(y, 2, 3));
   EXPECT_EQ(tight.pool().ref_count(0), 2);
 }
+
+INSTANTIATE_TEST_SUITE_P(Precisions, KvCachePrecision,
+                         ::testing::Values(KvPrecision::kF32, KvPrecision::kF16),
+                         [](const ::testing::TestParamInfo<KvPrecision>& i) {
+                           return std::string(KvPrecisionName(i.param));
+                         });
 
 }  // namespace
 }  // namespace kvinfer

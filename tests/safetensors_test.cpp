@@ -341,6 +341,45 @@ TEST(SafetensorsTest, TruncationAtEveryByte) {
   }
 }
 
+// tests/data/safetensors_corpus: hand-made files named for what they are
+// (ok-* must parse; bad-* must be refused with kDataLoss: short file,
+// header length past the end or 2^64-1, truncated / non-object / duplicate-
+// key JSON, unknown dtype, negative or overflowing shape, size mismatch,
+// offsets past the end / reversed / missing, overlapping tensors, non-string
+// metadata, a 5000-deep nested array) and fuzz-* inputs kept from
+// scripts/fuzz.sh safetensors_fuzz runs (parse or kDataLoss, never a crash;
+// every view inside the file).
+TEST(SafetensorsTest, CorpusReplay) {
+  const fs::path dir = fs::path(KVINFER_SOURCE_DIR) / "tests/data/safetensors_corpus";
+  int n_ok = 0, n_bad = 0, n_fuzz = 0;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    SCOPED_TRACE(name);
+    std::ifstream in(entry.path(), std::ios::binary);
+    const Bytes bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string msg = ParseOrDataLoss(bytes);
+    if (msg.empty()) {
+      const SafetensorsFile f = ParseBytes(bytes);
+      for (const SafetensorsTensor& t : f.tensors()) {
+        EXPECT_GE(t.data, bytes.data() + f.data_offset());
+        EXPECT_LE(t.data + t.num_bytes, bytes.data() + bytes.size());
+      }
+    }
+    if (name.starts_with("ok-")) {
+      EXPECT_EQ(msg, "");
+      ++n_ok;
+    } else if (name.starts_with("bad-")) {
+      EXPECT_NE(msg, "") << "accepted";
+      ++n_bad;
+    } else {
+      ++n_fuzz;
+    }
+  }
+  EXPECT_GE(n_ok, 3);
+  EXPECT_GE(n_bad, 17);
+  EXPECT_GE(n_fuzz, 1);
+}
+
 TEST(SafetensorsTest, RandomMutations) {
   const Sample s;
   const Bytes file = s.File();

@@ -27,7 +27,7 @@ namespace kvinfer {
 
 struct ModelInfo {
   std::string path;
-  std::string format;             // "gguf" or "llama2c"
+  std::string format;             // "gguf", "hf" (checkpoint directory) or "llama2c"
   std::string architecture;       // "llama", "gpt2"
   std::string name;
   int n_layers = 0;
@@ -97,8 +97,16 @@ enum class KvStrategy {
 const char* KvStrategyName(KvStrategy s);
 std::optional<KvStrategy> ParseKvStrategy(std::string_view name);
 
+// Element type of cached keys and values. f32 is exact (every strategy gives
+// the same tokens); f16 halves the cache's memory and the bytes attention
+// reads per token, at ~1e-3 relative rounding of each K/V element.
+enum class KvPrecision { kF32, kF16 };
+const char* KvPrecisionName(KvPrecision p);
+std::optional<KvPrecision> ParseKvPrecision(std::string_view name);
+
 struct KvOptions {
   KvStrategy strategy = KvStrategy::kContiguous;
+  KvPrecision precision = KvPrecision::kF32;
   // Paged block size. contiguous: block = max_seq_len; none: transient.
   int block_size_tokens = 16;
   // Pool size, by bytes (0 = unset) or by blocks (0 = unset). With neither,
@@ -123,6 +131,7 @@ struct KvSequenceStats {
 
 struct KvCacheStats {
   std::string strategy;
+  std::string precision;            // "f32" or "f16"
   int block_size_tokens = 0;
   int64_t num_blocks_total = 0;
   int64_t num_blocks_used = 0;

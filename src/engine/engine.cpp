@@ -19,7 +19,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
       m_(*model.impl()),
       options_(options),
       pool_(options.num_threads),
-      cache_(m_.config(), block_size, num_blocks),
+      cache_(m_.config(), block_size, num_blocks, options.kv.precision),
       runner_(m_.config(), m_.weights(), &pool_) {}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
@@ -456,7 +456,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
     block_size = o.kv.block_size_tokens;
   }
   o.kv.block_size_tokens = block_size;
-  const int64_t block_bytes = static_cast<int64_t>(block_size) * c.KvBytesPerToken(sizeof(float));
+  if (o.kv.precision != KvPrecision::kF32 && o.kv.precision != KvPrecision::kF16) {
+    return bad("unknown KV precision (expected f32 or f16)");
+  }
+  const int64_t kv_token_bytes = c.KvBytesPerToken(o.kv.precision == KvPrecision::kF16 ? 2 : 4);
+  const int64_t block_bytes = static_cast<int64_t>(block_size) * kv_token_bytes;
   int64_t num_blocks = 0;
   if (o.kv.num_blocks > 0) {
     num_blocks = o.kv.num_blocks;
@@ -466,7 +470,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
       return bad(fmt::format(
           "a KV memory budget of {} bytes is smaller than one block ({} bytes: {} tokens x {} "
           "bytes per token)",
-          o.kv.memory_bytes, block_bytes, block_size, c.KvBytesPerToken(sizeof(float))));
+          o.kv.memory_bytes, block_bytes, block_size, kv_token_bytes));
     }
   } else {
     const int64_t per_seq = (max_seq_len + block_size - 1) / block_size;

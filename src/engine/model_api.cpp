@@ -23,6 +23,21 @@ std::optional<KvStrategy> ParseKvStrategy(std::string_view name) {
   return std::nullopt;
 }
 
+const char* KvPrecisionName(KvPrecision p) {
+  switch (p) {
+    case KvPrecision::kF32: return "f32";
+    case KvPrecision::kF16: return "f16";
+  }
+  return "?";
+}
+
+std::optional<KvPrecision> ParseKvPrecision(std::string_view name) {
+  for (KvPrecision p : {KvPrecision::kF32, KvPrecision::kF16}) {
+    if (name == KvPrecisionName(p)) return p;
+  }
+  return std::nullopt;
+}
+
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
     case FinishReason::kNone: return "none";

@@ -4,22 +4,55 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/half.h"
 
 namespace kvinfer {
 
-KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks)
+KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks,
+                 KvPrecision precision)
     : n_layers_(config.n_layers),
       n_kv_heads_(config.n_kv_heads),
       head_dim_(config.head_dim),
       block_size_(block_size_tokens),
-      bytes_per_token_(config.KvBytesPerToken(sizeof(float))),
+      precision_(precision),
+      elem_bytes_(precision == KvPrecision::kF16 ? 2 : 4),
+      bytes_per_token_(config.KvBytesPerToken(static_cast<double>(elem_bytes_))),
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
   const size_t bytes = static_cast<size_t>(num_blocks) * block_size_tokens * bytes_per_token_;
   // Uninitialised: pages cost memory only once a block is first written, so
   // resident memory follows the tokens cached, not the pool size.
   storage_ = AlignedBuffer(bytes, AlignedBuffer::Init::kUninitialized);
-  data_ = storage_.as<float>();
+  data_ = storage_.data();
+}
+
+void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k, const float* v) {
+  KVINFER_CHECK(slot >= 0 && slot < block_size_);
+  for (int kv = 0; kv < 2; ++kv) {
+    const float* src = kv == 0 ? k : v;
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      std::byte* dst = data_ + (Offset(layer, block, kv, h) + static_cast<size_t>(slot) * head_dim_) * elem_bytes_;
+      const float* s = src + static_cast<size_t>(h) * head_dim_;
+      if (precision_ == KvPrecision::kF32) {
+        std::memcpy(dst, s, sizeof(float) * head_dim_);
+      } else {
+        uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+        for (int i = 0; i < head_dim_; ++i) d[i] = F32ToF16(s[i]);
+      }
+    }
+  }
+}
+
+float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const {
+  const size_t index = Offset(layer, block, kv, kv_head) + static_cast<size_t>(slot) * head_dim_ + i;
+  if (precision_ == KvPrecision::kF32) {
+    float f;
+    std::memcpy(&f, data_ + index * 4, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, data_ + index * 2, 2);
+  return F16ToF32(h);
 }
 
 int32_t KvCache::CreateSequence() {
@@ -122,9 +155,10 @@ bool KvCache::PrepareWrite(int32_t seq, int32_t begin, int32_t end) {
 
 void KvCache::CopyBlock(int32_t src, int32_t dst) {
   // K and V of all heads of one block in one layer are contiguous.
-  const size_t floats = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * head_dim_;
+  const size_t elems = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * head_dim_;
   for (int l = 0; l < n_layers_; ++l) {
-    std::memcpy(data_ + Offset(l, dst, 0, 0), data_ + Offset(l, src, 0, 0), floats * sizeof(float));
+    std::memcpy(data_ + Offset(l, dst, 0, 0) * elem_bytes_, data_ + Offset(l, src, 0, 0) * elem_bytes_,
+                elems * elem_bytes_);
   }
 }
 
@@ -143,6 +177,7 @@ KvSequenceStats KvCache::SequenceStats(int32_t seq) const {
 
 KvCacheStats KvCache::Stats() const {
   KvCacheStats st;
+  st.precision = KvPrecisionName(precision_);
   st.block_size_tokens = block_size_;
   st.num_blocks_total = pool_.num_blocks();
   st.num_blocks_used = pool_.num_used();

@@ -6,7 +6,8 @@
 // attention has one code path and strategies differ only in what they
 // really change (recomputation and reserved-but-unused memory).
 //
-// Storage is one aligned allocation of f32, addressed as
+// Storage is one aligned allocation of f32 or f16 elements (KvPrecision),
+// addressed as
 //   [layer][block][k|v][kv_head][token_in_block][head_dim]
 // so one head's keys in a block are a contiguous [block_size, head_dim]
 // matrix (what attention streams over), and a block's bytes across layers
@@ -26,7 +27,8 @@ namespace kvinfer {
 
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks);
+  KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks,
+          KvPrecision precision = KvPrecision::kF32);
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
@@ -64,20 +66,25 @@ class KvCache {
     return seq >= 0 && seq < static_cast<int32_t>(seqs_.size()) && seqs_[seq].live;
   }
 
-  // [block_size, head_dim] keys / values of one head in one block.
-  float* Keys(int layer, int32_t block, int kv_head) { return data_ + Offset(layer, block, 0, kv_head); }
-  float* Values(int layer, int32_t block, int kv_head) { return data_ + Offset(layer, block, 1, kv_head); }
-  const float* Keys(int layer, int32_t block, int kv_head) const {
-    return data_ + Offset(layer, block, 0, kv_head);
+  // [block_size, head_dim] keys / values of one head in one block, as
+  // elements of precision().
+  const void* Keys(int layer, int32_t block, int kv_head) const {
+    return data_ + Offset(layer, block, 0, kv_head) * elem_bytes_;
   }
-  const float* Values(int layer, int32_t block, int kv_head) const {
-    return data_ + Offset(layer, block, 1, kv_head);
+  const void* Values(int layer, int32_t block, int kv_head) const {
+    return data_ + Offset(layer, block, 1, kv_head) * elem_bytes_;
   }
+  // Stores one token's K and V (k, v: [kv_heads, head_dim] f32) at offset
+  // `slot` of `block` in `layer`, converting to precision().
+  void WriteToken(int layer, int32_t block, int32_t slot, const float* k, const float* v);
+  // The element at (layer, block, k|v, head, slot, i) as f32 (tests).
+  float ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const;
 
   int32_t block_size() const { return block_size_; }
   int32_t num_blocks() const { return pool_.num_blocks(); }
   const BlockPool& pool() const { return pool_; }
   int64_t bytes_per_token() const { return bytes_per_token_; }
+  KvPrecision precision() const { return precision_; }
   int num_layers() const { return n_layers_; }
   int num_kv_heads() const { return n_kv_heads_; }
   int head_dim() const { return head_dim_; }
@@ -104,10 +111,12 @@ class KvCache {
   int n_kv_heads_;
   int head_dim_;
   int32_t block_size_;
+  KvPrecision precision_;
+  size_t elem_bytes_;
   int64_t bytes_per_token_;
   BlockPool pool_;
-  AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads, block_size, head_dim] f32
-  float* data_ = nullptr;
+  AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads, block_size, head_dim] elements
+  std::byte* data_ = nullptr;
   std::vector<Sequence> seqs_;
   std::vector<int32_t> free_seq_ids_;
   void CopyBlock(int32_t src, int32_t dst);

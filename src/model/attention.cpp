@@ -42,6 +42,8 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
   const int hd = c.head_dim;
   const int n_kv = c.n_kv_heads;
   const int bs = cache.block_size();
+  const KvPrecision kv_type = cache.precision();
+  const size_t elem = kv_type == KvPrecision::kF16 ? 2 : 4;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int threads = pool_ != nullptr ? pool_->num_threads() : 1;
   const bool use_pool = pool_ != nullptr && parallel && threads > 1;
@@ -71,12 +73,13 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       const int32_t block = table[j / bs];
       const int32_t off = j % bs;
       const int32_t m = std::min(bs - off, end - j);
-      spans.push_back({cache.Keys(layer, block, g) + static_cast<size_t>(off) * hd,
-                       cache.Values(layer, block, g) + static_cast<size_t>(off) * hd, m});
+      const size_t at = static_cast<size_t>(off) * hd * elem;
+      spans.push_back({static_cast<const std::byte*>(cache.Keys(layer, block, g)) + at,
+                       static_cast<const std::byte*>(cache.Values(layer, block, g)) + at, m});
       j += m;
     }
     float* scores = scores_[static_cast<size_t>(thread)].data();
-    ops::AttentionPartial(q_of(i, g), group, hd, scale, spans, end - begin, scores, part,
+    ops::AttentionPartial(q_of(i, g), group, hd, scale, kv_type, spans, end - begin, scores, part,
                           part + group, part + 2 * group);
   };
   auto fold = [&](const float* part, float* state) {

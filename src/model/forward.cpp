@@ -32,6 +32,27 @@ void ModelRunner::EnsureScratch(int32_t n, int32_t max_len) {
   for (std::vector<float>& s : scores_) grow(s, group * static_cast<size_t>(max_len));
 }
 
+void ModelRunner::Norm(const float* x, const float* weight, const float* bias, int32_t n) {
+  const ModelConfig& c = config_;
+  const int d = c.d_model;
+  for (int32_t i = 0; i < n; ++i) {
+    const float* xi = x + static_cast<size_t>(i) * d;
+    float* out = xn_.data() + static_cast<size_t>(i) * d;
+    switch (c.arch) {
+      case Arch::kLlama:
+        ops::RmsNorm(xi, weight, d, c.norm_eps, out);
+        break;
+      case Arch::kGpt2:
+        ops::LayerNorm(xi, weight, bias, d, c.norm_eps, out);
+        break;
+    }
+  }
+}
+
+void ModelRunner::AddBias(float* y, const float* bias, int32_t n, int dim) {
+  for (int32_t i = 0; i < n; ++i) ops::Add(y + static_cast<size_t>(i) * dim, bias, dim);
+}
+
 void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
   const ModelConfig& c = config_;
   const int32_t n = batch.size();
@@ -53,9 +74,21 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   EnsureScratch(n, max_len);
 
   const int d = c.d_model;
+  const bool gpt2 = c.arch == Arch::kGpt2;
   float* x = x_.data();
   for (int32_t i = 0; i < n; ++i) {
     ops::DequantizeRow(weights_.token_embd, batch.tokens[i], x + static_cast<size_t>(i) * d);
+  }
+  if (gpt2) {
+    // Learned absolute positions: x += position_embd[pos]. There is no row
+    // past the trained context.
+    for (int32_t i = 0; i < n; ++i) {
+      KVINFER_CHECK_MSG(batch.positions[i] < c.context_length,
+                        "position {} past the model's {} learned positions", batch.positions[i],
+                        c.context_length);
+      ops::DequantizeRow(weights_.position_embd, batch.positions[i], out_.data());
+      ops::Add(x + static_cast<size_t>(i) * d, out_.data(), d);
+    }
   }
 
   const int kv_dim = c.kv_dim();
@@ -69,43 +102,49 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   const bool parallel_attention = attention_floats >= 32768;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
-    for (int32_t i = 0; i < n; ++i) {
-      ops::RmsNorm(x + static_cast<size_t>(i) * d, L.attn_norm, d, c.norm_eps,
-                   xn_.data() + static_cast<size_t>(i) * d);
-    }
+    Norm(x, L.attn_norm, L.attn_norm_bias, n);
     ops::MatMul(L.wq, xn_.data(), n, q_.data(), pool_);
     ops::MatMul(L.wk, xn_.data(), n, k_.data(), pool_);
     ops::MatMul(L.wv, xn_.data(), n, v_.data(), pool_);
+    if (gpt2) {
+      AddBias(q_.data(), L.bq, n, q_dim);
+      AddBias(k_.data(), L.bk, n, kv_dim);
+      AddBias(v_.data(), L.bv, n, kv_dim);
+    }
     for (int32_t i = 0; i < n; ++i) {
       const int32_t pos = batch.positions[i];
       float* qi = q_.data() + static_cast<size_t>(i) * q_dim;
       float* ki = k_.data() + static_cast<size_t>(i) * kv_dim;
-      ops::RopeNorm(qi, c.n_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
-      ops::RopeNorm(ki, c.n_kv_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+      if (!gpt2) {
+        ops::RopeNorm(qi, c.n_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+        ops::RopeNorm(ki, c.n_kv_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+      }
       // Store K/V at (sequence, position) through the block table.
       const int32_t seq = batch.seq_ids[batch.seq_index[i]];
       const int32_t block = cache.block_table(seq)[pos / bs];
       const int32_t off = pos % bs;
-      const float* vi = v_.data() + static_cast<size_t>(i) * kv_dim;
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        std::memcpy(cache.Keys(l, block, h) + static_cast<size_t>(off) * c.head_dim,
-                    ki + static_cast<size_t>(h) * c.head_dim, sizeof(float) * c.head_dim);
-        std::memcpy(cache.Values(l, block, h) + static_cast<size_t>(off) * c.head_dim,
-                    vi + static_cast<size_t>(h) * c.head_dim, sizeof(float) * c.head_dim);
-      }
+      cache.WriteToken(l, block, off, ki, v_.data() + static_cast<size_t>(i) * kv_dim);
     }
     Attention(l, batch, cache, parallel_attention);
     ops::MatMul(L.wo, attn_.data(), n, out_.data(), pool_);
+    if (gpt2) AddBias(out_.data(), L.bo, n, d);
     ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
 
-    for (int32_t i = 0; i < n; ++i) {
-      ops::RmsNorm(x + static_cast<size_t>(i) * d, L.ffn_norm, d, c.norm_eps,
-                   xn_.data() + static_cast<size_t>(i) * d);
+    Norm(x, L.ffn_norm, L.ffn_norm_bias, n);
+    if (gpt2) {
+      // x += W_down gelu_tanh(W_up xn + b_up) + b_down
+      ops::MatMul(L.w_up, xn_.data(), n, gate_.data(), pool_);
+      AddBias(gate_.data(), L.b_up, n, c.d_ff);
+      ops::GeluTanh(gate_.data(), static_cast<int64_t>(n) * c.d_ff);
+      ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
+      AddBias(out_.data(), L.b_down, n, d);
+    } else {
+      // x += W_down (silu(W_gate xn) * W_up xn)
+      ops::MatMul(L.w_gate, xn_.data(), n, gate_.data(), pool_);
+      ops::MatMul(L.w_up, xn_.data(), n, up_.data(), pool_);
+      ops::SiluMul(gate_.data(), up_.data(), static_cast<int64_t>(n) * c.d_ff);
+      ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
     }
-    ops::MatMul(L.w_gate, xn_.data(), n, gate_.data(), pool_);
-    ops::MatMul(L.w_up, xn_.data(), n, up_.data(), pool_);
-    ops::SiluMul(gate_.data(), up_.data(), static_cast<int64_t>(n) * c.d_ff);
-    ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
     ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
   }
 
@@ -121,8 +160,13 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   for (int32_t r = 0; r < n_logits; ++r) {
     const int32_t row = batch.logit_rows[r];
     KVINFER_CHECK(row >= 0 && row < n);
-    ops::RmsNorm(x + static_cast<size_t>(row) * d, weights_.output_norm, d, c.norm_eps,
-                 last_.data() + static_cast<size_t>(r) * d);
+    float* dst = last_.data() + static_cast<size_t>(r) * d;
+    if (gpt2) {
+      ops::LayerNorm(x + static_cast<size_t>(row) * d, weights_.output_norm,
+                     weights_.output_norm_bias, d, c.norm_eps, dst);
+    } else {
+      ops::RmsNorm(x + static_cast<size_t>(row) * d, weights_.output_norm, d, c.norm_eps, dst);
+    }
   }
   logits->resize(static_cast<size_t>(n_logits) * c.vocab_size);
   ops::MatMul(weights_.output, last_.data(), n_logits, logits->data(), pool_);

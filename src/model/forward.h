@@ -8,6 +8,11 @@
 // one sequence can never read another's K/V. Prefill, decode, chunked
 // prefill and mixed batches are all this one call; every weight matrix is
 // read once per call however many tokens it carries.
+//
+// Two architectures share the pass (ModelConfig::arch): Llama (RmsNorm,
+// RoPE on q/k, SwiGLU, no biases) and GPT-2 (learned position embeddings
+// added to the token embedding, LayerNorm with bias, biases on every
+// projection, GELU-tanh MLP, no RoPE). Attention is the same code for both.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +57,11 @@ class ModelRunner {
 
  private:
   void EnsureScratch(int32_t n_tokens, int32_t max_len);
+  // xn_[i] = the architecture's norm of x[i] (RmsNorm for Llama, LayerNorm
+  // with `bias` for GPT-2), for the n rows of x [n, d_model].
+  void Norm(const float* x, const float* weight, const float* bias, int32_t n);
+  // y[i] += bias for each of the n rows of y [n, dim].
+  static void AddBias(float* y, const float* bias, int32_t n, int dim);
   // `parallel`: whether the batch's attention is worth a second thread.
   void Attention(int layer, const ForwardBatch& batch, const KvCache& cache, bool parallel);
 

@@ -1,10 +1,16 @@
 #include "model/model_impl.h"
 
 #include <filesystem>
+#include <cctype>
 #include <fstream>
+#include <iterator>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "model/hf_checkpoint.h"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace kvinfer {
 
@@ -21,12 +27,16 @@ int64_t Elements(const WeightView& v) { return v.rows * v.cols; }
 }  // namespace
 
 std::shared_ptr<const ModelImpl> ModelImpl::Load(const std::string& path) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    Fail(StatusCode::kUnimplemented,
-         "{} is a directory: Hugging Face checkpoint directories are recognised but not yet "
-         "runnable (use a GGUF file or a llama2.c .bin)",
-         path);
+  if (fs::is_directory(path, ec)) return LoadHfDirectory(path);
+  // A file of a Hugging Face checkpoint stands for its directory.
+  const std::string file = fs::path(path).filename().string();
+  const bool hf_file = file == "config.json" || file == "model.safetensors.index.json" ||
+                       (file.size() > 12 && file.ends_with(".safetensors"));
+  if (hf_file && fs::is_regular_file(path, ec)) {
+    const fs::path dir = fs::path(path).parent_path();
+    return LoadHfDirectory(dir.empty() ? std::string(".") : dir.string());
   }
   char magic[4] = {};
   {
@@ -37,9 +47,80 @@ std::shared_ptr<const ModelImpl> ModelImpl::Load(const std::string& path) {
   if (std::string_view(magic, 4) == "GGUF") return LoadGguf(path);
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0) return LoadLlama2c(path);
   Fail(StatusCode::kDataLoss,
-       "{}: not a model file kvinfer knows (expected a GGUF file, which starts with \"GGUF\", or "
-       "a llama2.c checkpoint ending in .bin)",
+       "{}: not a model kvinfer knows (expected a GGUF file, which starts with \"GGUF\", a "
+       "Hugging Face checkpoint directory with config.json, or a llama2.c checkpoint ending in "
+       ".bin)",
        path);
+}
+
+std::shared_ptr<const ModelImpl> ModelImpl::LoadHfDirectory(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path d(dir);
+  const fs::path config_path = d / "config.json";
+  if (!fs::is_regular_file(config_path, ec)) {
+    Fail(StatusCode::kNotFound,
+         "{} is a directory without config.json: not a Hugging Face checkpoint (kvinfer loads a "
+         "GGUF file, a llama2.c .bin, or a directory with config.json + model.safetensors)",
+         dir);
+  }
+  std::shared_ptr<ModelImpl> m(new ModelImpl());
+  std::string config_text;
+  {
+    std::ifstream in(config_path, std::ios::binary);
+    if (!in) Fail(StatusCode::kNotFound, "cannot read '{}'", config_path.string());
+    config_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  m->config_ = ConfigFromHfJson(config_text, config_path.string());
+  ModelConfig& c = m->config_;
+  c.name = fs::absolute(d, ec).lexically_normal().filename().string();
+  if (c.name.empty()) c.name = fs::absolute(d, ec).lexically_normal().parent_path().filename().string();
+
+  const bool has_index = fs::exists(d / "model.safetensors.index.json", ec);
+  if (!has_index && !fs::exists(d / "model.safetensors", ec)) {
+    Fail(StatusCode::kNotFound,
+         "{}: no weights (expected model.safetensors or model.safetensors.index.json; kvinfer "
+         "does not read pytorch_model.bin)",
+         dir);
+  }
+  m->safetensors_.emplace(SafetensorsModel::Open(dir));
+  m->weights_ = BindHfWeights(*m->safetensors_, c);
+
+  const bool has_tokenizer = fs::exists(d / "tokenizer.json", ec) ||
+                             fs::exists(d / "vocab.json", ec) || fs::exists(d / "encoder.json", ec);
+  if (!has_tokenizer) {
+    Fail(StatusCode::kNotFound,
+         "{}: no tokenizer (expected tokenizer.json, or vocab.json + merges.txt)", dir);
+  }
+  m->tokenizer_ = std::make_unique<Tokenizer>(TokenizerSpecFromHf(dir));
+  if (m->tokenizer_->vocab_size() != c.vocab_size) {
+    Fail(StatusCode::kDataLoss, "{}: the tokenizer has {} tokens but config.json's vocab_size is {}",
+         dir, m->tokenizer_->vocab_size(), c.vocab_size);
+  }
+  // The chat template, when tokenizer_config.json carries one.
+  const fs::path tok_config = d / "tokenizer_config.json";
+  if (fs::exists(tok_config, ec)) {
+    std::ifstream in(tok_config, std::ios::binary);
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string()) {
+      const std::string jinja = j["chat_template"].get<std::string>();
+      m->chat_template_.format = DetectChatFormat(jinja);
+      m->chat_template_.default_system = DefaultSystemPrompt(jinja);
+    }
+  }
+  if (m->tokenizer_->bos_id() >= 0) {
+    m->chat_template_.bos_text = m->tokenizer_->Piece(m->tokenizer_->bos_id());
+  }
+  m->FillInfo(dir, "hf");
+  std::map<std::string, int> types;
+  for (const SafetensorsTensor* t : m->safetensors_->tensors()) {
+    std::string name = t->dtype_name;
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    ++types[name];
+  }
+  m->info_.tensor_types.assign(types.begin(), types.end());
+  return m;
 }
 
 std::shared_ptr<const ModelImpl> ModelImpl::LoadLlama2c(const std::string& path) {
@@ -101,11 +182,14 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadGguf(const std::string& path) {
   const GgufFile& file = *m->gguf_;
   m->config_ = ConfigFromGguf(file);
   const ModelConfig& c = m->config_;
-  if (c.arch != Arch::kLlama) {
-    Fail(StatusCode::kUnimplemented, "{}: architecture '{}' is recognised but not yet runnable",
-         path, c.arch_name);
+  switch (c.arch) {
+    case Arch::kLlama:
+      m->weights_ = BindLlamaWeights(file, c);
+      break;
+    case Arch::kGpt2:
+      m->weights_ = BindGpt2Weights(file, c);
+      break;
   }
-  m->weights_ = BindLlamaWeights(file, c);
   m->tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::FromGguf(file));
   if (m->tokenizer_->vocab_size() != c.vocab_size) {
     Fail(StatusCode::kDataLoss, "{}: the tokenizer has {} tokens but token_embd has {} rows", path,

@@ -73,6 +73,14 @@ class Binder {
 
 }  // namespace
 
+WeightView RowRange(const WeightView& w, int64_t first, int64_t count) {
+  KVINFER_CHECK(first >= 0 && count >= 0 && first + count <= w.rows);
+  WeightView v = w;
+  v.rows = count;
+  v.data = w.row(first);
+  return v;
+}
+
 ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& c) {
   ModelWeights w;
   Binder b(file, w);
@@ -92,6 +100,43 @@ ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& c) {
     L.w_gate = b.Matrix(p + "ffn_gate.weight", c.d_ff, c.d_model);
     L.w_up = b.Matrix(p + "ffn_up.weight", c.d_ff, c.d_model);
     L.w_down = b.Matrix(p + "ffn_down.weight", c.d_model, c.d_ff);
+  }
+  return w;
+}
+
+ModelWeights BindGpt2Weights(const GgufFile& file, const ModelConfig& c) {
+  KVINFER_CHECK(c.n_kv_heads == c.n_heads && c.q_dim() == c.d_model);
+  ModelWeights w;
+  Binder b(file, w);
+  const int d = c.d_model;
+  w.token_embd = b.Matrix("token_embd.weight", c.vocab_size, d);
+  w.position_embd = b.Matrix("position_embd.weight", c.context_length, d);
+  w.output = c.tied_output ? w.token_embd : b.Matrix("output.weight", c.vocab_size, d);
+  w.output_norm = b.Vector("output_norm.weight", d);
+  w.output_norm_bias = b.Vector("output_norm.bias", d);
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    const std::string p = fmt::format("blk.{}.", l);
+    L.attn_norm = b.Vector(p + "attn_norm.weight", d);
+    L.attn_norm_bias = b.Vector(p + "attn_norm.bias", d);
+    // Rows [0, d) produce q, [d, 2d) k, [2d, 3d) v.
+    const WeightView qkv = b.Matrix(p + "attn_qkv.weight", 3 * d, d);
+    L.wq = RowRange(qkv, 0, d);
+    L.wk = RowRange(qkv, d, d);
+    L.wv = RowRange(qkv, 2 * d, d);
+    const float* qkv_bias = b.Vector(p + "attn_qkv.bias", 3 * d);
+    L.bq = qkv_bias;
+    L.bk = qkv_bias + d;
+    L.bv = qkv_bias + 2 * d;
+    L.wo = b.Matrix(p + "attn_output.weight", d, d);
+    L.bo = b.Vector(p + "attn_output.bias", d);
+    L.ffn_norm = b.Vector(p + "ffn_norm.weight", d);
+    L.ffn_norm_bias = b.Vector(p + "ffn_norm.bias", d);
+    L.w_up = b.Matrix(p + "ffn_up.weight", c.d_ff, d);
+    L.b_up = b.Vector(p + "ffn_up.bias", c.d_ff);
+    L.w_down = b.Matrix(p + "ffn_down.weight", d, c.d_ff);
+    L.b_down = b.Vector(p + "ffn_down.bias", d);
   }
   return w;
 }

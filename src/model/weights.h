@@ -1,6 +1,11 @@
 // Named weight views of a transformer, bound to a model file's tensors
 // (zero-copy: quantized and f32 matrices point into the mapping). Every
 // tensor's presence, type and shape is checked against the ModelConfig.
+//
+// One struct serves both architectures; the fields an architecture does not
+// use stay empty (Llama: no biases, no position_embd; GPT-2: no w_gate).
+// GPT-2's fused QKV projection is bound as three row ranges of the one
+// matrix (wq, wk, wv point into it), so the forward pass is the same.
 #pragma once
 
 #include <vector>
@@ -20,24 +25,46 @@ struct LayerWeights {
   WeightView wv;                     // [kv_dim, d_model]
   WeightView wo;                     // [d_model, q_dim]
   const float* ffn_norm = nullptr;   // [d_model]
-  WeightView w_gate;                 // [d_ff, d_model]
+  WeightView w_gate;                 // [d_ff, d_model] (Llama only)
   WeightView w_up;                   // [d_ff, d_model]
   WeightView w_down;                 // [d_model, d_ff]
+  // GPT-2 only (nullptr for Llama): LayerNorm shifts and projection biases.
+  const float* attn_norm_bias = nullptr;  // [d_model]
+  const float* bq = nullptr;              // [q_dim]
+  const float* bk = nullptr;              // [kv_dim]
+  const float* bv = nullptr;              // [kv_dim]
+  const float* bo = nullptr;              // [d_model]
+  const float* ffn_norm_bias = nullptr;   // [d_model]
+  const float* b_up = nullptr;            // [d_ff]
+  const float* b_down = nullptr;          // [d_model]
 };
 
 struct ModelWeights {
   WeightView token_embd;             // [vocab, d_model]
   WeightView output;                 // [vocab, d_model]; = token_embd when tied
   const float* output_norm = nullptr;  // [d_model]
+  // GPT-2 only: learned positions and the final LayerNorm's shift.
+  WeightView position_embd;          // [context_length, d_model]
+  const float* output_norm_bias = nullptr;  // [d_model]
   std::vector<LayerWeights> layers;  // [n_layers]
   int64_t num_parameters = 0;
   int64_t weight_bytes = 0;
-  // f32 copies of vectors stored in another type (norm weights in f16...).
+  // Buffers the views may point into instead of the mapping: f32 copies of
+  // vectors stored in another type (norm weights in f16...), and matrices
+  // rearranged at load (Hugging Face GPT-2's transposed Conv1D weights,
+  // Llama q/k rows put back into GGML's rotary pairing).
   std::vector<AlignedBuffer> owned;
 };
 
 // Throws Error naming the tensor: kDataLoss (missing, wrong shape),
 // kUnimplemented (a type without kernels).
 ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& config);
+// llama.cpp's gpt2 tensor names: token_embd, position_embd,
+// blk.N.{attn_norm,attn_qkv,attn_output,ffn_norm,ffn_up,ffn_down}.{weight,bias},
+// output_norm.{weight,bias}, optional output.weight.
+ModelWeights BindGpt2Weights(const GgufFile& file, const ModelConfig& config);
+
+// Views of rows [first, first + count) of `w` (no copy).
+WeightView RowRange(const WeightView& w, int64_t first, int64_t count);
 
 }  // namespace kvinfer

@@ -70,9 +70,15 @@ HWY_INLINE __m512 SumsOf16(const __m512* a) {
 
 // Scores for head_dim a multiple of 16: keys in tiles of 16, each head's 16
 // dot products reduced together by SumsOf16.
+HWY_INLINE __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+HWY_INLINE __m512 Load16(const hwy::float16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+template <typename T>
 HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float scale,
                          std::span<const KvSpan> spans, int32_t total, float* HWY_RESTRICT s) {
-  const float* kp[16];
+  const T* kp[16];
   const __m512 vscale = _mm512_set1_ps(scale);
   size_t si = 0;
   int32_t t_in_span = 0;
@@ -83,7 +89,7 @@ HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float s
         ++si;
         t_in_span = 0;
       }
-      kp[t] = spans[si].k + static_cast<size_t>(t_in_span++) * hd;
+      kp[t] = static_cast<const T*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd;
     }
     for (int t = m; t < 16; ++t) kp[t] = kp[0];  // padding, results dropped
     for (int h = 0; h < group; ++h) {
@@ -92,7 +98,7 @@ HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float s
       for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
       for (int c = 0; c < hd; c += 16) {
         const __m512 qv = _mm512_loadu_ps(qh + c);
-        for (int t = 0; t < 16; ++t) acc[t] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[t] + c), acc[t]);
+        for (int t = 0; t < 16; ++t) acc[t] = _mm512_fmadd_ps(qv, Load16(kp[t] + c), acc[t]);
       }
       const __m512 sums = _mm512_mul_ps(SumsOf16(acc), vscale);
       float* dst = s + static_cast<size_t>(h) * total + j0;
@@ -106,27 +112,38 @@ HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float s
 }
 #endif  // KVINFER_ATTN_AVX3
 
+// K/V elements as f32 vectors: plain loads, or f16 widened on load.
 template <class D>
+HWY_INLINE hn::Vec<D> LoadKv(D d, const float* HWY_RESTRICT p) {
+  return hn::LoadU(d, p);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadKv(D d, const hwy::float16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::PromoteTo(d, hn::LoadU(dh, p));
+}
+
+template <typename T, class D>
 HWY_INLINE void Scores(D d, const float* HWY_RESTRICT q, int group, int hd, float scale,
                        std::span<const KvSpan> spans, int32_t total, float* HWY_RESTRICT s) {
   const int L = static_cast<int>(hn::Lanes(d));
 #if KVINFER_ATTN_AVX3
-  if (L == 16) return Scores16(q, group, hd, scale, spans, total, s);
+  if (L == 16) return Scores16<T>(q, group, hd, scale, spans, total, s);
 #endif
   int32_t j = 0;
   for (const KvSpan& sp : spans) {
     for (int32_t t = 0; t < sp.n; ++t, ++j) {
-      const float* HWY_RESTRICT k = sp.k + static_cast<size_t>(t) * hd;
+      const T* HWY_RESTRICT k = static_cast<const T*>(sp.k) + static_cast<size_t>(t) * hd;
       for (int h = 0; h < group; ++h) {
         const float* HWY_RESTRICT qh = q + static_cast<size_t>(h) * hd;
         auto acc0 = hn::Zero(d);
         auto acc1 = hn::Zero(d);
         int c = 0;
         for (; c + 2 * L <= hd; c += 2 * L) {
-          acc0 = hn::MulAdd(hn::LoadU(d, qh + c), hn::LoadU(d, k + c), acc0);
-          acc1 = hn::MulAdd(hn::LoadU(d, qh + c + L), hn::LoadU(d, k + c + L), acc1);
+          acc0 = hn::MulAdd(hn::LoadU(d, qh + c), LoadKv(d, k + c), acc0);
+          acc1 = hn::MulAdd(hn::LoadU(d, qh + c + L), LoadKv(d, k + c + L), acc1);
         }
-        if (c < hd) acc0 = hn::MulAdd(hn::LoadU(d, qh + c), hn::LoadU(d, k + c), acc0);
+        if (c < hd) acc0 = hn::MulAdd(hn::LoadU(d, qh + c), LoadKv(d, k + c), acc0);
         s[static_cast<size_t>(h) * total + j] =
             hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0, acc1))) * scale;
       }
@@ -173,7 +190,7 @@ HWY_INLINE void ExpRow(float* HWY_RESTRICT s, int32_t n, float* m_out, float* l_
 // o[h, :] = sum_j p[h, j] v_j for HB heads, NS vector slices of head_dim at
 // a time: HB x NS independent accumulators, so consecutive FMAs never wait
 // on each other (one chain per head would be bound by the FMA latency).
-template <int HB, int NS, class D>
+template <typename T, int HB, int NS, class D>
 HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32_t total,
                                const float* HWY_RESTRICT p, float* HWY_RESTRICT o) {
   const int L = static_cast<int>(hn::Lanes(d));
@@ -184,10 +201,10 @@ HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32
     }
     int32_t j = 0;
     for (const KvSpan& sp : spans) {
-      const float* HWY_RESTRICT v = sp.v + c;
+      const T* HWY_RESTRICT v = static_cast<const T*>(sp.v) + c;
       for (int32_t t = 0; t < sp.n; ++t, ++j) {
         hn::Vec<D> vv[NS];
-        for (int k = 0; k < NS; ++k) vv[k] = hn::LoadU(d, v + static_cast<size_t>(t) * hd + k * L);
+        for (int k = 0; k < NS; ++k) vv[k] = LoadKv(d, v + static_cast<size_t>(t) * hd + k * L);
         for (int h = 0; h < HB; ++h) {
           const auto w = hn::Set(d, p[static_cast<size_t>(h) * total + j]);
           for (int k = 0; k < NS; ++k) acc[h][k] = hn::MulAdd(w, vv[k], acc[h][k]);
@@ -210,52 +227,63 @@ constexpr int kMaxAccumulators = 12;
 constexpr int kMaxAccumulators = 6;
 #endif
 
-template <int HB, class D>
+template <typename T, int HB, class D>
 HWY_INLINE void WeightedValuesHeads(D d, int hd, std::span<const KvSpan> spans, int32_t total,
                                     const float* p, float* o) {
   const int slices = hd / static_cast<int>(hn::Lanes(d));
   if (slices % 4 == 0 && HB * 4 <= kMaxAccumulators) {
-    WeightedValues<HB, 4>(d, hd, spans, total, p, o);
+    WeightedValues<T, HB, 4>(d, hd, spans, total, p, o);
   } else if (slices % 2 == 0 && HB * 2 <= kMaxAccumulators) {
-    WeightedValues<HB, 2>(d, hd, spans, total, p, o);
+    WeightedValues<T, HB, 2>(d, hd, spans, total, p, o);
   } else {
-    WeightedValues<HB, 1>(d, hd, spans, total, p, o);
+    WeightedValues<T, HB, 1>(d, hd, spans, total, p, o);
   }
 }
 
-template <class D>
+template <typename T, class D>
 HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                          float* l, float* o) {
-  Scores(d, q, group, hd, scale, spans, total, scratch);
+  Scores<T>(d, q, group, hd, scale, spans, total, scratch);
   for (int h = 0; h < group; ++h) ExpRow(scratch + static_cast<size_t>(h) * total, total, m + h, l + h);
   for (int h0 = 0; h0 < group; h0 += kMaxHeadsPerPass) {
     const float* p = scratch + static_cast<size_t>(h0) * total;
     float* oh = o + static_cast<size_t>(h0) * hd;
     switch (std::min(kMaxHeadsPerPass, group - h0)) {
-      case 1: WeightedValuesHeads<1>(d, hd, spans, total, p, oh); break;
-      case 2: WeightedValuesHeads<2>(d, hd, spans, total, p, oh); break;
-      case 3: WeightedValuesHeads<3>(d, hd, spans, total, p, oh); break;
-      default: WeightedValuesHeads<4>(d, hd, spans, total, p, oh); break;
+      case 1: WeightedValuesHeads<T, 1>(d, hd, spans, total, p, oh); break;
+      case 2: WeightedValuesHeads<T, 2>(d, hd, spans, total, p, oh); break;
+      case 3: WeightedValuesHeads<T, 3>(d, hd, spans, total, p, oh); break;
+      default: WeightedValuesHeads<T, 4>(d, hd, spans, total, p, oh); break;
     }
   }
 }
 
-void AttentionPartialImpl(const float* q, int group, int hd, float scale,
-                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
-                          float* l, float* o) {
+template <typename T>
+HWY_INLINE void PartialForType(const float* q, int group, int hd, float scale,
+                               std::span<const KvSpan> spans, int32_t total, float* scratch,
+                               float* m, float* l, float* o) {
   const hn::ScalableTag<float> d_full;
   const hn::CappedTag<float, 8> d8;
   const hn::CappedTag<float, 4> d4;
   const hn::CappedTag<float, 1> d1;
   if (hd % static_cast<int>(hn::Lanes(d_full)) == 0) {
-    PartialT(d_full, q, group, hd, scale, spans, total, scratch, m, l, o);
+    PartialT<T>(d_full, q, group, hd, scale, spans, total, scratch, m, l, o);
   } else if (hd % static_cast<int>(hn::Lanes(d8)) == 0) {
-    PartialT(d8, q, group, hd, scale, spans, total, scratch, m, l, o);
+    PartialT<T>(d8, q, group, hd, scale, spans, total, scratch, m, l, o);
   } else if (hd % static_cast<int>(hn::Lanes(d4)) == 0) {
-    PartialT(d4, q, group, hd, scale, spans, total, scratch, m, l, o);
+    PartialT<T>(d4, q, group, hd, scale, spans, total, scratch, m, l, o);
   } else {
-    PartialT(d1, q, group, hd, scale, spans, total, scratch, m, l, o);
+    PartialT<T>(d1, q, group, hd, scale, spans, total, scratch, m, l, o);
+  }
+}
+
+void AttentionPartialImpl(const float* q, int group, int hd, float scale, KvPrecision kv_type,
+                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
+                          float* l, float* o) {
+  if (kv_type == KvPrecision::kF16) {
+    PartialForType<hwy::float16_t>(q, group, hd, scale, spans, total, scratch, m, l, o);
+  } else {
+    PartialForType<float>(q, group, hd, scale, spans, total, scratch, m, l, o);
   }
 }
 
@@ -267,12 +295,12 @@ namespace kvinfer::ops {
 
 HWY_EXPORT(AttentionPartialImpl);
 
-void AttentionPartial(const float* q, int group, int head_dim, float scale,
+void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPrecision kv_type,
                       std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                       float* l, float* o) {
   KVINFER_CHECK(group > 0 && head_dim > 0 && total > 0);
-  HWY_DYNAMIC_DISPATCH(AttentionPartialImpl)(q, group, head_dim, scale, spans, total, scratch, m,
-                                             l, o);
+  HWY_DYNAMIC_DISPATCH(AttentionPartialImpl)(q, group, head_dim, scale, kv_type, spans, total,
+                                             scratch, m, l, o);
 }
 
 void MergePartial(int group, int head_dim, const float* m2, const float* l2, const float* o2,

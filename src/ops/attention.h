@@ -12,13 +12,16 @@
 #include <cstdint>
 #include <span>
 
+#include "kvinfer/kvinfer.h"
+
 namespace kvinfer::ops {
 
 // `n` consecutive cached positions: keys k[n, head_dim] and values
-// v[n, head_dim], each row contiguous (one block's slice of a KV head).
+// v[n, head_dim], each row contiguous (one block's slice of a KV head), in
+// the cache's element type (f32 or IEEE f16).
 struct KvSpan {
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
   int32_t n = 0;
 };
 
@@ -27,8 +30,9 @@ struct KvSpan {
 //   m[h] = max_j s[h, j]
 //   l[h] = sum_j exp(s[h, j] - m[h])
 //   o[h, :] = sum_j exp(s[h, j] - m[h]) * v_j           (not yet divided by l)
-// scratch holds group * total floats. o is [group, head_dim].
-void AttentionPartial(const float* q, int group, int head_dim, float scale,
+// scratch holds group * total floats. o is [group, head_dim]. f16 K/V are
+// widened to f32 as they are loaded; all arithmetic is f32.
+void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPrecision kv_type,
                       std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                       float* l, float* o);
 

@@ -24,12 +24,14 @@ struct ConcurrencyOptions {
   int prompt_tokens = 128;
   int gen_tokens = 128;
   std::string kv = "paged";
+  std::string kv_dtype = "f32";
   bool no_plot = false;
 };
 
 nlohmann::json RunLevel(const Model& model, const ConcurrencyOptions& o, int c) {
   EngineOptions eo;
   eo.kv.strategy = *ParseKvStrategy(o.kv);
+  eo.kv.precision = *ParseKvPrecision(o.kv_dtype);
   eo.kv.block_size_tokens = 16;
   eo.kv.max_seq_len = o.prompt_tokens + o.gen_tokens;
   eo.num_threads = o.threads;
@@ -108,6 +110,7 @@ void RunConcurrency(const ConcurrencyOptions& o) {
                             {"kvinfer_version", Version()},
                             {"threads", o.threads},
                             {"kv", o.kv},
+                            {"kv_dtype", o.kv_dtype},
                             {"prompt_tokens", o.prompt_tokens},
                             {"gen_tokens", o.gen_tokens},
                             {"levels", levels}};
@@ -127,6 +130,7 @@ void AddBenchConcurrencyCommand(CLI::App* bench) {
   AddModelOption(cmd, &o->model);
   AddOutDirOption(cmd, &o->out);
   AddThreadsOption(cmd, &o->threads);
+  AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--levels", o->levels, "Concurrency levels")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt tokens per sequence")
       ->check(CLI::Range(1, 1 << 20))

@@ -30,6 +30,7 @@ struct KvModesOptions {
   int prompt_tokens = 32;
   int block_size = 16;
   int none_max_gen = 0;  // 0 = no cap
+  std::string kv_dtype = "f32";
   bool no_plot = false;
 };
 
@@ -45,6 +46,7 @@ nlohmann::json MeasureRun(const Model& model, const KvModesOptions& o, const Run
                           bool keep_steps) {
   EngineOptions eo;
   eo.kv.strategy = spec.strategy;
+  eo.kv.precision = *ParseKvPrecision(o.kv_dtype);
   eo.kv.max_seq_len = spec.max_seq_len;
   eo.kv.block_size_tokens = o.block_size;
   eo.num_threads = o.threads;
@@ -222,6 +224,7 @@ void RunKvModes(const KvModesOptions& o) {
       {"model", bench::ModelJson(info)},
       {"threads", threads},
       {"quick", o.quick},
+      {"kv_dtype", o.kv_dtype},
       {"block_size_tokens", o.block_size},
       {"none_max_gen_tokens", none_cap >= (1 << 30) ? nlohmann::json(nullptr) : nlohmann::json(none_cap)},
       {"elapsed_s", bench::Round(elapsed_s, 1)},
@@ -266,6 +269,7 @@ void AddBenchKvModesCommand(CLI::App* bench) {
   cmd->add_flag("--quick", o->quick,
                 "Shorter sweeps (generated 16, 64, 128; prompts 32, 128, 256)");
   AddThreadsOption(cmd, &o->threads);
+  AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt length of the generated-length sweep")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

@@ -28,6 +28,7 @@ Model LoadModel(const std::string& path);
 struct RunFlags {
   std::string model;
   std::string kv = "contiguous";
+  std::string kv_dtype = "f32";
   int threads = 0;
   int max_seq_len = 0;
   int block_size = 16;
@@ -50,6 +51,7 @@ struct RunFlags {
 void AddModelOption(CLI::App* cmd, std::string* model);       // --model,-m
 void AddThreadsOption(CLI::App* cmd, int* threads);           // --threads,-t
 void AddOutDirOption(CLI::App* cmd, std::string* out);        // --out,-o (required)
+void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16
 
 nlohmann::json KvStatsJson(const KvCacheStats& s);
 

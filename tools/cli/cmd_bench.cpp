@@ -27,6 +27,7 @@ namespace {
 struct SpeedOptions {
   std::string model;
   std::string kv = "contiguous";
+  std::string kv_dtype = "f32";
   int threads = 0;
   int prompt_tokens = 512;
   int gen_tokens = 128;
@@ -84,6 +85,7 @@ void RunSpeed(const SpeedOptions& o) {
   }
   EngineOptions eo;
   eo.kv.strategy = *ParseKvStrategy(o.kv);
+  eo.kv.precision = *ParseKvPrecision(o.kv_dtype);
   eo.kv.max_seq_len = seq_len;
   eo.num_threads = o.threads;
   eo.max_seqs = 1;
@@ -132,6 +134,7 @@ void RunSpeed(const SpeedOptions& o) {
                               {"model_name", info.name},
                               {"threads", threads},
                               {"kv", o.kv},
+                              {"kv_dtype", o.kv_dtype},
                               {"prompt_tokens", o.prompt_tokens},
                               {"gen_tokens", o.gen_tokens},
                               {"repetitions", o.repetitions},
@@ -179,6 +182,7 @@ void AddBenchCommand(CLI::App& app) {
       "speed", "Prefill and decode throughput on a synthetic prompt (llama-bench style)");
   AddModelOption(speed, &o->model);
   AddThreadsOption(speed, &o->threads);
+  AddKvDtypeOption(speed, &o->kv_dtype);
   speed->add_option("--prompt-tokens,-p", o->prompt_tokens, "Prompt tokens to prefill")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

@@ -45,7 +45,11 @@ void RunInfo(const std::string& path, bool as_json) {
   for (const auto& [name, count] : i.tensor_types) {
     type_list += fmt::format("{}{} x{}", type_list.empty() ? "" : ", ", name, count);
   }
-  fmt::print("file            {} ({})\n", i.path, i.format);
+  const char* format = i.format == "gguf"      ? "GGUF"
+                       : i.format == "hf"      ? "Hugging Face checkpoint directory (safetensors)"
+                       : i.format == "llama2c" ? "llama2.c checkpoint"
+                                               : i.format.c_str();
+  fmt::print("file            {} ({})\n", i.path, format);
   fmt::print("name            {}\n", i.name);
   fmt::print("architecture    {}\n", i.architecture);
   fmt::print("layers          {}\n", i.n_layers);
@@ -75,7 +79,9 @@ void AddInfoCommand(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
-      "info", "Describe a model: architecture, sizes, tensor types, KV bytes per token");
+      "info",
+      "Describe a model (GGUF file, Hugging Face checkpoint directory or llama2.c .bin): "
+      "format, architecture, sizes, tensor types, KV bytes per token");
   AddModelOption(cmd, path.get());
   cmd->add_flag("--json", *as_json, "Print one JSON object");
   cmd->callback([path, as_json] { RunInfo(path->empty() ? DefaultModelPath() : *path, *as_json); });

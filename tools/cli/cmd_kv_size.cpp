@@ -1,6 +1,7 @@
 // kvinfer kv-size: how much memory a model's KV cache needs.
 //
-// Models come from --model FILE.gguf (metadata only), --config config.json
+// Models come from --model (a GGUF file, a Hugging Face checkpoint directory
+// or a llama2.c .bin; metadata only), --config config.json
 // (Hugging Face) or --preset NAME; each flag may repeat, and every model
 // becomes one row of the table (models first, then configs, then presets).
 //
@@ -32,6 +33,7 @@
 #include "cli.h"
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/llama2c.h"
 #include "kv/kv_size.h"
 
 extern char** environ;
@@ -67,19 +69,51 @@ std::string ReadText(const std::string& path) {
 
 std::vector<Entry> LoadSpecs(const KvSizeFlags& f) {
   std::vector<Entry> out;
+  // --model takes what every command's --model takes: a GGUF file (its
+  // metadata), a Hugging Face checkpoint directory (its config.json) or a
+  // llama2.c checkpoint (its header). No weights are read.
+  std::vector<std::string> configs = f.configs;
   for (const std::string& path : f.models) {
     std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      if (!std::filesystem::is_regular_file(std::filesystem::path(path) / "config.json", ec)) {
+        Die(fmt::format("'{}' is a directory without config.json: not a Hugging Face checkpoint",
+                        path));
+      }
+      configs.push_back(path);
+      continue;
+    }
     if (!std::filesystem::is_regular_file(path, ec)) {
       Die(fmt::format("model file '{}' does not exist", path));
     }
+    char magic[4] = {};
+    std::ifstream(path, std::ios::binary).read(magic, 4);
     try {
-      GgufFile gguf = GgufFile::Open(path);
-      out.push_back({KvSizeSpecFromGguf(gguf), path});
+      if (std::string_view(magic, 4) == "GGUF") {
+        GgufFile gguf = GgufFile::Open(path);
+        out.push_back({KvSizeSpecFromGguf(gguf), path});
+      } else if (path.ends_with(".bin")) {
+        const ModelConfig c = Llama2cCheckpoint::Open(path).config();
+        KvSizeSpec s;
+        s.name = std::filesystem::path(path).stem().string();
+        s.n_layers = c.n_layers;
+        s.n_heads = c.n_heads;
+        s.n_kv_heads = c.n_kv_heads;
+        s.head_dim = c.head_dim;
+        s.v_head_dim = c.head_dim;
+        s.context_length = c.context_length;
+        out.push_back({std::move(s), path});
+      } else {
+        Die(fmt::format(
+            "'{}' is not a model kvinfer knows (a GGUF file, a Hugging Face checkpoint directory "
+            "or a llama2.c .bin)",
+            path));
+      }
     } catch (const Error& e) {
       Die(fmt::format("cannot read the model config from '{}': {}", path, e.what()));
     }
   }
-  for (std::string path : f.configs) {
+  for (std::string path : configs) {
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec))
       path = (std::filesystem::path(path) / "config.json").string();
@@ -339,7 +373,7 @@ void RunKvSize(const KvSizeFlags& f) {
     std::string known;
     for (const std::string& n : KvSizePresetNames()) known += (known.empty() ? "" : ", ") + n;
     Die(
-        fmt::format("kv-size needs a model: --model FILE.gguf, --config config.json or "
+        fmt::format("kv-size needs a model: --model FILE.gguf|DIR|FILE.bin, --config config.json or "
                     "--preset NAME (presets: {})",
                     known));
   }
@@ -375,7 +409,9 @@ void AddKvSizeCommand(CLI::App& app) {
       "kv-size",
       "KV-cache memory calculator: bytes per token and totals for a model file, a Hugging Face "
       "config.json or a named preset (MHA, GQA, MQA, MLA, sliding windows)");
-  cmd->add_option("--model,-m", f->models, "GGUF model file (metadata only; repeatable)");
+  cmd->add_option("--model,-m", f->models,
+                  "Model: GGUF file, Hugging Face checkpoint directory or llama2.c .bin (metadata "
+                  "only; repeatable)");
   cmd->add_option("--config,-c", f->configs,
                   "Hugging Face config.json, or a folder holding one (repeatable)");
   std::string preset_help = "Named preset (repeatable, or comma-separated): ";

@@ -47,12 +47,21 @@ Model LoadModel(const std::string& path) {
 
 void AddModelOption(CLI::App* cmd, std::string* model) {
   cmd->add_option("--model,-m", *model,
-                  "Model file (GGUF, or llama2.c .bin); default: the installed "
+                  "Model: GGUF file, Hugging Face checkpoint directory (config.json + "
+                  "safetensors) or llama2.c .bin; default: the installed "
                   "SmolLM2-135M-Instruct");
 }
 
 void AddThreadsOption(CLI::App* cmd, int* threads) {
   cmd->add_option("--threads,-t", *threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+}
+
+void AddKvDtypeOption(CLI::App* cmd, std::string* dtype) {
+  cmd->add_option("--kv-dtype", *dtype,
+                  "Element type of cached K/V: f32 (exact) or f16 (half the memory and attention "
+                  "traffic)")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
 }
 
 void AddOutDirOption(CLI::App* cmd, std::string* out) {
@@ -64,6 +73,7 @@ void RunFlags::Add(CLI::App* app, bool sampling) {
   app->add_option("--kv", kv, "KV cache strategy")
       ->check(CLI::IsMember({"none", "contiguous", "paged"}))
       ->capture_default_str();
+  AddKvDtypeOption(app, &kv_dtype);
   AddThreadsOption(app, &threads);
   app->add_option("--max-seq-len", max_seq_len,
                   "Longest sequence a request may reach (0 = automatic; at most the model's context)")
@@ -94,6 +104,7 @@ std::string RunFlags::ModelPath() const { return model.empty() ? DefaultModelPat
 EngineOptions RunFlags::Engine(int max_seq_len_auto) const {
   EngineOptions o;
   o.kv.strategy = *ParseKvStrategy(kv);
+  o.kv.precision = *ParseKvPrecision(kv_dtype);
   o.kv.block_size_tokens = block_size;
   o.kv.memory_bytes = static_cast<int64_t>(kv_memory_mib * 1024.0 * 1024.0);
   o.kv.num_blocks = num_blocks;

@@ -35,7 +35,7 @@ They are rounded to --dtype once; the GGUF holds exactly the same numbers.
 Deterministic: a fixed seed gives byte-identical files.
 
 usage: /usr/bin/python3 tools/reference/make_gpt2.py [--shape tiny|124m] [--dtype f16|f32]
-           [--out DIR] [--gguf] [--seed N] [--tokenizer-dir DIR]
+           [--out DIR] [--gguf] [--seed N] [--scale S] [--tokenizer-dir DIR]
   tiny: 2 layers, n_embd 64, 4 heads, 64 positions, vocab 50257 (~7 MB in F16)
   124m: 12 layers, n_embd 768, 12 heads, 1024 positions, vocab 50257 (GPT-2 small)
 """
@@ -63,14 +63,16 @@ EOT_ID = 50256  # <|endoftext|>
 _ST_DTYPE = {"f32": ("F32", np.float32), "f16": ("F16", np.float16)}
 
 
-def make_weights(shape, dtype, seed):
-    """Returns [(hf_name, array)] in file order, arrays already in `dtype`."""
+def make_weights(shape, dtype, seed, scale=1.0):
+    """Returns [(hf_name, array)] in file order, arrays already in `dtype`.
+    `scale` multiplies the standard deviation of every matrix and embedding."""
     rng = np.random.default_rng(seed)
     L, n, P, V = shape["n_layer"], shape["n_embd"], shape["n_positions"], shape["vocab_size"]
     np_dtype = _ST_DTYPE[dtype][1]
     out = []
 
     def normal(shape_, std):
+        std = std * scale if len(shape_) == 2 else std
         return (rng.standard_normal(shape_, dtype=np.float32) * np.float32(std)).astype(np_dtype)
 
     def ln(name):
@@ -211,6 +213,9 @@ def main():
     ap.add_argument("--out", help="output directory (default models/gpt2-SHAPE-DTYPE)")
     ap.add_argument("--gguf", action="store_true", help="also write OUT/model.gguf")
     ap.add_argument("--seed", type=int, default=20240612)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the std of matrices and embeddings (a sharper, less uniform "
+                         "output distribution for goldens; default 1 = GPT-2's init)")
     ap.add_argument("--tokenizer-dir",
                     default=os.path.join(ROOT, "..", "shared", "models", "tokenizers", "gpt2"))
     a = ap.parse_args()
@@ -222,7 +227,7 @@ def main():
     vocab_path, merges_path, tokens, merges = read_gpt2_tokenizer(a.tokenizer_dir)
     if len(tokens) != shape["vocab_size"]:
         sys.exit("make_gpt2.py: tokenizer has %d tokens, expected %d" % (len(tokens), shape["vocab_size"]))
-    weights = make_weights(shape, a.dtype, a.seed)
+    weights = make_weights(shape, a.dtype, a.seed, a.scale)
 
     config = {
         "model_type": "gpt2",
@@ -240,7 +245,8 @@ def main():
         "eos_token_id": EOT_ID,
         "tie_word_embeddings": True,
         "torch_dtype": {"f16": "float16", "f32": "float32"}[a.dtype],
-        "kvinfer_note": "random weights from tools/reference/make_gpt2.py (seed %d)" % a.seed,
+        "kvinfer_note": "random weights from tools/reference/make_gpt2.py (seed %d, scale %g)"
+                        % (a.seed, a.scale),
     }
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
