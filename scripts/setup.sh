@@ -49,7 +49,7 @@ fi
 
 # Random-weight GPT-2 test fixtures (Hugging Face directory + GGUF of the
 # same weights), deterministic and generated rather than committed; the
-# goldens in tests/goldens/gpt2-* record their checksums. Under a second.
+# goldens in tests/goldens/gpt2-* record their checksums. ~6 s the first time.
 ./scripts/make-gpt2-fixtures.sh
 
 if [ "${KVINFER_SKIP_BUILD:-0}" != "1" ]; then

@@ -51,7 +51,7 @@ std::string Gpt2TinyS12Gguf() { return Models() + "/gpt2-tiny-s12-random/model.g
 std::string Gpt2124m() { return Models() + "/gpt2-124m-f16"; }
 std::string Gpt2124mGguf() { return Models() + "/gpt2-124m-f16/model.gguf"; }
 constexpr const char* kMakeTiny = "./scripts/make-gpt2-fixtures.sh";
-constexpr const char* kMake124m = "./scripts/make-gpt2-fixtures.sh 124m";
+constexpr const char* kMake124m = "./scripts/make-gpt2-fixtures.sh";
 
 const GoldenCase kCases[] = {
     {"tiny_random", "tiny-random", &TinyRandom, false},
