@@ -8,8 +8,9 @@
 # (tools/bench/make_bench_model.py; the Q4_1 figures use the real SmolLM2
 # file), then per type: pp512 (one batched prefill of 512 tokens) and tg128
 # (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
-# then decode at 128 and 2048 tokens of context (Q4_1), and batched decode
-# throughput for 1..64 sequences (Q4_1). JSON in bench/results/speed/, the
+# then decode at 128 and 2048 tokens of context (Q4_1, f32 and f16 KV), and batched decode
+# throughput for 1..64 sequences (Q4_1); Q4_1 with --f32-activations, and the
+# GPT-2 124M shape (F16, F32) for reference. JSON in bench/results/speed/, the
 # table in bench/results/speed/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,19 @@ done
 echo "== q4_1: decode at 128 and 2048 tokens of context" >&2
 m=$(model_for q4_1)
 for d in 128 2048; do
-  "$K" bench speed -m "$m" -t "$THREADS" -p $d -n 65 -r 3 --json >"$OUT/q4_1-depth$d.json"
+  for kvt in f32 f16; do
+    "$K" bench speed -m "$m" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
+      >"$OUT/q4_1-depth$d-kv$kvt.json"
+  done
+done
+echo "== q4_1 with f32 activations (the exact path), for comparison" >&2
+"$K" bench speed -m "$m" -t "$THREADS" -p 512 -n 2 -r 3 --f32-activations --json >"$OUT/q4_1-f32act-pp512.json"
+"$K" bench speed -m "$m" -t "$THREADS" -p 1 -n 129 -r 3 --f32-activations --json >"$OUT/q4_1-f32act-tg128.json"
+echo "== GPT-2 124M shape (random weights), F16 and F32" >&2
+./scripts/make-gpt2-fixtures.sh 124m
+for t in f16 f32; do
+  "$K" bench speed -m models/gpt2-124m-$t -t "$THREADS" -p 512 -n 2 -r 3 --json >"$OUT/gpt2-124m-$t-pp512.json"
+  "$K" bench speed -m models/gpt2-124m-$t -t "$THREADS" -p 1 -n 129 -r 3 --json >"$OUT/gpt2-124m-$t-tg128.json"
 done
 echo "== q4_1: batched decode" >&2
 "$K" bench concurrency -m "$m" -t "$THREADS" --out "$OUT/concurrency" --no-plot >/dev/null

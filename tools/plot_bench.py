@@ -468,11 +468,26 @@ def speed_table(speed_dir, img_dir=None):
                    f"{tg['decode_tokens_per_s']:.0f} ± {tg['decode_tokens_per_s_stddev']:.0f} | "
                    f"{lt} | {rt:.2f}x |")
     out.append("")
-    depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}.json") for d in (128, 2048)}
-    if all(os.path.exists(p) for p in depth.values()):
-        a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
-        out.append(f"Q4_1 decode after 128 tokens of context: {a:.0f} tok/s; after 2048: {b:.0f} "
-                   f"tok/s ({100 * b / a:.0f}% of the speed at 128).\n")
+    extra = [("Q4_1, f32 activations (exact path)", "q4_1-f32act"),
+             ("GPT-2 124M shape, F16 (random weights)", "gpt2-124m-f16"),
+             ("GPT-2 124M shape, F32 (random weights)", "gpt2-124m-f32")]
+    rows = []
+    for label, stem in extra:
+        pp_path = os.path.join(speed_dir, f"{stem}-pp512.json")
+        tg_path = os.path.join(speed_dir, f"{stem}-tg128.json")
+        if os.path.exists(pp_path) and os.path.exists(tg_path):
+            pp, tg = load(pp_path), load(tg_path)
+            rows.append(f"| {label} | {pp['prefill_tokens_per_s']:.0f} ± "
+                        f"{pp['prefill_tokens_per_s_stddev']:.0f} | {tg['decode_tokens_per_s']:.0f} ± "
+                        f"{tg['decode_tokens_per_s_stddev']:.0f} |")
+    if rows:
+        out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"] + rows + [""]
+    for kvt in ("f32", "f16"):
+        depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}-kv{kvt}.json") for d in (128, 2048)}
+        if all(os.path.exists(p) for p in depth.values()):
+            a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
+            out.append(f"Q4_1 decode, {kvt} KV cache: after 128 tokens of context {a:.0f} tok/s; "
+                       f"after 2048 {b:.0f} tok/s ({100 * b / a:.0f}% of the speed at 128).\n")
     conc = os.path.join(speed_dir, "concurrency", "results.json")
     batched = []
     if os.path.exists(conc):
