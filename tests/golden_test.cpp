@@ -124,6 +124,35 @@ Golden LoadGolden(const std::string& name) {
   return g;
 }
 
+// The engine's logits at the golden's stored positions: one ragged batch
+// holding the prompt and the first greedy tokens, so every stored position
+// (prompt and generated) is computed at once.
+std::vector<float> ForwardAtStoredPositions(const ModelImpl& m, const Golden& g,
+                                            KvPrecision precision) {
+  std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
+  const int32_t last = *std::max_element(positions.begin(), positions.end());
+  for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
+
+  ThreadPool pool(2);
+  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16, precision);
+  ModelRunner runner(m.config(), m.weights(), &pool);
+  const int32_t seq = cache.CreateSequence();
+  EXPECT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
+  ForwardBatch batch;
+  batch.seq_ids = {seq};
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    batch.tokens.push_back(tokens[i]);
+    batch.positions.push_back(static_cast<int32_t>(i));
+    batch.seq_index.push_back(0);
+  }
+  batch.logit_rows = positions;
+  std::vector<float> logits;
+  runner.Forward(batch, cache, &logits);
+  return logits;
+}
+
 class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenTest, LogitsMatchTheReference) {
@@ -137,29 +166,8 @@ TEST_P(GoldenTest, LogitsMatchTheReference) {
   const int vocab = m.config().vocab_size;
   ASSERT_EQ(vocab, g.meta["vocab_size"].get<int>());
 
-  // One ragged batch holding the prompt and the first greedy tokens, so
-  // every stored position (prompt and generated) is computed at once.
-  std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
-  const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
-  const int32_t last = *std::max_element(positions.begin(), positions.end());
-  for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
-
-  ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16);
-  ModelRunner runner(m.config(), m.weights(), &pool);
-  const int32_t seq = cache.CreateSequence();
-  ASSERT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
-  ForwardBatch batch;
-  batch.seq_ids = {seq};
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    batch.tokens.push_back(tokens[i]);
-    batch.positions.push_back(static_cast<int32_t>(i));
-    batch.seq_index.push_back(0);
-  }
-  batch.logit_rows = positions;
-  std::vector<float> logits;
-  runner.Forward(batch, cache, &logits);
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF32);
 
   const double tol = 1e-4 * g.meta["max_abs_logit"].get<double>();
   for (size_t r = 0; r < positions.size(); ++r) {
@@ -239,32 +247,13 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelImpl& m = *model->impl();
   const int vocab = m.config().vocab_size;
-  std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
-  const std::vector<int32_t> prompt = tokens;
-  const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
-  const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
-  const int32_t last = *std::max_element(positions.begin(), positions.end());
-  for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
-
-  ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16, KvPrecision::kF16);
-  ModelRunner runner(m.config(), m.weights(), &pool);
-  const int32_t seq = cache.CreateSequence();
-  ASSERT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
-  ForwardBatch batch;
-  batch.seq_ids = {seq};
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    batch.tokens.push_back(tokens[i]);
-    batch.positions.push_back(static_cast<int32_t>(i));
-    batch.seq_index.push_back(0);
-  }
-  batch.logit_rows = positions;
-  std::vector<float> logits;
-  runner.Forward(batch, cache, &logits);
+  const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
+  const size_t stored = g.meta["logit_positions"].size();
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF16);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
   const double tol = 4 * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
   double worst = 0;
-  for (size_t i = 0; i < positions.size() * static_cast<size_t>(vocab); ++i) {
+  for (size_t i = 0; i < stored * static_cast<size_t>(vocab); ++i) {
     worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
   }
   EXPECT_LE(worst, tol) << gc.name << ": the reference moves by " << ref_f16 << " with f16 K/V";
