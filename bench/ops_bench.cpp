@@ -4,15 +4,22 @@
 // model's shapes (SmolLM2-135M: hidden 576, kv 192, ffn 1536, vocab 49152).
 // Counters: weight_bytes_per_second (weights streamed once per call; the
 // decode roofline), flops_per_second (2 * rows * cols * n).
-// DecodeStepMatMuls/<type>/<threads>: all matmuls of one decode token of the
-// 30-layer model, each layer its own weights, plus the Q8_0 output head.
+// (Q4_0 / Q4_1 / Q8_0 run the default int8-activation path there.)
+// MatMulAct/<type>/<rows>/<cols>/<n>/<threads>/<int8>: the quantized types
+// with int8 activations (int8=1, the default) or f32 activations (int8=0,
+// ops::SetActivationPrecision(kF32)), side by side for A/B comparisons.
+// DecodeStepMatMuls/<type>/<threads>/<int8>: all matmuls of one decode token
+// of the 30-layer model, each layer its own weights, plus the Q8_0 output head.
 //
 //   kvinfer_bench --benchmark_filter='MatMul|Decode' --benchmark_min_time=0.2
+//   kvinfer_bench --benchmark_filter='MatMulAct/.*/threads:2' --benchmark_min_time=0.2
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +28,7 @@
 #include "core/dtype.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "ops/matmul_int8.h"
 #include "ops/ops.h"
 
 namespace kvinfer {
@@ -135,11 +143,79 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Sets the activation precision for the duration of a benchmark.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(bool int8) : saved_(ops::GetActivationPrecision()) {
+    ops::SetActivationPrecision(int8 ? ops::ActivationPrecision::kInt8
+                                     : ops::ActivationPrecision::kF32);
+  }
+  ~PrecisionScope() { ops::SetActivationPrecision(saved_); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  ops::ActivationPrecision saved_;
+};
+
+void BM_MatMulAct(benchmark::State& state) {
+  const PrecisionScope precision(state.range(5) != 0);
+  BM_MatMul(state);
+  state.SetLabel(std::string(DTypeName(static_cast<DType>(state.range(0)))) +
+                 (state.range(5) != 0 ? " int8 activations" : " f32 activations"));
+}
+
+void MatMulActArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"type", "rows", "cols", "n", "threads", "int8"});
+  const int64_t shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    for (const auto& s : shapes) {
+      for (int64_t n : {1, 16, 64, 512}) {
+        if (s[0] == 49152 && n == 512) continue;  // the head never sees a prompt's every token
+        for (int64_t threads : {1, 2}) {
+          for (int64_t int8 : {1, 0}) {
+            b->Args({static_cast<int64_t>(t), s[0], s[1], n, threads, int8});
+          }
+        }
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMulAct)->Apply(MatMulActArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// One int8 kernel forced (kernel: 0 scalar, 1 avx2, 2 avx512vnni; skipped
+// where the CPU cannot run it), 1 thread: how the fallbacks compare.
+void BM_MatMulInt8Kernel(benchmark::State& state) {
+  const auto kernel = static_cast<ops::int8::Kernel>(state.range(5));
+  const auto runnable = ops::int8::RunnableKernels();
+  if (std::find(runnable.begin(), runnable.end(), kernel) == runnable.end()) {
+    state.SkipWithError("kernel not runnable on this CPU");
+    return;
+  }
+  ops::int8::SetKernelForTest(kernel);
+  BM_MatMul(state);
+  ops::int8::SetKernelForTest(std::nullopt);
+  state.SetLabel(std::string(DTypeName(static_cast<DType>(state.range(0)))) + " int8 " +
+                 ops::int8::KernelName(kernel));
+}
+BENCHMARK(BM_MatMulInt8Kernel)
+    ->ArgNames({"type", "rows", "cols", "n", "threads", "kernel"})
+    ->ArgsProduct({{static_cast<int64_t>(DType::kQ4_0), static_cast<int64_t>(DType::kQ4_1),
+                    static_cast<int64_t>(DType::kQ8_0)},
+                   {1536},
+                   {576},
+                   {1, 16, 64},
+                   {1},
+                   {0, 1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // Every matmul of one decode token of SmolLM2-135M with layer weights of
 // `type` (30 layers of q, k, v, o, gate, up, down) and the Q8_0 head.
 void BM_DecodeStepMatMuls(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
+  const PrecisionScope precision(state.range(2) != 0);
   constexpr int kLayers = 30;
   constexpr int64_t kHidden = 576, kKv = 192, kFfn = 1536, kVocab = 49152;
   std::vector<BenchWeight> weights;
@@ -168,14 +244,15 @@ void BM_DecodeStepMatMuls(benchmark::State& state) {
   }
   state.counters["weight_bytes_per_second"] =
       benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(DTypeName(type)) + " layers + q8_0 head");
+  state.SetLabel(std::string(DTypeName(type)) + " layers + q8_0 head" +
+                 (state.range(2) != 0 ? ", int8 activations" : ", f32 activations"));
 }
 BENCHMARK(BM_DecodeStepMatMuls)
-    ->ArgNames({"type", "threads"})
-    ->Args({static_cast<int64_t>(DType::kQ4_1), 1})
-    ->Args({static_cast<int64_t>(DType::kQ4_1), 2})
-    ->Args({static_cast<int64_t>(DType::kQ4_0), 2})
-    ->Args({static_cast<int64_t>(DType::kQ8_0), 2})
+    ->ArgNames({"type", "threads", "int8"})
+    ->ArgsProduct({{static_cast<int64_t>(DType::kQ4_1), static_cast<int64_t>(DType::kQ4_0),
+                    static_cast<int64_t>(DType::kQ8_0)},
+                   {1, 2},
+                   {1, 0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -10,15 +10,18 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
+#include "ops/matmul_int8.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
 #include "ops/weights.h"
@@ -103,6 +106,25 @@ std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+// Sets the activation precision for a scope. The f32-path tests below use
+// kF32: with kInt8 (the default) Q4_0/Q4_1/Q8_0 take the int8 path, tested
+// by MatMulInt8Test against its own reference.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(ops::ActivationPrecision p) : saved_(ops::GetActivationPrecision()) {
+    ops::SetActivationPrecision(p);
+  }
+  ~PrecisionScope() { ops::SetActivationPrecision(saved_); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  ops::ActivationPrecision saved_;
+};
+
+constexpr ops::ActivationPrecision kBothPrecisions[] = {ops::ActivationPrecision::kInt8,
+                                                        ops::ActivationPrecision::kF32};
+
 // Tolerance of one output of a matmul. The optimized kernel sums cols
 // products in f32 (in some order: per-lane chains then a lane reduction),
 // the reference in double; the standard error bound of a length-k f32
@@ -145,6 +167,7 @@ const int64_t kTokens[] = {1, 2, 3, 5, 8, 17};
 class MatMulTest : public testing::TestWithParam<std::tuple<DType, int64_t>> {};
 
 TEST_P(MatMulTest, MatchesReference) {
+  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const auto [type, cols] = GetParam();
   for (int64_t rows : kRows) {
     const TestWeight w = MakeWeight(type, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
@@ -159,6 +182,7 @@ TEST_P(MatMulTest, MatchesReference) {
 }
 
 TEST_P(MatMulTest, ThreadCountDoesNotChangeBits) {
+  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const auto [type, cols] = GetParam();
   ThreadPool pool2(2);
   ThreadPool pool3(3);
@@ -216,8 +240,8 @@ std::vector<float> MatMulOneByOne(const WeightView& w, const std::vector<float>&
   return y;
 }
 
-void ExpectBatchInvariant(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
-                          uint32_t seed) {
+void ExpectBatchInvariantAt(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
+                            uint32_t seed) {
   const int64_t max_n = *std::max_element(ns.begin(), ns.end());
   const std::vector<float> x = RandomVector(static_cast<size_t>(max_n * w.cols), seed);
   const std::vector<float> want = MatMulOneByOne(w, x, max_n);
@@ -227,7 +251,17 @@ void ExpectBatchInvariant(const WeightView& w, const std::vector<int64_t>& ns, T
     const size_t count = got.size();
     EXPECT_EQ(0, std::memcmp(got.data(), want.data(), count * sizeof(float)))
         << DTypeName(w.type) << " [" << w.rows << ", " << w.cols << "] n=" << n
-        << (pool != nullptr ? " (2 threads)" : "");
+        << (pool != nullptr ? " (2 threads)" : "")
+        << " int8=" << (ops::GetActivationPrecision() == ops::ActivationPrecision::kInt8);
+  }
+}
+
+// Both activation precisions (they differ only for Q4_0/Q4_1/Q8_0).
+void ExpectBatchInvariant(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
+                          uint32_t seed) {
+  for (ops::ActivationPrecision p : kBothPrecisions) {
+    const PrecisionScope scope(p);
+    ExpectBatchInvariantAt(w, ns, pool, seed);
   }
 }
 
@@ -308,6 +342,197 @@ TEST(MatMulDeathTest, RejectsBadShapes) {
   EXPECT_DEATH(ops::MatMul(short_rows, x, 1, y, nullptr), "row_bytes");
   WeightView ok{DType::kF32, 2, 4, bytes.data(), 16};
   EXPECT_DEATH(ops::DequantizeRow(ok, 2, y), "out of");
+}
+
+// ---------------------------------------------------------------------------
+// The int8-activation path (ops/matmul_int8.h). Its formula is exact integer
+// block sums chained by f32 FMAs in block order, so every kernel (scalar,
+// AVX2, AVX-512 VNNI: each one this CPU runs), every n, row tile and thread
+// split must give the bits of ops::ref::MatMulInt8.
+
+const DType kInt8Types[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1};
+
+// Forces one int8 kernel for a scope.
+class KernelScope {
+ public:
+  explicit KernelScope(ops::int8::Kernel k) { ops::int8::SetKernelForTest(k); }
+  ~KernelScope() { ops::int8::SetKernelForTest(std::nullopt); }
+  KernelScope(const KernelScope&) = delete;
+  KernelScope& operator=(const KernelScope&) = delete;
+};
+
+TEST(MatMulInt8Test, RunnableKernels) {
+  const auto kernels = ops::int8::RunnableKernels();
+  ASSERT_FALSE(kernels.empty());
+  EXPECT_EQ(kernels.front(), ops::int8::Kernel::kScalar);
+  EXPECT_EQ(ops::int8::ActiveKernel(), kernels.back());
+  // The default path takes int8 only where a SIMD kernel runs.
+  EXPECT_EQ(ops::int8::UseForDefaultPrecision(), kernels.back() != ops::int8::Kernel::kScalar);
+  for (auto k : kernels) std::printf("int8 kernel runnable: %s\n", ops::int8::KernelName(k));
+  EXPECT_EQ(ops::GetActivationPrecision(), ops::ActivationPrecision::kInt8);  // the default
+}
+
+TEST(MatMulInt8Test, QuantizerMatchesReference) {
+  // Random blocks of several magnitudes, a zero block, hand-made ties.
+  const int64_t cols = 32 * 6;
+  std::vector<float> x = RandomVector(static_cast<size_t>(cols), 31, 3.0f);
+  for (int j = 0; j < 32; ++j) x[32 + j] *= 1e-30f;
+  for (int j = 0; j < 32; ++j) x[64 + j] = 0.0f;
+  // amax 127 -> d = 1, id = 1: x.5 values are exact ties (to even).
+  const float ties[] = {127.0f, 2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -127.0f, 1.49f};
+  for (int j = 0; j < 32; ++j) x[96 + j] = ties[j % 10];
+  for (int j = 0; j < 32; ++j) x[128 + j] = static_cast<float>(j - 16) * 1e6f;
+  const int8_t want_ties[] = {127, 2, 4, -2, -4, 0, 0, 126, -127, 1};
+  std::vector<int8_t> q_ref(static_cast<size_t>(cols));
+  std::vector<float> d_ref(6), s_ref(6);
+  ops::ref::QuantizeActivationsQ8(x.data(), cols, q_ref.data(), d_ref.data(), s_ref.data());
+  for (int j = 0; j < 10; ++j) EXPECT_EQ(q_ref[96 + j], want_ties[j]) << j;
+  EXPECT_EQ(d_ref[2], 0.0f);
+  EXPECT_EQ(d_ref[3], 1.0f);
+  for (auto k : ops::int8::RunnableKernels()) {
+    SCOPED_TRACE(ops::int8::KernelName(k));
+    const KernelScope scope(k);
+    std::vector<int8_t> q(q_ref.size());
+    std::vector<float> d(6), s(6);
+    std::vector<int32_t> sum(6);
+    ops::int8::QuantizeActivations(x.data(), 1, cols, q.data(), d.data(), s.data(), sum.data());
+    EXPECT_EQ(q, q_ref);
+    for (int b = 0; b < 6; ++b) {
+      EXPECT_EQ(std::bit_cast<uint32_t>(d[b]), std::bit_cast<uint32_t>(d_ref[b])) << b;
+      EXPECT_EQ(std::bit_cast<uint32_t>(s[b]), std::bit_cast<uint32_t>(s_ref[b])) << b;
+      int32_t want_sum = 0;
+      for (int j = 0; j < 32; ++j) want_sum += q_ref[b * 32 + j];
+      EXPECT_EQ(sum[b], want_sum) << b;
+    }
+  }
+}
+
+// Extreme codes: all-max weights times all-max activations in every block
+// (the int16 / int32 headroom of the SIMD kernels).
+TestWeight MakeExtremeWeight(DType type, int64_t rows, int64_t cols, uint8_t byte) {
+  TestWeight w = MakeWeight(type, rows, cols, 1);
+  const DTypeInfo& info = GetDTypeInfo(type);
+  const size_t header = type == DType::kQ4_1 ? 4 : 2;
+  for (size_t b = 0; b < w.bytes.size() / info.block_bytes; ++b) {
+    std::memset(&w.bytes[b * info.block_bytes + header], byte, info.block_bytes - header);
+  }
+  return w;
+}
+
+void ExpectInt8MatchesReference(const WeightView& w, const std::vector<float>& x, int64_t n,
+                                ThreadPool* pool, const std::string& what) {
+  std::vector<float> want(static_cast<size_t>(n * w.rows));
+  ops::ref::MatMulInt8(w, x.data(), n, want.data());
+  std::vector<float> got(want.size(), NAN);
+  ops::MatMul(w, x.data(), n, got.data(), pool);
+  int failures = 0;
+  for (size_t i = 0; i < got.size() && failures < 3; ++i) {
+    if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i])) {
+      ++failures;
+      ADD_FAILURE() << what << " " << DTypeName(w.type) << " [" << w.rows << ", " << w.cols
+                    << "] n=" << n << " token " << i / w.rows << " row " << i % w.rows << ": got "
+                    << got[i] << " want " << want[i];
+    }
+  }
+}
+
+TEST(MatMulInt8Test, EveryKernelMatchesReferenceBitForBit) {
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  const int64_t rows_list[] = {1, 7, 17, 33, 50};  // not multiples of the 8 / 16 row tiles
+  const int64_t n_list[] = {1, 2, 3, 5, 7, 16, 17, 64, 65};
+  for (auto k : ops::int8::RunnableKernels()) {
+    const KernelScope scope(k);
+    const std::string name = ops::int8::KernelName(k);
+    for (DType type : kInt8Types) {
+      for (int64_t blocks : {1, 3, 17, 18}) {
+        const int64_t cols = 32 * blocks;
+        for (int64_t rows : rows_list) {
+          const TestWeight w =
+              MakeWeight(type, rows, cols, static_cast<uint32_t>(rows * 131 + cols));
+          for (int64_t n : n_list) {
+            const std::vector<float> x =
+                RandomVector(static_cast<size_t>(n * cols), static_cast<uint32_t>(n + cols));
+            ExpectInt8MatchesReference(w.view, x, n, nullptr, name);
+            if (rows >= 33 && (n == 1 || n == 17 || n == 65)) {
+              ExpectInt8MatchesReference(w.view, x, n, &pool2, name + " 2 threads");
+              ExpectInt8MatchesReference(w.view, x, n, &pool3, name + " 3 threads");
+            }
+          }
+        }
+      }
+      // The SmolLM2 shapes, and codes at their extremes.
+      for (const auto& shape : {std::pair<int64_t, int64_t>{576, 576}, {97, 1536}}) {
+        const TestWeight w = MakeWeight(type, shape.first, shape.second, 77);
+        for (int64_t n : {1, 9}) {
+          const auto x = RandomVector(static_cast<size_t>(n * shape.second), 78);
+          ExpectInt8MatchesReference(w.view, x, n, &pool2, name + " smollm shape");
+        }
+      }
+      for (uint8_t byte : {uint8_t{0xFF}, uint8_t{0x80}, uint8_t{0x00}, uint8_t{0x7F}}) {
+        const TestWeight w = MakeExtremeWeight(type, 19, 64, byte);
+        for (float v : {1.0f, -1.0f}) {
+          const std::vector<float> x(static_cast<size_t>(5 * 64), v);
+          ExpectInt8MatchesReference(w.view, x, 5, nullptr, name + " extreme codes");
+          ExpectInt8MatchesReference(w.view, x, 1, nullptr, name + " extreme codes");
+        }
+      }
+    }
+  }
+}
+
+// Against the f32 path: the int8 result differs from sum_j w_j x_j by the
+// activation quantization error, |sum_j w_j (x_j - q_j d)| <= sum_j |w_j| d/2
+// per block, plus f32 rounding (both paths, a few ulp of sum |w_j x_j|
+// times the number of terms; cols * 2^-23 of it is generous).
+TEST(MatMulInt8Test, CloseToF32Path) {
+  for (DType type : kInt8Types) {
+    for (int64_t cols : {32, 576, 1536}) {
+      const int64_t rows = 37, n = 6;
+      const TestWeight w = MakeWeight(type, rows, cols, 41);
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 42);
+      std::vector<float> y8(static_cast<size_t>(n * rows)), y32(y8.size());
+      ops::MatMul(w.view, x.data(), n, y8.data(), nullptr);
+      {
+        const PrecisionScope f32(ops::ActivationPrecision::kF32);
+        ops::MatMul(w.view, x.data(), n, y32.data(), nullptr);
+      }
+      std::vector<float> wrow(static_cast<size_t>(cols));
+      double worst_ratio = 0.0;
+      for (int64_t r = 0; r < rows; ++r) {
+        ops::ref::DequantizeRow(w.view, r, wrow.data());
+        for (int64_t t = 0; t < n; ++t) {
+          const float* xt = x.data() + t * cols;
+          double quant_bound = 0.0, abs_sum = 0.0;
+          for (int64_t b = 0; b < cols / 32; ++b) {
+            double amax = 0.0, wabs = 0.0;
+            for (int j = 0; j < 32; ++j) {
+              amax = std::max(amax, std::fabs(static_cast<double>(xt[b * 32 + j])));
+              wabs += std::fabs(static_cast<double>(wrow[b * 32 + j]));
+              abs_sum += std::fabs(static_cast<double>(wrow[b * 32 + j]) * xt[b * 32 + j]);
+            }
+            quant_bound += wabs * (amax / 127.0) / 2.0 * (1.0 + 1e-6);
+          }
+          const double tol = quant_bound + static_cast<double>(cols + 8) * 0x1p-23 * abs_sum;
+          const size_t k = static_cast<size_t>(t * rows + r);
+          const double err = std::fabs(static_cast<double>(y8[k]) - y32[k]);
+          EXPECT_LE(err, tol) << DTypeName(type) << " cols " << cols << " row " << r << " t " << t;
+          worst_ratio = std::max(worst_ratio, err / tol);
+        }
+      }
+      // The bound is not vacuous: the int8 path does differ from f32.
+      EXPECT_GT(worst_ratio, 1e-3) << DTypeName(type) << " cols " << cols;
+    }
+  }
+}
+
+TEST(MatMulInt8Test, F32SettingRestoresTheF32Path) {
+  const TestWeight w = MakeWeight(DType::kQ4_1, 40, 96, 3);
+  const std::vector<float> x = RandomVector(96 * 3, 4);
+  std::vector<float> y(40 * 3);
+  const PrecisionScope f32(ops::ActivationPrecision::kF32);
+  ops::MatMul(w.view, x.data(), 3, y.data(), nullptr);
+  ExpectMatMulMatchesReference(w.view, x, 3, y);  // f32 tolerance: int8 would fail it
 }
 
 // ---------------------------------------------------------------------------
@@ -664,6 +889,7 @@ TEST(ElementwiseTest, RopeNorm) {
 // Every compiled SIMD target the CPU supports gives reference results.
 
 TEST(SimdTargetsTest, EveryTargetMatchesReference) {
+  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
   for (int64_t target : targets) {

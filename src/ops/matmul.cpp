@@ -26,10 +26,10 @@
 // Each kernel reduces its R * T accumulators together (AVX-512: 16 at a time
 // by a transposing shuffle network) instead of one horizontal sum each.
 //
-// Where an int8 (VNNI) path would go: it would quantize x per 32-group once
-// per call and replace Decoder::Group + MulAdd by an integer dot product per
-// group, keeping the same tiling and threading (MatMulRows); it would change
-// the arithmetic contract for every n at once.
+// Q4_0 / Q4_1 / Q8_0 weights go to the int8-activation path by default
+// (ops/matmul_int8.{h,cpp}: activations quantized per 32-block, integer dot
+// products, its own batch-invariant formula); this file is their exact f32
+// path, used under SetActivationPrecision(kF32).
 
 #include <algorithm>
 #include <cstdint>
@@ -40,6 +40,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "ops/matmul_int8.h"
 #include "ops/ops.h"
 
 #include "hwy/cache_control.h"
@@ -652,6 +653,11 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   KVINFER_CHECK(n >= 0);
   if (n == 0 || w.rows == 0) return;
   KVINFER_CHECK(x != nullptr && y != nullptr);
+  if (int8::IsInt8Type(w.type) && GetActivationPrecision() == ActivationPrecision::kInt8 &&
+      int8::UseForDefaultPrecision()) {
+    int8::MatMul(w, x, n, y, pool);
+    return;
+  }
   const float* f16_table = F16Table();
   const auto fn = HWY_DYNAMIC_DISPATCH(MatMulRows);
   // Batches re-read x once per row tile: give them a 64-byte aligned copy

@@ -55,3 +55,18 @@ float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float a, const float* x, float* y, int64_t n);
 
 }  // namespace kvinfer::ops
+
+namespace kvinfer::ops {
+
+// What MatMul does with the activations multiplying Q4_0 / Q4_1 / Q8_0
+// weights: kInt8 (the default) quantizes them per token and per 32-element
+// block to int8 and uses integer dot products (formula in ops/matmul_int8.h;
+// ~the precision of llama.cpp's Q8_0 / Q8_1 activations); kF32 keeps them f32
+// (the exact f32 path). Process-wide; set it before running a model, not
+// while MatMuls run. Other weight types always use f32 activations, and so
+// does kInt8 on CPUs without AVX2 (only a slow scalar int8 kernel there).
+enum class ActivationPrecision { kInt8, kF32 };
+void SetActivationPrecision(ActivationPrecision p);
+ActivationPrecision GetActivationPrecision();
+
+}  // namespace kvinfer::ops

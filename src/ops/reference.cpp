@@ -158,3 +158,74 @@ void Axpy(float a, const float* x, float* y, int64_t n) {
 }
 
 }  // namespace kvinfer::ops::ref
+
+namespace kvinfer::ops::ref {
+
+void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
+  KVINFER_CHECK(cols % kQK == 0);
+  for (int64_t b = 0; b < cols / kQK; ++b) {
+    const float* xb = x + b * kQK;
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(xb[j]));
+    const float db = amax / 127.0f;
+    const float id = db == 0.0f ? 0.0f : 1.0f / db;
+    int32_t sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      const float r = std::nearbyint(xb[j] * id);  // ties to even
+      q[b * kQK + j] = static_cast<int8_t>(r > 127.0f ? 127.0f : (r >= -128.0f ? r : -128.0f));
+      sum += q[b * kQK + j];
+    }
+    d[b] = db;
+    s[b] = db * static_cast<float>(sum);
+  }
+}
+
+void MatMulInt8(const WeightView& w, const float* x, int64_t n, float* y) {
+  KVINFER_CHECK(w.type == DType::kQ4_0 || w.type == DType::kQ4_1 || w.type == DType::kQ8_0);
+  KVINFER_CHECK(w.cols % kQK == 0);
+  const int64_t blocks = w.cols / kQK;
+  std::vector<int8_t> q(static_cast<size_t>(w.cols));
+  std::vector<float> d(static_cast<size_t>(blocks)), s(static_cast<size_t>(blocks));
+  for (int64_t t = 0; t < n; ++t) {
+    QuantizeActivationsQ8(x + t * w.cols, w.cols, q.data(), d.data(), s.data());
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const uint8_t* row = w.row(r);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        int32_t codes[kQK];
+        uint16_t dw_bits = 0, mw_bits = 0;
+        if (w.type == DType::kQ8_0) {
+          BlockQ8_0 blk;
+          std::memcpy(&blk, row + b * sizeof(blk), sizeof(blk));
+          dw_bits = blk.d;
+          for (int j = 0; j < kQK; ++j) codes[j] = blk.qs[j];
+        } else if (w.type == DType::kQ4_0) {
+          BlockQ4_0 blk;
+          std::memcpy(&blk, row + b * sizeof(blk), sizeof(blk));
+          dw_bits = blk.d;
+          for (int j = 0; j < kQK / 2; ++j) {
+            codes[j] = (blk.qs[j] & 0xF) - 8;
+            codes[j + kQK / 2] = (blk.qs[j] >> 4) - 8;
+          }
+        } else {
+          BlockQ4_1 blk;
+          std::memcpy(&blk, row + b * sizeof(blk), sizeof(blk));
+          dw_bits = blk.d;
+          mw_bits = blk.m;
+          for (int j = 0; j < kQK / 2; ++j) {
+            codes[j] = blk.qs[j] & 0xF;
+            codes[j + kQK / 2] = blk.qs[j] >> 4;
+          }
+        }
+        int32_t isum = 0;
+        for (int j = 0; j < kQK; ++j) isum += codes[j] * q[b * kQK + j];
+        const float scale = F16ToF32(dw_bits) * d[b];
+        acc = std::fma(scale, static_cast<float>(isum), acc);
+        if (w.type == DType::kQ4_1) acc = std::fma(F16ToF32(mw_bits), s[b], acc);
+      }
+      y[t * w.rows + r] = acc;
+    }
+  }
+}
+
+}  // namespace kvinfer::ops::ref

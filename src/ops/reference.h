@@ -24,3 +24,14 @@ void Add(float* y, const float* x, int64_t n);
 void Axpy(float a, const float* x, float* y, int64_t n);
 
 }  // namespace kvinfer::ops::ref
+
+namespace kvinfer::ops::ref {
+
+// The int8-activation path's formula (ops/matmul_int8.h) written out
+// plainly: x quantized per token and 32-block, then per output the exact
+// integer block sums chained by f32 fused multiply-adds in block order.
+// Every int8 kernel must match it bit for bit. w: Q4_0, Q4_1 or Q8_0.
+void QuantizeActivationsQ8(const float* x, int64_t cols, int8_t* q, float* d, float* s);
+void MatMulInt8(const WeightView& w, const float* x, int64_t n, float* y);
+
+}  // namespace kvinfer::ops::ref

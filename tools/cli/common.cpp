@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "ops/ops.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -54,6 +55,11 @@ void AddModelOption(CLI::App* cmd, std::string* model) {
 
 void AddThreadsOption(CLI::App* cmd, int* threads) {
   cmd->add_option("--threads,-t", *threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  // Every command that runs a model has --threads, so it gets this too.
+  cmd->add_flag_callback(
+      "--f32-activations", [] { ops::SetActivationPrecision(ops::ActivationPrecision::kF32); },
+      "Multiply Q4_0/Q4_1/Q8_0 weights by f32 activations (exact, slower) instead of "
+      "activations quantized to int8 per 32-block (the default)");
 }
 
 void AddKvDtypeOption(CLI::App* cmd, std::string* dtype) {

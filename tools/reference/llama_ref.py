@@ -14,6 +14,16 @@ Computation (per token at absolute position p; x is a d_model vector):
     x = x + Wdown (silu(Wgate h) * (Wup h))
   logits = Wout (rmsnorm(x) * output_norm)     Wout = output.weight or token_embd
 
+Activation quantization (int8_activations=True, the engine's default): every
+product W x whose W is stored as Q4_0, Q4_1 or Q8_0 uses instead of x its
+int8 quantization per 32-element block, q8(x) = d * q (quants.py
+quantize_activations_q8, bit-exact with src/ops/matmul_int8.h when given the
+same float32 x). Then W q8(x) is computed exactly (in float64) from the
+dequantized weights: the engine's integer block sums are exact too, so the
+remaining difference is the engine's f32 rounding plus the rare code that
+rounds the other way because its x differs from this float64 x in the last
+f32 bit.
+
 The dtype of all arithmetic is a constructor argument: float64 is the
 reference (its own rounding error, ~1e-13 relative, is negligible next to
 the ~1e-6 error of any f32 engine, so differences seen by a test are the
@@ -26,6 +36,9 @@ import math
 import numpy as np
 
 from gguf_reader import GGUFFile
+from quants import Q4_0, Q4_1, Q8_0, quantize_activations_q8
+
+INT8_ACTIVATION_TYPES = (Q4_0, Q4_1, Q8_0)
 
 
 class Config:
@@ -61,14 +74,20 @@ class Config:
 
 
 class Llama:
-    def __init__(self, path_or_gguf, dtype=np.float64, kv_f16=False):
+    def __init__(self, path_or_gguf, dtype=np.float64, kv_f16=False, int8_activations=True):
         """kv_f16: round K and V to float16 when they enter the cache (only
-        in step(); used to measure what an f16 KV cache costs)."""
+        in step(); used to measure what an f16 KV cache costs).
+        int8_activations: quantize the activations of Q4_0/Q4_1/Q8_0 matrix
+        products as the engine does by default (False: its --f32-activations)."""
         g = path_or_gguf if isinstance(path_or_gguf, GGUFFile) else GGUFFile(path_or_gguf)
         self.g = g
         self.dtype = np.dtype(dtype)
         self.kv_f16 = kv_f16
+        self.int8_activations = int8_activations
         self.cfg = c = Config(g)
+
+        def q8(name):
+            return g.tensors[name].ggml_type in INT8_ACTIVATION_TYPES
 
         def w(name, shape):
             if name not in g.tensors:
@@ -83,6 +102,7 @@ class Llama:
         self.out_norm = w("output_norm.weight", (D,))
         self.tied = "output.weight" not in g.tensors
         self.out = self.tok_embd if self.tied else w("output.weight", (c.vocab, D))
+        self.out_q8 = q8("token_embd.weight" if self.tied else "output.weight")
         self.layers = []
         for i in range(c.n_layers):
             p = "blk.%d." % i
@@ -97,12 +117,25 @@ class Llama:
                 up=w(p + "ffn_up.weight", (F, D)),
                 down=w(p + "ffn_down.weight", (D, F)),
             ))
+            names = dict(wq="attn_q", wk="attn_k", wv="attn_v", wo="attn_output",
+                         gate="ffn_gate", up="ffn_up", down="ffn_down")
+            self.layers[-1]["q8"] = {k for k, v in names.items() if q8(p + v + ".weight")}
         # RoPE inverse frequencies theta^(-2i/rope_dims), i < rope_dims/2,
         # kept in float64 here and cast to the model dtype when used.
         i = np.arange(c.rope_dims // 2, dtype=np.float64)
         self.inv_freq = c.rope_theta ** (-2.0 * i / c.rope_dims)
 
     # ------------------------------------------------------------ pieces
+    def act(self, x, quantized):
+        """What a matrix product sees of activations x (..., in)."""
+        if quantized and self.int8_activations:
+            return quantize_activations_q8(x).astype(self.dtype)
+        return x
+
+    def lin(self, L, key, x):
+        """x (..., in) -> (..., out) = x W^T for the layer's matrix `key`."""
+        return self.act(x, key in L["q8"]) @ L[key].T
+
     def rmsnorm(self, x, w):
         """x: (..., D). y = x / sqrt(mean(x^2) + eps) * w."""
         ms = np.mean(x * x, axis=-1, keepdims=True)
@@ -130,10 +163,10 @@ class Llama:
 
     def ffn(self, L, x):
         h = self.rmsnorm(x, L["ffn_norm"])
-        return (self.silu(h @ L["gate"].T) * (h @ L["up"].T)) @ L["down"].T
+        return self.lin(L, "down", self.silu(self.lin(L, "gate", h)) * self.lin(L, "up", h))
 
     def logits_of(self, x):
-        return self.rmsnorm(x, self.out_norm) @ self.out.T
+        return self.act(self.rmsnorm(x, self.out_norm), self.out_q8) @ self.out.T
 
     # ------------------------------------------------- KV-cache path
     def new_cache(self):
@@ -152,9 +185,9 @@ class Llama:
         x = self.tok_embd[token].copy()
         for li, L in enumerate(self.layers):
             h = self.rmsnorm(x, L["attn_norm"])
-            q = (L["wq"] @ h).reshape(1, nh, hd)
-            k = (L["wk"] @ h).reshape(1, nkv, hd)
-            v = (L["wv"] @ h).reshape(nkv, hd)
+            q = self.lin(L, "wq", h).reshape(1, nh, hd)
+            k = self.lin(L, "wk", h).reshape(1, nkv, hd)
+            v = self.lin(L, "wv", h).reshape(nkv, hd)
             q = self.rope(q, [pos])[0]
             k = self.rope(k, [pos])[0]
             if self.kv_f16:
@@ -171,7 +204,7 @@ class Llama:
                 s = np.exp(s - s.max())
                 a = s / s.sum()
                 o[head] = a @ V[:, kv, :]
-            x = x + L["wo"] @ o.reshape(-1)
+            x = x + self.lin(L, "wo", o.reshape(-1))
             x = x + self.ffn(L, x)
         cache["pos"] = pos + 1
         return self.logits_of(x)
@@ -188,16 +221,16 @@ class Llama:
         mask = np.triu(np.full((T, T), -np.inf, dtype=self.dtype), k=1)
         for L in self.layers:
             h = self.rmsnorm(x, L["attn_norm"])
-            q = self.rope((h @ L["wq"].T).reshape(T, nh, hd), pos)
-            k = self.rope((h @ L["wk"].T).reshape(T, nkv, hd), pos)
-            v = (h @ L["wv"].T).reshape(T, nkv, hd)
+            q = self.rope(self.lin(L, "wq", h).reshape(T, nh, hd), pos)
+            k = self.rope(self.lin(L, "wk", h).reshape(T, nkv, hd), pos)
+            v = self.lin(L, "wv", h).reshape(T, nkv, hd)
             k = np.repeat(k, nh // nkv, axis=1)             # (T, nh, hd): head h -> kv h//group
             v = np.repeat(v, nh // nkv, axis=1)
             s = np.einsum("thd,shd->hts", q, k) / self.dtype.type(math.sqrt(hd)) + mask
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             a = s / s.sum(axis=-1, keepdims=True)
             o = np.einsum("hts,shd->thd", a, v).reshape(T, nh * hd)
-            x = x + o @ L["wo"].T
+            x = x + self.lin(L, "wo", o)
             x = x + self.ffn(L, x)
         return self.logits_of(x)
 

@@ -86,6 +86,25 @@ def dequantize(ggml_type, raw, n):
     raise ValueError("unsupported ggml type %d" % ggml_type)
 
 
+# ------------------------------------------------- activation quantization
+
+def quantize_activations_q8(x):
+    """The engine's int8 activations (src/ops/matmul_int8.h) for x (..., n),
+    n a multiple of 32: per 32-block, in float32 with IEEE rounding,
+      d = max|x| / 127,  id = 1 / d (0 if d == 0),  q = rint(x * id)
+    (rint: ties to even). Returns d * q as float64 (exact), shaped like x.
+    Given the engine's float32 x, d and q are bit-identical to the engine's."""
+    x32 = np.asarray(x, dtype=np.float32)
+    if x32.shape[-1] % 32:
+        raise ValueError("activation length %d not a multiple of 32" % x32.shape[-1])
+    b = x32.reshape(-1, 32)
+    d = (np.abs(b).max(axis=1) / np.float32(127.0)).astype(np.float32)
+    safe = np.where(d != 0, d, np.float32(1.0)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1.0) / safe, np.float32(0.0)).astype(np.float32)
+    q = np.clip(np.rint((b * inv[:, None]).astype(np.float32)), -128, 127)
+    return (d.astype(np.float64)[:, None] * q.astype(np.float64)).reshape(x32.shape)
+
+
 # ---------------------------------------------------------------- quantizers
 # Used only to write the random test model; the reference always dequantizes
 # exactly what is stored, so the quantizer's rounding choices do not matter.
@@ -158,4 +177,12 @@ if __name__ == "__main__":
     blk[2:18] = np.arange(16, dtype=np.uint8) | (np.uint8(15) << 4)
     y = dequantize(Q4_0, blk, 32)
     assert list(y[:16]) == [j - 8 for j in range(16)] and list(y[16:]) == [7] * 16
+    # Activation quantization: ties to even, zero blocks, error <= d / 2.
+    a = np.zeros(64, np.float32)
+    a[:5] = [127.0, 2.5, 3.5, -2.5, 126.5]            # d = 1: exact ties
+    qa = quantize_activations_q8(a)
+    assert list(qa[:5]) == [127.0, 2.0, 4.0, -2.0, 126.0] and not qa[32:].any(), qa[:5]
+    xa = rng.standard_normal((3, 96)).astype(np.float32)
+    err = np.abs(quantize_activations_q8(xa) - xa).reshape(-1, 32).max(axis=1)
+    assert (err <= np.abs(xa).reshape(-1, 32).max(axis=1) / 127 / 2 * (1 + 1e-6)).all()
     print("quants self-check OK")
