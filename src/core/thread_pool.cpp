@@ -40,13 +40,16 @@ void ThreadPool::RunTasks(uint32_t gen, int thread_index) {
     do {
       if (static_cast<uint32_t>(c >> 32) != gen) return;  // a newer job: not ours
       task = static_cast<uint32_t>(c);
-      if (task >= num_tasks_) return;  // all claimed
+      // Acquire: a num_tasks_ written for a newer job is seen only together
+      // with that job's closed claim word, so the CAS below then fails.
+      if (task >= num_tasks_.load(std::memory_order_acquire)) return;  // all claimed
     } while (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel));
     // A successful claim means the job is still running: fn_, n_ and grain_
     // are this generation's and stay valid until done_ reaches num_tasks_.
     const int64_t chunks = (n_ + grain_ - 1) / grain_;
-    const int64_t c0 = chunks * task / num_tasks_;
-    const int64_t c1 = chunks * (task + 1) / num_tasks_;
+    const uint32_t tasks = num_tasks_.load(std::memory_order_relaxed);
+    const int64_t c0 = chunks * task / tasks;
+    const int64_t c1 = chunks * (task + 1) / tasks;
     const int64_t begin = c0 * grain_;
     const int64_t end = std::min(n_, c1 * grain_);
     if (begin < end) (*fn_)(begin, end, thread_index);
@@ -82,23 +85,31 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n, 0);
     return;
   }
+  // Close the previous job's claim word before touching the job fields. A
+  // worker still looping in RunTasks for the previous job may hold a stale
+  // claim word and compare its task index against num_tasks_; were that the
+  // new, larger count, its claim would succeed on the old word, run a task
+  // of this job and count it twice (ParallelFor then waits forever). Once the
+  // word carries the new generation, such a claim fails and the worker leaves.
+  const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;  // only this thread writes it
+  claim_.store(Pack(gen, UINT32_MAX), std::memory_order_release);
   fn_ = &fn;
   n_ = n;
   grain_ = grain;
-  num_tasks_ = static_cast<uint32_t>(std::min<int64_t>(chunks, num_threads_ * kTasksPerThread));
   done_.store(0, std::memory_order_relaxed);
-  uint32_t gen;
+  num_tasks_.store(static_cast<uint32_t>(std::min<int64_t>(chunks, num_threads_ * kTasksPerThread)),
+                   std::memory_order_release);
   {
     // The lock orders the publication against a worker about to sleep.
     std::lock_guard<std::mutex> lock(mu_);
-    gen = generation_.load(std::memory_order_relaxed) + 1;
     claim_.store(Pack(gen, 0), std::memory_order_release);
     generation_.store(gen, std::memory_order_release);
   }
   cv_.notify_all();
   RunTasks(gen, 0);
   // Only tasks a worker has claimed can still be running.
-  while (done_.load(std::memory_order_acquire) != num_tasks_) CpuRelax();
+  const uint32_t tasks = num_tasks_.load(std::memory_order_relaxed);
+  while (done_.load(std::memory_order_acquire) != tasks) CpuRelax();
   fn_ = nullptr;
 }
 

@@ -51,7 +51,7 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t grain_ = 1;
-  uint32_t num_tasks_ = 0;
+  std::atomic<uint32_t> num_tasks_{0};
   std::atomic<uint64_t> claim_{0};
   std::atomic<uint32_t> done_{0};
   std::atomic<uint32_t> generation_{0};
