@@ -14,7 +14,7 @@ ModelRunner::ModelRunner(const ModelConfig& config, const ModelWeights& weights,
   scores_.resize(pool_ != nullptr ? pool_->num_threads() : 1);
 }
 
-void ModelRunner::EnsureScratch(int32_t n, int32_t max_len) {
+void ModelRunner::EnsureScratch(int32_t n) {
   const ModelConfig& c = config_;
   auto grow = [](std::vector<float>& v, size_t size) {
     if (v.size() < size) v.resize(size);
@@ -28,8 +28,6 @@ void ModelRunner::EnsureScratch(int32_t n, int32_t max_len) {
   grow(gate_, static_cast<size_t>(n) * c.d_ff);
   grow(up_, static_cast<size_t>(n) * c.d_ff);
   grow(out_, static_cast<size_t>(n) * c.d_model);
-  const size_t group = static_cast<size_t>(c.n_heads / c.n_kv_heads);
-  for (std::vector<float>& s : scores_) grow(s, group * static_cast<size_t>(max_len));
 }
 
 void ModelRunner::Norm(const float* x, const float* weight, const float* bias, int32_t n) {
@@ -60,7 +58,6 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   KVINFER_CHECK(batch.positions.size() == static_cast<size_t>(n) &&
                 batch.seq_index.size() == static_cast<size_t>(n));
 
-  int32_t max_len = 0;
   for (int32_t i = 0; i < n; ++i) {
     const int32_t tok = batch.tokens[i];
     KVINFER_CHECK_MSG(tok >= 0 && tok < c.vocab_size, "token {} outside vocab {}", tok,
@@ -69,9 +66,8 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
     KVINFER_CHECK_MSG(batch.positions[i] >= 0 && batch.positions[i] < cache.capacity_tokens(seq),
                       "position {} outside the {} reserved tokens of sequence {}",
                       batch.positions[i], cache.capacity_tokens(seq), seq);
-    max_len = std::max(max_len, batch.positions[i] + 1);
   }
-  EnsureScratch(n, max_len);
+  EnsureScratch(n);
 
   const int d = c.d_model;
   const bool gpt2 = c.arch == Arch::kGpt2;

@@ -56,7 +56,7 @@ class ModelRunner {
   const ModelConfig& config() const { return config_; }
 
  private:
-  void EnsureScratch(int32_t n_tokens, int32_t max_len);
+  void EnsureScratch(int32_t n_tokens);
   // xn_[i] = the architecture's norm of x[i] (RmsNorm for Llama, LayerNorm
   // with `bias` for GPT-2), for the n rows of x [n, d_model].
   void Norm(const float* x, const float* weight, const float* bias, int32_t n);
@@ -80,7 +80,7 @@ class ModelRunner {
   std::vector<float> up_;      // [n, d_ff]
   std::vector<float> out_;     // [n, d_model]
   std::vector<float> last_;    // [n_logits, d_model]
-  std::vector<std::vector<float>> scores_;  // per thread: attention scores and partials
+  std::vector<std::vector<float>> scores_;  // per thread: one chunk's scores and partials (attention.cpp)
   // Attention split across threads (attention.cpp): per-chunk partial
   // results, each (token, KV head)'s first chunk, per-thread span lists.
   std::vector<float> attn_partials_;
