@@ -22,6 +22,7 @@
 #include "model/forward.h"
 #include "model/model_impl.h"
 #include "ops/ops.h"
+#include "forward_util.h"
 #include "test_util.h"
 
 namespace kvinfer {
@@ -126,17 +127,20 @@ Golden LoadGolden(const std::string& name) {
 }
 
 // Runs the engine with the activation precision the golden was made with
-// (its "activations" key; absent = f32) and restores the default after.
+// (its "activations" key; absent = f32) and restores the previous setting after.
 class ActivationsOf {
  public:
-  explicit ActivationsOf(const nlohmann::json& meta) {
+  explicit ActivationsOf(const nlohmann::json& meta) : previous_(ops::GetActivationPrecision()) {
     ops::SetActivationPrecision(meta.value("activations", std::string("f32")) == "int8"
                                     ? ops::ActivationPrecision::kInt8
                                     : ops::ActivationPrecision::kF32);
   }
-  ~ActivationsOf() { ops::SetActivationPrecision(ops::ActivationPrecision::kInt8); }
+  ~ActivationsOf() { ops::SetActivationPrecision(previous_); }
   ActivationsOf(const ActivationsOf&) = delete;
   ActivationsOf& operator=(const ActivationsOf&) = delete;
+
+ private:
+  ops::ActivationPrecision previous_;
 };
 
 // Greedy tokens of `prompt` (n of them) from a fresh engine.
@@ -171,23 +175,7 @@ std::vector<float> ForwardAtStoredPositions(const ModelImpl& m, const Golden& g,
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
   const int32_t last = *std::max_element(positions.begin(), positions.end());
   for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
-
-  ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16, precision);
-  ModelRunner runner(m.config(), m.weights(), &pool);
-  const int32_t seq = cache.CreateSequence();
-  EXPECT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
-  ForwardBatch batch;
-  batch.seq_ids = {seq};
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    batch.tokens.push_back(tokens[i]);
-    batch.positions.push_back(static_cast<int32_t>(i));
-    batch.seq_index.push_back(0);
-  }
-  batch.logit_rows = positions;
-  std::vector<float> logits;
-  runner.Forward(batch, cache, &logits);
-  return logits;
+  return testing::ForwardLogits(m, tokens, positions, precision);
 }
 
 class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};

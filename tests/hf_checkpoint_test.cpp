@@ -26,6 +26,7 @@
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
 #include "model/model_impl.h"
+#include "forward_util.h"
 #include "test_util.h"
 
 namespace kvinfer {
@@ -204,23 +205,9 @@ void WriteHfDir(const fs::path& dir, const std::vector<Tensor>& tensors, const H
 
 // Logits of every position of `tokens` in one batch.
 std::vector<float> AllLogits(const Model& model, const std::vector<int32_t>& tokens) {
-  const ModelImpl& m = *model.impl();
-  ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16);
-  ModelRunner runner(m.config(), m.weights(), &pool);
-  const int32_t seq = cache.CreateSequence();
-  EXPECT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
-  ForwardBatch batch;
-  batch.seq_ids = {seq};
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    batch.tokens.push_back(tokens[i]);
-    batch.positions.push_back(static_cast<int32_t>(i));
-    batch.seq_index.push_back(0);
-    batch.logit_rows.push_back(static_cast<int32_t>(i));
-  }
-  std::vector<float> logits;
-  runner.Forward(batch, cache, &logits);
-  return logits;
+  std::vector<int32_t> rows(tokens.size());
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
+  return testing::ForwardLogits(*model.impl(), tokens, rows);
 }
 
 // max |a - b| / max |a|

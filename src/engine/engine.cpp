@@ -459,7 +459,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   if (o.kv.precision != KvPrecision::kF32 && o.kv.precision != KvPrecision::kF16) {
     return bad("unknown KV precision (expected f32 or f16)");
   }
-  const int64_t kv_token_bytes = c.KvBytesPerToken(o.kv.precision == KvPrecision::kF16 ? 2 : 4);
+  const int64_t kv_token_bytes = c.KvBytesPerToken(static_cast<double>(KvElementBytes(o.kv.precision)));
   const int64_t block_bytes = static_cast<int64_t>(block_size) * kv_token_bytes;
   int64_t num_blocks = 0;
   if (o.kv.num_blocks > 0) {

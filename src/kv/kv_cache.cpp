@@ -15,7 +15,7 @@ KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t n
       head_dim_(config.head_dim),
       block_size_(block_size_tokens),
       precision_(precision),
-      elem_bytes_(precision == KvPrecision::kF16 ? 2 : 4),
+      elem_bytes_(KvElementBytes(precision)),
       bytes_per_token_(config.KvBytesPerToken(static_cast<double>(elem_bytes_))),
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
@@ -31,7 +31,7 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
   for (int kv = 0; kv < 2; ++kv) {
     const float* src = kv == 0 ? k : v;
     for (int h = 0; h < n_kv_heads_; ++h) {
-      std::byte* dst = data_ + (Offset(layer, block, kv, h) + static_cast<size_t>(slot) * head_dim_) * elem_bytes_;
+      std::byte* dst = Row(layer, block, kv, h, slot);
       const float* s = src + static_cast<size_t>(h) * head_dim_;
       if (precision_ == KvPrecision::kF32) {
         std::memcpy(dst, s, sizeof(float) * head_dim_);
@@ -44,14 +44,14 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
 }
 
 float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const {
-  const size_t index = Offset(layer, block, kv, kv_head) + static_cast<size_t>(slot) * head_dim_ + i;
+  const std::byte* p = Row(layer, block, kv, kv_head, slot) + static_cast<size_t>(i) * elem_bytes_;
   if (precision_ == KvPrecision::kF32) {
     float f;
-    std::memcpy(&f, data_ + index * 4, 4);
+    std::memcpy(&f, p, sizeof f);
     return f;
   }
   uint16_t h;
-  std::memcpy(&h, data_ + index * 2, 2);
+  std::memcpy(&h, p, sizeof h);
   return F16ToF32(h);
 }
 
@@ -157,8 +157,7 @@ void KvCache::CopyBlock(int32_t src, int32_t dst) {
   // K and V of all heads of one block in one layer are contiguous.
   const size_t elems = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * head_dim_;
   for (int l = 0; l < n_layers_; ++l) {
-    std::memcpy(data_ + Offset(l, dst, 0, 0) * elem_bytes_, data_ + Offset(l, src, 0, 0) * elem_bytes_,
-                elems * elem_bytes_);
+    std::memcpy(Row(l, dst, 0, 0, 0), Row(l, src, 0, 0, 0), elems * elem_bytes_);
   }
 }
 

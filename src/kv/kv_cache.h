@@ -25,6 +25,9 @@
 
 namespace kvinfer {
 
+// Bytes of one cached K or V element.
+constexpr size_t KvElementBytes(KvPrecision p) { return p == KvPrecision::kF16 ? 2 : 4; }
+
 class KvCache {
  public:
   KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks,
@@ -67,12 +70,12 @@ class KvCache {
   }
 
   // [block_size, head_dim] keys / values of one head in one block, as
-  // elements of precision().
-  const void* Keys(int layer, int32_t block, int kv_head) const {
-    return data_ + Offset(layer, block, 0, kv_head) * elem_bytes_;
+  // elements of precision(), from token `slot` of the block on.
+  const void* Keys(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
+    return Row(layer, block, 0, kv_head, slot);
   }
-  const void* Values(int layer, int32_t block, int kv_head) const {
-    return data_ + Offset(layer, block, 1, kv_head) * elem_bytes_;
+  const void* Values(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
+    return Row(layer, block, 1, kv_head, slot);
   }
   // Stores one token's K and V (k, v: [kv_heads, head_dim] f32) at offset
   // `slot` of `block` in `layer`, converting to precision().
@@ -102,6 +105,10 @@ class KvCache {
     bool live = false;
   };
 
+  // First byte of token `slot`'s head_dim elements (kv: 0 = K, 1 = V).
+  std::byte* Row(int layer, int32_t block, int kv, int head, int32_t slot) const {
+    return data_ + (Offset(layer, block, kv, head) + static_cast<size_t>(slot) * head_dim_) * elem_bytes_;
+  }
   size_t Offset(int layer, int32_t block, int kv, int head) const {
     return ((((static_cast<size_t>(layer) * num_blocks() + block) * 2 + kv) * n_kv_heads_ + head) *
             block_size_) * head_dim_;

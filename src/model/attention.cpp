@@ -43,7 +43,6 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
   const int n_kv = c.n_kv_heads;
   const int bs = cache.block_size();
   const KvPrecision kv_type = cache.precision();
-  const size_t elem = kv_type == KvPrecision::kF16 ? 2 : 4;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int threads = pool_ != nullptr ? pool_->num_threads() : 1;
   const bool use_pool = pool_ != nullptr && parallel && threads > 1;
@@ -73,9 +72,7 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       const int32_t block = table[j / bs];
       const int32_t off = j % bs;
       const int32_t m = std::min(bs - off, end - j);
-      const size_t at = static_cast<size_t>(off) * hd * elem;
-      spans.push_back({static_cast<const std::byte*>(cache.Keys(layer, block, g)) + at,
-                       static_cast<const std::byte*>(cache.Values(layer, block, g)) + at, m});
+      spans.push_back({cache.Keys(layer, block, g, off), cache.Values(layer, block, g, off), m});
       j += m;
     }
     float* scores = scores_[static_cast<size_t>(thread)].data();

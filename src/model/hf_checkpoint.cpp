@@ -298,14 +298,8 @@ ModelWeights BindGpt2(const SafetensorsModel& st, const ModelConfig& c) {
     const std::string p = fmt::format("{}h.{}.", root, l);
     L.attn_norm = b.Vector(p + "ln_1.weight", d);
     L.attn_norm_bias = b.Vector(p + "ln_1.bias", d);
-    const WeightView qkv = b.Transposed(p + "attn.c_attn.weight", d, 3 * d);
-    L.wq = RowRange(qkv, 0, d);
-    L.wk = RowRange(qkv, d, d);
-    L.wv = RowRange(qkv, 2 * d, d);
-    const float* qkv_bias = b.Vector(p + "attn.c_attn.bias", 3 * d);
-    L.bq = qkv_bias;
-    L.bk = qkv_bias + d;
-    L.bv = qkv_bias + 2 * d;
+    SplitFusedQkv(b.Transposed(p + "attn.c_attn.weight", d, 3 * d),
+                  b.Vector(p + "attn.c_attn.bias", 3 * d), d, L);
     L.wo = b.Transposed(p + "attn.c_proj.weight", d, d);
     L.bo = b.Vector(p + "attn.c_proj.bias", d);
     L.ffn_norm = b.Vector(p + "ln_2.weight", d);

@@ -73,12 +73,16 @@ class Binder {
 
 }  // namespace
 
-WeightView RowRange(const WeightView& w, int64_t first, int64_t count) {
-  KVINFER_CHECK(first >= 0 && count >= 0 && first + count <= w.rows);
-  WeightView v = w;
-  v.rows = count;
-  v.data = w.row(first);
-  return v;
+void SplitFusedQkv(const WeightView& qkv, const float* bias, int d, LayerWeights& L) {
+  KVINFER_CHECK(qkv.rows == 3 * static_cast<int64_t>(d));
+  WeightView* parts[3] = {&L.wq, &L.wk, &L.wv};
+  const float** biases[3] = {&L.bq, &L.bk, &L.bv};
+  for (int i = 0; i < 3; ++i) {
+    *parts[i] = qkv;
+    parts[i]->rows = d;
+    parts[i]->data = qkv.row(static_cast<int64_t>(i) * d);
+    *biases[i] = bias + static_cast<ptrdiff_t>(i) * d;
+  }
 }
 
 ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& c) {
@@ -120,15 +124,8 @@ ModelWeights BindGpt2Weights(const GgufFile& file, const ModelConfig& c) {
     const std::string p = fmt::format("blk.{}.", l);
     L.attn_norm = b.Vector(p + "attn_norm.weight", d);
     L.attn_norm_bias = b.Vector(p + "attn_norm.bias", d);
-    // Rows [0, d) produce q, [d, 2d) k, [2d, 3d) v.
-    const WeightView qkv = b.Matrix(p + "attn_qkv.weight", 3 * d, d);
-    L.wq = RowRange(qkv, 0, d);
-    L.wk = RowRange(qkv, d, d);
-    L.wv = RowRange(qkv, 2 * d, d);
-    const float* qkv_bias = b.Vector(p + "attn_qkv.bias", 3 * d);
-    L.bq = qkv_bias;
-    L.bk = qkv_bias + d;
-    L.bv = qkv_bias + 2 * d;
+    SplitFusedQkv(b.Matrix(p + "attn_qkv.weight", 3 * d, d), b.Vector(p + "attn_qkv.bias", 3 * d),
+                  d, L);
     L.wo = b.Matrix(p + "attn_output.weight", d, d);
     L.bo = b.Vector(p + "attn_output.bias", d);
     L.ffn_norm = b.Vector(p + "ffn_norm.weight", d);

@@ -64,7 +64,9 @@ ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& config);
 // output_norm.{weight,bias}, optional output.weight.
 ModelWeights BindGpt2Weights(const GgufFile& file, const ModelConfig& config);
 
-// Views of rows [first, first + count) of `w` (no copy).
-WeightView RowRange(const WeightView& w, int64_t first, int64_t count);
+// GPT-2's fused attention projection as L's q, k, v (no copy): rows
+// [0, d) of `qkv` [3d, d] produce q, [d, 2d) k, [2d, 3d) v, and so do the
+// thirds of `bias` [3d].
+void SplitFusedQkv(const WeightView& qkv, const float* bias, int d, LayerWeights& L);
 
 }  // namespace kvinfer

@@ -681,9 +681,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   // Waking a thread costs microseconds: give each at least ~32K multiply-adds
   // (a small model's matrices then run on one thread).
   constexpr int64_t kMinMacsPerChunk = 32768;
-  const int64_t macs_per_row = std::max<int64_t>(1, w.cols * n);
-  const int64_t grain =
-      std::max(kRowGrain, (kMinMacsPerChunk / macs_per_row + kRowGrain - 1) / kRowGrain * kRowGrain);
+  const int64_t grain = RowGrain(kRowGrain, kMinMacsPerChunk, w.cols, n);
   pool->ParallelFor(w.rows, grain, [&](int64_t begin, int64_t end, int) {
     fn(w, f16_table, x, n, y, begin, end);
   });

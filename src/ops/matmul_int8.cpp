@@ -762,9 +762,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   // multiply-adds, ~1 us, well above the cost of claiming it.
   constexpr int64_t kRowGrain = 16;
   constexpr int64_t kMinMacsPerChunk = 16384;
-  const int64_t macs_per_row = std::max<int64_t>(1, w.cols * n);
-  const int64_t grain = std::max(
-      kRowGrain, (kMinMacsPerChunk / macs_per_row + kRowGrain - 1) / kRowGrain * kRowGrain);
+  const int64_t grain = RowGrain(kRowGrain, kMinMacsPerChunk, w.cols, n);
   pool->ParallelFor(w.rows, grain, [&](int64_t begin, int64_t end, int) {
     Rows(kernel, w, acts, n, y, begin, end);
   });
