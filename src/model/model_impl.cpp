@@ -85,6 +85,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadHfDirectory(const std::string& d
   }
   m->safetensors_.emplace(SafetensorsModel::Open(dir));
   m->weights_ = BindHfWeights(*m->safetensors_, c);
+  PackWeights(m->weights_);
 
   const bool has_tokenizer = fs::exists(d / "tokenizer.json", ec) ||
                              fs::exists(d / "vocab.json", ec) || fs::exists(d / "encoder.json", ec);
@@ -151,6 +152,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadLlama2c(const std::string& path)
     }
   }
   w.weight_bytes = w.num_parameters * static_cast<int64_t>(sizeof(float));
+  PackWeights(w);
 
   // The tokenizer lives in its own file beside the checkpoint.
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -190,6 +192,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadGguf(const std::string& path) {
       m->weights_ = BindGpt2Weights(file, c);
       break;
   }
+  PackWeights(m->weights_);
   m->tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::FromGguf(file));
   if (m->tokenizer_->vocab_size() != c.vocab_size) {
     Fail(StatusCode::kDataLoss, "{}: the tokenizer has {} tokens but token_embd has {} rows", path,

@@ -85,6 +85,20 @@ void SplitFusedQkv(const WeightView& qkv, const float* bias, int d, LayerWeights
   }
 }
 
+void PackWeights(ModelWeights& w) {
+  auto pack = [&w](WeightView& v) {
+    if (v.data == nullptr || v.packed != nullptr) return;
+    AlignedBuffer buf = ops::PackWeights(v);
+    if (buf.size() == 0) return;
+    v.packed = buf.data();
+    w.owned.push_back(std::move(buf));
+  };
+  for (LayerWeights& L : w.layers) {
+    for (WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*v);
+  }
+  pack(w.output);
+}
+
 ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& c) {
   ModelWeights w;
   Binder b(file, w);

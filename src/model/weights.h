@@ -56,6 +56,11 @@ struct ModelWeights {
   std::vector<AlignedBuffer> owned;
 };
 
+// Gives every matrix the forward pass multiplies (not the token embedding
+// lookups) a packed copy when the CPU's kernel has a layout of its own
+// (ops::PackWeights), kept in w.owned.
+void PackWeights(ModelWeights& w);
+
 // Throws Error naming the tensor: kDataLoss (missing, wrong shape),
 // kUnimplemented (a type without kernels).
 ModelWeights BindLlamaWeights(const GgufFile& file, const ModelConfig& config);

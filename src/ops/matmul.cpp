@@ -687,6 +687,31 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   });
 }
 
+void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                std::span<float* const> ys, ThreadPool* pool) {
+  KVINFER_CHECK(ws.size() == ys.size());
+  if (ws.empty()) return;
+  bool one_job = ws.size() > 1 && int8::IsInt8Type(ws[0]->type) &&
+                 GetActivationPrecision() == ActivationPrecision::kInt8 &&
+                 int8::UseForDefaultPrecision() && n > 0;
+  for (const WeightView* w : ws) {
+    CheckWeight(*w);
+    one_job = one_job && w->type == ws[0]->type && w->cols == ws[0]->cols && w->rows > 0;
+  }
+  if (one_job) {
+    KVINFER_CHECK(x != nullptr);
+    int8::MatMulMany(ws, x, n, ys, pool);
+    return;
+  }
+  for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n, ys[i], pool);
+}
+
+AlignedBuffer PackWeights(const WeightView& w) {
+  CheckWeight(w);
+  if (int8::PacksWeights(w.type)) return int8::Pack(w);
+  return {};
+}
+
 void DequantizeRow(const WeightView& w, int64_t r, float* dst) {
   CheckWeight(w);
   KVINFER_CHECK_MSG(r >= 0 && r < w.rows, "DequantizeRow: row {} out of [0, {})", r, w.rows);

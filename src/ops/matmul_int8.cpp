@@ -7,6 +7,7 @@
 #include "ops/matmul_int8.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -284,6 +285,50 @@ const uint8_t* TileBase(const WeightView& w, int64_t r0, int64_t r_end, int rows
   return pad.data();
 }
 
+// ---------------------------------------------------------------------------
+// The packed layout (matmul_int8.h): per 16-row tile, every block's codes in
+// the order the VNNI kernel's registers hold them, then the blocks' scales.
+
+struct PackedLayout {
+  size_t code_bytes;  // per block: 4 (Q4) or 8 (Q8_0) chunks of 64 bytes
+  size_t scales;      // offset of the d scales in a tile (blocks x 32 bytes)
+  size_t mins;        // offset of the m scales (Q4_1)
+  size_t tile_bytes;  // tile stride, a multiple of 64
+};
+
+PackedLayout LayoutOf(DType type, size_t blocks) {
+  PackedLayout l{};
+  l.code_bytes = type == DType::kQ8_0 ? 512 : 256;
+  l.scales = blocks * l.code_bytes;
+  l.mins = l.scales + blocks * 32;
+  const size_t end = type == DType::kQ4_1 ? l.mins + blocks * 32 : l.mins;
+  l.tile_bytes = (end + 63) / 64 * 64;
+  return l;
+}
+
+template <DType kType>
+void PackTile(const WeightView& w, int64_t r0, const PackedLayout& l, uint8_t* tile) {
+  using L = Blk<kType>;
+  const size_t blocks = static_cast<size_t>(w.cols) / kBlock;
+  const int valid = static_cast<int>(std::min<int64_t>(16, w.rows - r0));
+  for (int i = 0; i < valid; ++i) {
+    const uint8_t* row = w.row(r0 + i);
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row + b * L::kBytes;
+      uint8_t* codes = tile + b * l.code_bytes;
+      for (size_t c = 0; c < l.code_bytes / 64; ++c) {
+        for (int j = 0; j < 4; ++j) {
+          uint8_t v = blk[L::kQs + 4 * c + j];
+          if constexpr (!L::kNibbles) v ^= 0x80;  // c + 128: vpdpbusd's unsigned operand
+          codes[c * 64 + static_cast<size_t>(i) * 4 + j] = v;
+        }
+      }
+      std::memcpy(tile + l.scales + b * 32 + i * 2, blk, 2);
+      if constexpr (L::kMin) std::memcpy(tile + l.mins + b * 32 + i * 2, blk + 2, 2);
+    }
+  }
+}
+
 #if KVINFER_INT8_X86
 // ---------------------------------------------------------------------------
 // AVX-512 VNNI: 16 rows per tile, lane i = row i.
@@ -344,24 +389,53 @@ KVINFER_TARGET_VNNI inline void DecodeVnni(const uint8_t* base, size_t rb, __m51
   }
 }
 
+// The same TileVnni from a packed tile: plain aligned loads, no transpose.
+template <DType kType>
+KVINFER_TARGET_VNNI inline void DecodePacked(const uint8_t* tile, const PackedLayout& l, size_t b,
+                                             TileVnni* out) {
+  const __m512i* codes = reinterpret_cast<const __m512i*>(tile + b * l.code_bytes);
+  out->dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(tile + l.scales + b * 32)));
+  if constexpr (Blk<kType>::kMin) {
+    out->mw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(tile + l.mins + b * 32)));
+  }
+  if constexpr (Blk<kType>::kNibbles) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i o = _mm512_load_si512(codes + k);
+      out->wc[k] = _mm512_and_si512(o, m4);
+      out->wc[4 + k] = _mm512_and_si512(_mm512_srli_epi16(o, 4), m4);
+    }
+  } else {
+    for (int k = 0; k < 8; ++k) out->wc[k] = _mm512_load_si512(codes + k);
+  }
+}
+
+// Where a kernel call finds its 16-row tile's weights: rows in GGML layout
+// at `base`, rb bytes apart (decoded here, block by block); the tile already
+// decoded into `pre` ([blocks] TileVnni); or a packed tile at `base`.
+enum class Src { kRows, kPre, kPacked };
+
 // Tokens [t0, t0 + T) against one 16-row tile; y points at column r0 of
-// token 0's output row (ldy apart). kPre: the tile was decoded into `pre`
-// ([blocks] TileVnni); otherwise it is decoded here from `base`.
-template <DType kType, int T, bool kPre>
+// token 0's output row (ldy apart).
+template <DType kType, int T, Src kSrc>
 KVINFER_TARGET_VNNI void TokensVnni(const uint8_t* base, size_t rb, __m512i offs,
-                                    const TileVnni* pre, const Acts& a, size_t t0, float* y,
-                                    size_t ldy, __mmask16 store_mask) {
+                                    const PackedLayout& layout, const TileVnni* pre, const Acts& a,
+                                    size_t t0, float* y, size_t ldy, __mmask16 store_mask) {
   constexpr bool kBias = kType != DType::kQ4_1;
-  // Streaming reads 16 rows at once; the next tile (the next 16 * rb bytes)
-  // is prefetched evenly over this tile's blocks, lines_per_block lines each.
+  // Streaming GGML rows reads 16 rows at once; the next tile (the next
+  // 16 * rb bytes) is prefetched evenly over this tile's blocks,
+  // lines_per_block lines each. A packed tile is one sequential stream,
+  // which the hardware prefetcher follows by itself.
   const size_t lines_per_block = (16 * rb / 64 + a.blocks - 1) / a.blocks;
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (size_t b = 0; b < a.blocks; ++b) {
     TileVnni local;
     const TileVnni* tile = &local;
-    if constexpr (kPre) {
+    if constexpr (kSrc == Src::kPre) {
       tile = pre + b;
+    } else if constexpr (kSrc == Src::kPacked) {
+      DecodePacked<kType>(base, layout, b, &local);
     } else {
       const char* next = reinterpret_cast<const char*>(base + 16 * rb + b * lines_per_block * 64);
       for (size_t l = 0; l < lines_per_block; ++l) _mm_prefetch(next + l * 64, _MM_HINT_T0);
@@ -396,27 +470,27 @@ KVINFER_TARGET_VNNI void TokensVnni(const uint8_t* base, size_t rb, __m512i offs
 
 constexpr int kTokTileVnni = 8;
 
-template <DType kType, bool kPre>
+template <DType kType, Src kSrc>
 KVINFER_TARGET_VNNI void TokenTileVnni(int count, const uint8_t* base, size_t rb, __m512i offs,
-                                       const TileVnni* pre, const Acts& a, size_t t0, float* y,
-                                       size_t ldy, __mmask16 mask) {
+                                       const PackedLayout& l, const TileVnni* pre, const Acts& a,
+                                       size_t t0, float* y, size_t ldy, __mmask16 mask) {
   switch (count) {
     case 1:
-      return TokensVnni<kType, 1, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 1, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 2:
-      return TokensVnni<kType, 2, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 2, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 3:
-      return TokensVnni<kType, 3, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 3, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 4:
-      return TokensVnni<kType, 4, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 4, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 5:
-      return TokensVnni<kType, 5, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 5, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 6:
-      return TokensVnni<kType, 6, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 6, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     case 7:
-      return TokensVnni<kType, 7, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 7, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
     default:
-      return TokensVnni<kType, 8, kPre>(base, rb, offs, pre, a, t0, y, ldy, mask);
+      return TokensVnni<kType, 8, kSrc>(base, rb, offs, l, pre, a, t0, y, ldy, mask);
   }
 }
 
@@ -429,23 +503,43 @@ KVINFER_TARGET_VNNI void RowsVnni(const WeightView& w, const Acts& a, int64_t n6
   const __m512i offs =
       _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                          _mm512_set1_epi32(static_cast<int32_t>(rb)));
+  const PackedLayout layout = LayoutOf(kType, a.blocks);
+  const bool packed = w.packed != nullptr;
+  KVINFER_CHECK(!packed || r_begin % 16 == 0);
   thread_local std::vector<uint8_t> pad, pre_buf;
   TileVnni* pre =
       n > static_cast<size_t>(kTokTileVnni) ? AlignedScratch<TileVnni>(pre_buf, a.blocks) : nullptr;
   for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
     int valid = 0;
-    const uint8_t* base = TileBase(w, r0, r_end, 16, pad, &valid);
+    const uint8_t* base = nullptr;
+    if (packed) {
+      valid = static_cast<int>(std::min<int64_t>(16, r_end - r0));
+      base = static_cast<const uint8_t*>(w.packed) + static_cast<size_t>(r0 / 16) * layout.tile_bytes;
+    } else {
+      base = TileBase(w, r0, r_end, 16, pad, &valid);
+    }
     const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
     float* yr = y + r0;
     if (n <= static_cast<size_t>(kTokTileVnni)) {
-      TokenTileVnni<kType, false>(static_cast<int>(n), base, rb, offs, nullptr, a, 0, yr, ldy,
-                                  mask);
+      if (packed) {
+        TokenTileVnni<kType, Src::kPacked>(static_cast<int>(n), base, rb, offs, layout, nullptr, a,
+                                           0, yr, ldy, mask);
+      } else {
+        TokenTileVnni<kType, Src::kRows>(static_cast<int>(n), base, rb, offs, layout, nullptr, a,
+                                         0, yr, ldy, mask);
+      }
       continue;
     }
-    for (size_t b = 0; b < a.blocks; ++b) DecodeVnni<kType>(base, rb, offs, b, &pre[b]);
+    for (size_t b = 0; b < a.blocks; ++b) {
+      if (packed) {
+        DecodePacked<kType>(base, layout, b, &pre[b]);
+      } else {
+        DecodeVnni<kType>(base, rb, offs, b, &pre[b]);
+      }
+    }
     for (size_t t0 = 0; t0 < n; t0 += kTokTileVnni) {
       const int count = static_cast<int>(std::min<size_t>(kTokTileVnni, n - t0));
-      TokenTileVnni<kType, true>(count, base, rb, offs, pre, a, t0, yr, ldy, mask);
+      TokenTileVnni<kType, Src::kPre>(count, base, rb, offs, layout, pre, a, t0, yr, ldy, mask);
     }
   }
 }
@@ -720,20 +814,55 @@ void QuantizeActivations(const float* x, int64_t n, int64_t cols, int8_t* q, flo
   QuantizeTokens(QuantizerFor(ActiveKernel()), x, 0, n, static_cast<size_t>(cols), q, d, s, sum);
 }
 
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
-  KVINFER_CHECK_MSG(IsInt8Type(w.type) && w.cols % kBlock == 0,
-                    "int8 MatMul: bad weight {} [{}, {}]", DTypeName(w.type), w.rows, w.cols);
+bool PacksWeights(DType type) {
+  return IsInt8Type(type) && ActiveKernel() == Kernel::kAvx512Vnni;
+}
+
+AlignedBuffer Pack(const WeightView& w) {
+  if (!PacksWeights(w.type) || w.rows == 0 || w.cols % kBlock != 0) return {};
+  const PackedLayout l = LayoutOf(w.type, static_cast<size_t>(w.cols) / kBlock);
+  const size_t tiles = static_cast<size_t>((w.rows + 15) / 16);
+  // Zeroed: rows past the end of the last tile have zero codes and scales.
+  AlignedBuffer out(tiles * l.tile_bytes, AlignedBuffer::Init::kZero);
+  uint8_t* p = out.as<uint8_t>();
+  for (size_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = static_cast<int64_t>(t) * 16;
+    uint8_t* tile = p + t * l.tile_bytes;
+    switch (w.type) {
+      case DType::kQ4_0:
+        PackTile<DType::kQ4_0>(w, r0, l, tile);
+        break;
+      case DType::kQ4_1:
+        PackTile<DType::kQ4_1>(w, r0, l, tile);
+        break;
+      default:
+        PackTile<DType::kQ8_0>(w, r0, l, tile);
+        break;
+    }
+  }
+  return out;
+}
+
+void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                std::span<float* const> ys, ThreadPool* pool) {
+  KVINFER_CHECK(!ws.empty() && ws.size() == ys.size());
+  const WeightView& w0 = *ws[0];
+  for (const WeightView* w : ws) {
+    KVINFER_CHECK_MSG(IsInt8Type(w->type) && w->cols % kBlock == 0 && w->type == w0.type &&
+                          w->cols == w0.cols,
+                      "int8 MatMul: bad weight {} [{}, {}]", DTypeName(w->type), w->rows, w->cols);
+  }
   const Kernel kernel = ActiveKernel();
-  const size_t cols = static_cast<size_t>(w.cols);
+  const size_t cols = static_cast<size_t>(w0.cols);
   const size_t blocks = cols / kBlock;
   // The calling thread's scratch; workers reach it through this pointer.
   thread_local ActScratch tls_scratch;
   ActScratch& scratch = tls_scratch;
   scratch.Reserve(static_cast<size_t>(n), cols);
   // What the kernel's offset codes need (see Acts).
-  const int32_t bias_mult = w.type == DType::kQ4_0                                    ? -8
-                            : w.type == DType::kQ8_0 && kernel == Kernel::kAvx512Vnni ? -128
-                                                                                      : 0;
+  const int32_t bias_mult = w0.type == DType::kQ4_0                                    ? -8
+                            : w0.type == DType::kQ8_0 && kernel == Kernel::kAvx512Vnni ? -128
+                                                                                       : 0;
   const QuantizeBlockFn quantize = QuantizerFor(kernel);
   const bool threaded = pool != nullptr && pool->num_threads() > 1;
   auto quantize_tokens = [&](int64_t t0, int64_t t1, int) {
@@ -744,7 +873,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
     }
   };
   // ~64K activations per task: a few microseconds, worth a thread's wake-up.
-  const int64_t quant_grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, w.cols));
+  const int64_t quant_grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, w0.cols));
   if (threaded && n > quant_grain) {
     pool->ParallelFor(n, quant_grain, quantize_tokens);
   } else {
@@ -753,19 +882,43 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   const Acts acts{
       scratch.q.data(), scratch.d.data(), scratch.s.data(), scratch.bias.data(), cols, blocks};
   if (!threaded) {
-    Rows(kernel, w, acts, n, y, 0, w.rows);
+    for (size_t i = 0; i < ws.size(); ++i) Rows(kernel, *ws[i], acts, n, ys[i], 0, ws[i]->rows);
     return;
   }
   // Row tiles are 16 (VNNI) or 8 (AVX2) rows: grains are multiples of 16.
   // Tasks are claimed dynamically, so small ones balance 2 threads well (k/v
   // at 192 rows: 6 tasks, not 2 uneven ones); each still gets ~16K
-  // multiply-adds, ~1 us, well above the cost of claiming it.
+  // multiply-adds, ~1 us, well above the cost of claiming it. The weights'
+  // row ranges are laid end to end as one task space.
   constexpr int64_t kRowGrain = 16;
   constexpr int64_t kMinMacsPerChunk = 16384;
-  const int64_t grain = RowGrain(kRowGrain, kMinMacsPerChunk, w.cols, n);
-  pool->ParallelFor(w.rows, grain, [&](int64_t begin, int64_t end, int) {
-    Rows(kernel, w, acts, n, y, begin, end);
+  const int64_t grain = RowGrain(kRowGrain, kMinMacsPerChunk, w0.cols, n);
+  if (ws.size() == 1) {
+    pool->ParallelFor(w0.rows, grain, [&](int64_t begin, int64_t end, int) {
+      Rows(kernel, w0, acts, n, ys[0], begin, end);
+    });
+    return;
+  }
+  std::array<int64_t, 9> first_task{};  // task index where weight i starts
+  KVINFER_CHECK_MSG(ws.size() < first_task.size(), "MatMulMany: at most {} weights",
+                    first_task.size() - 1);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    first_task[i + 1] = first_task[i] + (ws[i]->rows + grain - 1) / grain;
+  }
+  pool->ParallelFor(first_task[ws.size()], 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t task = begin; task < end; ++task) {
+      size_t i = 0;
+      while (task >= first_task[i + 1]) ++i;
+      const int64_t r0 = (task - first_task[i]) * grain;
+      Rows(kernel, *ws[i], acts, n, ys[i], r0, std::min(ws[i]->rows, r0 + grain));
+    }
   });
+}
+
+void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+  const WeightView* ws[] = {&w};
+  float* ys[] = {y};
+  MatMulMany(ws, x, n, ys, pool);
 }
 
 }  // namespace int8

@@ -36,8 +36,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
+#include "core/aligned_buffer.h"
 #include "core/thread_pool.h"
 #include "ops/weights.h"
 
@@ -71,5 +73,29 @@ void QuantizeActivations(const float* x, int64_t n, int64_t cols, int8_t* q, flo
 // y[n, w.rows] = x[n, w.cols] * W^T by the formula above. w must be one of
 // the IsInt8Type types with a valid shape (ops::MatMul checks).
 void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+
+// ops::MatMulMany for weights of one int8 type and width (at most 8): x is
+// quantized once, and the weights' row tiles are one ParallelFor.
+void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                std::span<float* const> ys, ThreadPool* pool);
+
+// Packed weights. The AVX-512 VNNI kernel spends most of a decode step
+// gathering 16 rows' block headers and transposing their codes into lanes;
+// Pack does that once at load. Layout: tiles of 16 rows (tile t = rows
+// [16t, 16t + 16), zero rows past the end), tile_bytes apart (a multiple of
+// 64); in a tile, per 32-element block b:
+//   codes  at b * C:  C / 64 chunks of 64 bytes; chunk k holds, for row
+//          i = 0..15, bytes 4k..4k+3 of the row's codes (Q4: the 16 qs
+//          bytes, C = 256; Q8_0: the 32 codes + 128 as u8, C = 512)
+//   d      at blocks * C + b * 32:        the 16 rows' fp16 scales
+//   m      at blocks * (C + 32) + b * 32: the 16 rows' fp16 mins (Q4_1)
+// so a block of 16 rows is 4 (8) aligned vector loads and one fp16 vector.
+// The kernel computes the same formula from it: the same bits.
+//
+// Whether Pack has a layout for `type` on this CPU (an int8 type and the
+// VNNI kernel active).
+bool PacksWeights(DType type);
+// The packed copy of w, or an empty buffer when !PacksWeights(w.type).
+AlignedBuffer Pack(const WeightView& w);
 
 }  // namespace kvinfer::ops::int8

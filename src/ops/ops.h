@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
+#include "core/aligned_buffer.h"
 #include "core/thread_pool.h"
 #include "ops/weights.h"
 
@@ -19,6 +21,22 @@ const char* SimdTargetName();
 // w.cols must be a multiple of the type's block size. Work is split over
 // `pool` by output rows. x and y must not alias.
 void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+
+// Products of the same activations with several weights of one type and
+// width (q/k/v, gate/up): ys[i][n, ws[i]->rows] = x[n, cols] * ws[i]^T.
+// The same bits as one MatMul per weight, in one hand-out of work to the
+// threads (and, on the int8 path, one quantization of x) instead of one per
+// weight: at decode, where each product takes microseconds, the threads'
+// wait at every job's end is a large part of the step.
+void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                std::span<float* const> ys, ThreadPool* pool);
+
+// A copy of w rearranged into the layout of the fastest MatMul kernel this
+// CPU runs, when that kernel has one (AVX-512 VNNI for Q4_0 / Q4_1 / Q8_0);
+// an empty buffer otherwise. Point w.packed at it (and keep it alive) and
+// MatMul reads it instead of w.data: fewer instructions per weight, the same
+// result bits.
+AlignedBuffer PackWeights(const WeightView& w);
 
 // dst[n] = row `r` of w, dequantized to f32 (embedding lookup).
 void DequantizeRow(const WeightView& w, int64_t r, float* dst);

@@ -16,6 +16,11 @@ struct WeightView {
   int64_t cols = 0;
   const void* data = nullptr;
   size_t row_bytes = 0;
+  // The same weights rearranged at load for the fastest kernel this CPU runs
+  // (ops::PackWeights), or nullptr. Kernels that have a packed layout read
+  // this instead of `data` and give the same bits; every other path (other
+  // kernels, DequantizeRow) reads `data`, which stays valid.
+  const void* packed = nullptr;
 
   const uint8_t* row(int64_t r) const {
     return static_cast<const uint8_t*>(data) + static_cast<size_t>(r) * row_bytes;
