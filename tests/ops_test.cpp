@@ -535,6 +535,116 @@ TEST(MatMulInt8Test, F32SettingRestoresTheF32Path) {
   ExpectMatMulMatchesReference(w.view, x, 3, y);  // f32 tolerance: int8 would fail it
 }
 
+// Packed weights (ops::PackWeights): the VNNI kernel reading the packed copy
+// must give the reference's bits for every type, odd row counts (partial last
+// tile), odd block counts, token counts around the 8-token tile and thread
+// splits. The view's `data` points at DIFFERENT weights of the same shape, so
+// a kernel that read `data` instead of `packed` would fail.
+TEST(MatMulInt8Test, PackedWeightsMatchReferenceBitForBit) {
+  if (!ops::int8::PacksWeights(DType::kQ4_0)) {
+    for (DType type : kInt8Types) {
+      const TestWeight w = MakeWeight(type, 17, 64, 5);
+      EXPECT_EQ(ops::PackWeights(w.view).size(), 0u) << DTypeName(type);
+    }
+    GTEST_SKIP() << "no packed layout on this CPU (the AVX-512 VNNI kernel does not run here)";
+  }
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (DType type : kInt8Types) {
+    for (int64_t blocks : {1, 3, 18, 48}) {
+      const int64_t cols = 32 * blocks;
+      for (int64_t rows : {1, 7, 16, 17, 50, 192}) {
+        const TestWeight w = MakeWeight(type, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
+        const TestWeight decoy = MakeWeight(type, rows, cols, static_cast<uint32_t>(rows + 99));
+        const AlignedBuffer packed = ops::PackWeights(w.view);
+        ASSERT_GT(packed.size(), 0u);
+        ASSERT_EQ(reinterpret_cast<uintptr_t>(packed.data()) % 64, 0u);
+        WeightView v = decoy.view;
+        v.packed = packed.data();
+        for (int64_t n : {1, 2, 3, 8, 9, 17, 64}) {
+          const std::vector<float> x =
+              RandomVector(static_cast<size_t>(n * cols), static_cast<uint32_t>(n * 3 + cols));
+          std::vector<float> want(static_cast<size_t>(n * rows));
+          ops::ref::MatMulInt8(w.view, x.data(), n, want.data());
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+            std::vector<float> got(want.size(), NAN);
+            ops::MatMul(v, x.data(), n, got.data(), pool);
+            int failures = 0;
+            for (size_t i = 0; i < got.size() && failures < 3; ++i) {
+              if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i])) {
+                ++failures;
+                ADD_FAILURE() << "packed " << DTypeName(type) << " [" << rows << ", " << cols
+                              << "] n=" << n << " threads "
+                              << (pool != nullptr ? pool->num_threads() : 1) << " token "
+                              << i / rows << " row " << i % rows << ": got " << got[i]
+                              << " want " << want[i];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// MatMulMany: several weights sharing one input give exactly the separate
+// products, on the int8 path (one quantization, one job) packed or not, and
+// on the fallback (f32 activations; mixed types).
+TEST(MatMulManyTest, EqualsSeparateMatMulsBitForBit) {
+  ThreadPool pool2(2);
+  const int64_t cols = 96;
+  const int64_t n_list[] = {1, 3, 17};
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kF16}) {
+    const TestWeight a = MakeWeight(type, 50, cols, 1);
+    const TestWeight b = MakeWeight(type, 17, cols, 2);
+    const TestWeight c = MakeWeight(type, 16, cols, 3);
+    std::vector<AlignedBuffer> packs;
+    WeightView views[3] = {a.view, b.view, c.view};
+    for (bool packed : {false, true}) {
+      if (packed) {
+        for (WeightView& v : views) {
+          packs.push_back(ops::PackWeights(v));
+          v.packed = packs.back().size() > 0 ? packs.back().data() : nullptr;
+        }
+      }
+      for (auto precision : {ops::ActivationPrecision::kInt8, ops::ActivationPrecision::kF32}) {
+        const PrecisionScope scope(precision);
+        for (int64_t n : n_list) {
+          const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 9);
+          std::vector<std::vector<float>> want(3), got(3);
+          for (int i = 0; i < 3; ++i) {
+            want[i].assign(static_cast<size_t>(n * views[i].rows), NAN);
+            got[i].assign(want[i].size(), NAN);
+            ops::MatMul(views[i], x.data(), n, want[i].data(), nullptr);
+          }
+          const WeightView* ws[] = {&views[0], &views[1], &views[2]};
+          float* ys[] = {got[0].data(), got[1].data(), got[2].data()};
+          ops::MatMulMany(ws, x.data(), n, ys, &pool2);
+          for (int i = 0; i < 3; ++i) {
+            for (size_t k = 0; k < want[i].size(); ++k) {
+              ASSERT_EQ(std::bit_cast<uint32_t>(got[i][k]), std::bit_cast<uint32_t>(want[i][k]))
+                  << DTypeName(type) << " packed " << packed << " n " << n << " weight " << i
+                  << " element " << k;
+            }
+          }
+        }
+      }
+    }
+  }
+  // Weights of different types fall back to one MatMul each.
+  const TestWeight q = MakeWeight(DType::kQ4_0, 20, cols, 4);
+  const TestWeight f = MakeWeight(DType::kF32, 21, cols, 5);
+  const std::vector<float> x = RandomVector(static_cast<size_t>(2 * cols), 6);
+  std::vector<float> yq(40), yf(42), wq(40), wf(42);
+  ops::MatMul(q.view, x.data(), 2, wq.data(), nullptr);
+  ops::MatMul(f.view, x.data(), 2, wf.data(), nullptr);
+  const WeightView* ws[] = {&q.view, &f.view};
+  float* ys[] = {yq.data(), yf.data()};
+  ops::MatMulMany(ws, x.data(), 2, ys, &pool2);
+  EXPECT_EQ(yq, wq);
+  EXPECT_EQ(yf, wf);
+}
+
 // ---------------------------------------------------------------------------
 // Dequantization of hand-built blocks.
 

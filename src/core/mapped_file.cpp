@@ -40,6 +40,14 @@ MappedFile MappedFile::Open(const std::string& path) {
   return f;
 }
 
+void MappedFile::DropPages(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  // Advice only: a failure leaves the pages resident, which is harmless.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile MappedFile::FromBytes(std::span<const uint8_t> bytes) {
   MappedFile f;
   f.data_ = bytes.data();

@@ -23,6 +23,12 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile();
 
+  // Tells the kernel that the pages wholly inside [p, p + n) of a read-only
+  // file mapping are not needed now: they leave the resident set and a later
+  // read faults them in again from the file, unchanged. Only for ranges of a
+  // mapping made by Open (on anonymous memory it would zero them).
+  static void DropPages(const void* p, size_t n);
+
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }

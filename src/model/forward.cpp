@@ -99,9 +99,11 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     Norm(x, L.attn_norm, L.attn_norm_bias, n);
-    ops::MatMul(L.wq, xn_.data(), n, q_.data(), pool_);
-    ops::MatMul(L.wk, xn_.data(), n, k_.data(), pool_);
-    ops::MatMul(L.wv, xn_.data(), n, v_.data(), pool_);
+    {
+      const WeightView* ws[] = {&L.wq, &L.wk, &L.wv};
+      float* ys[] = {q_.data(), k_.data(), v_.data()};
+      ops::MatMulMany(ws, xn_.data(), n, ys, pool_);
+    }
     if (gpt2) {
       AddBias(q_.data(), L.bq, n, q_dim);
       AddBias(k_.data(), L.bk, n, kv_dim);
@@ -136,8 +138,9 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       AddBias(out_.data(), L.b_down, n, d);
     } else {
       // x += W_down (silu(W_gate xn) * W_up xn)
-      ops::MatMul(L.w_gate, xn_.data(), n, gate_.data(), pool_);
-      ops::MatMul(L.w_up, xn_.data(), n, up_.data(), pool_);
+      const WeightView* ws[] = {&L.w_gate, &L.w_up};
+      float* ys[] = {gate_.data(), up_.data()};
+      ops::MatMulMany(ws, xn_.data(), n, ys, pool_);
       ops::SiluMul(gate_.data(), up_.data(), static_cast<int64_t>(n) * c.d_ff);
       ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
     }

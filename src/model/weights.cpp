@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "io/gguf.h"
 #include "ops/ops.h"
 
@@ -86,10 +87,19 @@ void SplitFusedQkv(const WeightView& qkv, const float* bias, int d, LayerWeights
 }
 
 void PackWeights(ModelWeights& w) {
-  auto pack = [&w](WeightView& v) {
+  auto in_owned = [&w](const WeightView& v) {
+    const auto* p = static_cast<const std::byte*>(v.data);
+    for (const AlignedBuffer& b : w.owned) {
+      if (p >= b.data() && p < b.data() + b.size()) return true;
+    }
+    return false;
+  };
+  auto pack = [&](WeightView& v) {
     if (v.data == nullptr || v.packed != nullptr) return;
     AlignedBuffer buf = ops::PackWeights(v);
     if (buf.size() == 0) return;
+    // Dropped as soon as copied: the peak stays near one copy too.
+    if (!in_owned(v)) MappedFile::DropPages(v.data, static_cast<size_t>(v.rows) * v.row_bytes);
     v.packed = buf.data();
     w.owned.push_back(std::move(buf));
   };

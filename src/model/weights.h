@@ -49,7 +49,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;  // [n_layers]
   int64_t num_parameters = 0;
   int64_t weight_bytes = 0;
-  // Buffers the views may point into instead of the mapping: f32 copies of
+  // Every view points into the model file's read-only mapping or into one
+  // of these buffers. Buffers the views may point into instead of the mapping: f32 copies of
   // vectors stored in another type (norm weights in f16...), and matrices
   // rearranged at load (Hugging Face GPT-2's transposed Conv1D weights,
   // Llama q/k rows put back into GGML's rotary pairing).
@@ -58,7 +59,10 @@ struct ModelWeights {
 
 // Gives every matrix the forward pass multiplies (not the token embedding
 // lookups) a packed copy when the CPU's kernel has a layout of its own
-// (ops::PackWeights), kept in w.owned.
+// (ops::PackWeights), kept in w.owned. The file pages that packing read are
+// then dropped from the resident set (MappedFile::DropPages), so the packed
+// matrices are resident once, not twice; lookups that still read the file
+// (the token embedding, tied to the output) fault their rows back in.
 void PackWeights(ModelWeights& w);
 
 // Throws Error naming the tensor: kDataLoss (missing, wrong shape),
