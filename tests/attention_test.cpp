@@ -3,6 +3,7 @@
 // 1, uneven blocks) and chunk splits, on every SIMD target the CPU runs.
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -48,30 +49,76 @@ std::vector<double> Reference(const std::vector<float>& q, const std::vector<flo
   return out;
 }
 
+// K/V rows [len, hd] in the kernel's storage for `type`: f16 bits, or q8_0
+// codes [len, hd] and scales [len, KvQ8Blocks(hd)].
+struct Stored {
+  std::vector<uint16_t> f16;
+  std::vector<int8_t> codes;
+  std::vector<uint16_t> scales;
+};
+Stored Store(const std::vector<float>& x, int hd, KvPrecision type) {
+  Stored st;
+  const size_t rows = x.size() / static_cast<size_t>(hd);
+  if (type == KvPrecision::kF16) {
+    for (float f : x) st.f16.push_back(F32ToF16(f));
+  } else if (type == KvPrecision::kQ8_0) {
+    const int nb = ops::KvQ8Blocks(hd);
+    st.codes.resize(x.size());
+    st.scales.resize(rows * static_cast<size_t>(nb));
+    for (size_t r = 0; r < rows; ++r) {
+      ops::QuantizeKvQ8(x.data() + r * hd, hd, st.codes.data() + r * hd, st.scales.data() + r * nb);
+    }
+  }
+  return st;
+}
+
+// What the kernel reads back from Store: f16 rounding or d_b * code.
+std::vector<float> Dequantized(const std::vector<float>& x, int hd, KvPrecision type) {
+  const Stored st = Store(x, hd, type);
+  std::vector<float> out(x);
+  const int nb = ops::KvQ8Blocks(hd);
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (type == KvPrecision::kF16) out[i] = F16ToF32(st.f16[i]);
+    if (type == KvPrecision::kQ8_0) {
+      const size_t r = i / static_cast<size_t>(hd);
+      const int c = static_cast<int>(i % static_cast<size_t>(hd));
+      out[i] = F16ToF32(st.scales[r * nb + c / ops::kKvQ8Block]) * st.codes[i];
+    }
+  }
+  return out;
+}
+
 // The kernel over [0, len) cut into chunks of `chunk` positions, each chunk
-// presented as spans of `span` positions, folded in order. With kF16 the
-// K/V are stored as f16 (the caller passes values already rounded to f16,
-// so the float64 reference sees exactly what the kernel reads).
+// presented as spans of `span` positions, folded in order. With kF16 /
+// kQ8_0 the K/V are stored in that format (the caller passes values already
+// through Dequantized, so the float64 reference sees exactly what the kernel
+// reads).
 std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>& k,
                           const std::vector<float>& v, int group, int hd, int32_t len, float scale,
                           int32_t chunk, int32_t span, KvPrecision type = KvPrecision::kF32) {
-  std::vector<uint16_t> k16(k.size()), v16(v.size());
-  for (size_t i = 0; i < k.size(); ++i) {
-    k16[i] = F32ToF16(k[i]);
-    v16[i] = F32ToF16(v[i]);
-  }
-  const bool f16 = type == KvPrecision::kF16;
-  auto at = [&](const std::vector<float>& f32, const std::vector<uint16_t>& h, int32_t j) -> const void* {
-    return f16 ? static_cast<const void*>(h.data() + static_cast<size_t>(j) * hd)
-               : static_cast<const void*>(f32.data() + static_cast<size_t>(j) * hd);
+  const Stored ks = Store(k, hd, type), vs = Store(v, hd, type);
+  const size_t nb = static_cast<size_t>(ops::KvQ8Blocks(hd));
+  auto at = [&](const std::vector<float>& f32, const Stored& st, int32_t j) -> const void* {
+    const size_t off = static_cast<size_t>(j) * hd;
+    switch (type) {
+      case KvPrecision::kF16: return st.f16.data() + off;
+      case KvPrecision::kQ8_0: return st.codes.data() + off;
+      case KvPrecision::kF32: break;
+    }
+    return f32.data() + off;
   };
   const size_t part = static_cast<size_t>(group) * (hd + 2);
-  std::vector<float> state(part), tmp(part), scratch(static_cast<size_t>(group) * chunk);
+  std::vector<float> state(part), tmp(part),
+      scratch(ops::AttentionScratchFloats(type, group, hd, chunk));
   for (int32_t begin = 0; begin < len; begin += chunk) {
     const int32_t end = std::min(len, begin + chunk);
     std::vector<ops::KvSpan> spans;
     for (int32_t j = begin; j < end; j += span) {
-      spans.push_back({at(k, k16, j), at(v, v16, j), std::min(span, end - j)});
+      ops::KvSpan& sp = spans.emplace_back(at(k, ks, j), at(v, vs, j), std::min(span, end - j));
+      if (type == KvPrecision::kQ8_0) {
+        sp.k_scale = ks.scales.data() + static_cast<size_t>(j) * nb;
+        sp.v_scale = vs.scales.data() + static_cast<size_t>(j) * nb;
+      }
     }
     float* dst = begin == 0 ? state.data() : tmp.data();
     ops::AttentionPartial(q.data(), group, hd, scale, type, spans, end - begin, scratch.data(), dst,
@@ -95,12 +142,21 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
   for (float& x : q) x = qd(rng);
   for (float& x : k) x = kd(rng);
   for (float& x : v) x = kd(rng);
-  if (type == KvPrecision::kF16) {
-    for (float& x : k) x = F16ToF32(F32ToF16(x));
-    for (float& x : v) x = F16ToF32(F32ToF16(x));
+  k = Dequantized(k, cs.hd, type);
+  v = Dequantized(v, cs.hd, type);
+  // With q8_0 K the kernel rounds q to int8, one scale per head.
+  std::vector<float> q_read = q;
+  if (type == KvPrecision::kQ8_0) {
+    for (int h = 0; h < cs.group; ++h) {
+      float* x = q_read.data() + static_cast<size_t>(h) * cs.hd;
+      float amax = 0;
+      for (int i = 0; i < cs.hd; ++i) amax = std::max(amax, std::abs(x[i]));
+      const float dq = amax / 127.0f;
+      for (int i = 0; i < cs.hd; ++i) x[i] = dq * std::nearbyint(x[i] / dq);
+    }
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(cs.hd));
-  const std::vector<double> ref = Reference(q, k, v, cs.group, cs.hd, cs.len, scale);
+  const std::vector<double> ref = Reference(q_read, k, v, cs.group, cs.hd, cs.len, scale);
   std::vector<float> whole;
   for (int32_t chunk : {cs.len, 7, 64, 256}) {
     for (int32_t span : {1, 5, 16, cs.len}) {
@@ -123,9 +179,11 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
   }
 }
 
+// head_dim 80 and 100: a q8_0 row ends in a short block (16 / 4 elements);
+// 320: past Scores16's widening tile (kMaxTileHeadDim 256).
 const Case kCases[] = {{1, 64, 1},   {3, 64, 300},  {3, 64, 2049}, {4, 128, 513}, {1, 8, 37},
                        {9, 16, 100}, {5, 12, 77},   {2, 7, 33},    {8, 80, 260},  {16, 64, 65},
-                       {12, 32, 1}};
+                       {12, 32, 1},  {3, 100, 45},  {2, 320, 33}};
 
 TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
@@ -135,11 +193,56 @@ TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
     uint32_t seed = 1;
     for (const Case& cs : kCases) {
       CheckCase(cs, seed, KvPrecision::kF32);
-      CheckCase(cs, seed++, KvPrecision::kF16);
+      CheckCase(cs, seed, KvPrecision::kF16);
+      CheckCase(cs, seed++, KvPrecision::kQ8_0);
     }
   }
   hwy::SetSupportedTargetsForTest(0);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+// q8_0 round trip: each element within half a step of its block's stored
+// scale (plus, where f16 rounded the scale down, the clamp at code 127: at
+// most 2^-11 of the block's max), codes in [-127, 127], the max element at
+// code +-127 or +-126, an all-zero block all zeros.
+TEST(AttentionKernelTest, Q8RoundTripStaysWithinHalfAStep) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int n : {1, 7, 31, 32, 33, 64, 80, 100, 128}) {
+    for (float spread : {1e-3f, 1.0f, 300.0f}) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& f : x) f = spread * nd(rng);
+      x[static_cast<size_t>(n) / 2] *= 20.0f;  // an outlier, as K has in a few channels
+      if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // block 1 all zero
+      std::vector<int8_t> codes(x.size());
+      std::vector<uint16_t> scales(static_cast<size_t>(ops::KvQ8Blocks(n)));
+      ops::QuantizeKvQ8(x.data(), n, codes.data(), scales.data());
+      for (int b0 = 0; b0 < n; b0 += ops::kKvQ8Block) {
+        const int end = std::min(n, b0 + ops::kKvQ8Block);
+        float amax = 0;
+        int cmax = 0;
+        for (int i = b0; i < end; ++i) {
+          amax = std::max(amax, std::abs(x[static_cast<size_t>(i)]));
+          cmax = std::max(cmax, std::abs(static_cast<int>(codes[static_cast<size_t>(i)])));
+        }
+        const uint16_t d16 = scales[static_cast<size_t>(b0 / ops::kKvQ8Block)];
+        EXPECT_EQ(d16, F32ToF16(amax / 127.0f)) << n << " block " << b0;
+        const float d = F16ToF32(d16);
+        if (amax == 0) {
+          EXPECT_EQ(cmax, 0);
+          continue;
+        }
+        EXPECT_GE(cmax, 126) << n << " block " << b0;
+        const double bound = 0.5 * d + std::max(0.0, amax - 127.0 * d) + 1e-6 * amax;
+        for (int i = b0; i < end; ++i) {
+          const int c = codes[static_cast<size_t>(i)];
+          ASSERT_LE(std::abs(c), 127);
+          EXPECT_LE(std::abs(static_cast<double>(d) * c - x[static_cast<size_t>(i)]), bound)
+              << "n " << n << " spread " << spread << " i " << i;
+        }
+      }
+    }
+  }
 }
 
 TEST(AttentionKernelTest, MergeOfSplitPartialsEqualsOneChunkWithinRounding) {

@@ -46,6 +46,11 @@ TEST(Cli, BadValuesAreErrors) {
   CmdResult kv = RunCli("generate --kv sideways -p hi");
   EXPECT_NE(kv.exit_code, 0);
   EXPECT_NE(kv.err.find("sideways"), std::string::npos) << kv.err;
+  // A KV element type that does not exist: named, with the ones that do.
+  CmdResult dtype = RunCli("generate --kv-dtype q4 -p hi");
+  EXPECT_NE(dtype.exit_code, 0);
+  EXPECT_NE(dtype.err.find("q4"), std::string::npos) << dtype.err;
+  EXPECT_NE(dtype.err.find("q8_0"), std::string::npos) << dtype.err;
   CmdResult top_p = RunCli("generate --top-p 1.5 -p hi");
   EXPECT_NE(top_p.exit_code, 0);
   EXPECT_NE(top_p.err.find("top-p"), std::string::npos) << top_p.err;

@@ -1,5 +1,6 @@
 // KV metadata and storage: exact block ids, ref counts and free counts after
 // every operation, and a randomized check against a simple model.
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -191,7 +192,14 @@ void WriteSlot(KvCache& cache, int layer, int32_t block, int32_t slot, FK kval, 
   cache.WriteToken(layer, block, slot, k.data(), v.data());
 }
 
-class KvCachePrecision : public ::testing::TestWithParam<KvPrecision> {};
+class KvCachePrecision : public ::testing::TestWithParam<KvPrecision> {
+ protected:
+  // How far a stored element may come back from x when all elements of its
+  // head's vector are x: f32 exact; f16 within half an ulp (2^-11 relative);
+  // q8_0 stores code 127 with scale f16(x / 127), so within the scale's f16
+  // rounding, 2^-11 of |x| as well.
+  float Tol(float x) const { return GetParam() == KvPrecision::kF32 ? 0.0f : std::abs(x) / 2048; }
+};
 
 TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
   ModelConfig c = TinyConfig();
@@ -217,8 +225,9 @@ TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
         for (int h = 0; h < c.n_kv_heads; ++h) {
           for (int32_t slot = 0; slot < 4; ++slot) {
             for (int i = 0; i < c.head_dim; ++i) {
-              ASSERT_EQ(cache.ReadElement(l, blk, 0, h, slot, i), static_cast<float>(seq + 1));
-              ASSERT_EQ(cache.ReadElement(l, blk, 1, h, slot, i), static_cast<float>(-(seq + 1)));
+              const float x = static_cast<float>(seq + 1);
+              ASSERT_NEAR(cache.ReadElement(l, blk, 0, h, slot, i), x, Tol(x));
+              ASSERT_NEAR(cache.ReadElement(l, blk, 1, h, slot, i), -x, Tol(x));
             }
           }
         }
@@ -227,13 +236,20 @@ TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
   }
 }
 
-TEST_P(KvCachePrecision, HalfTheBytesPerTokenInF16) {
+TEST_P(KvCachePrecision, BytesPerTokenAndRounding) {
   ModelConfig c = TinyConfig();
   KvCache cache(c, 4, 6, GetParam());
-  const int64_t elem = GetParam() == KvPrecision::kF16 ? 2 : 4;
-  EXPECT_EQ(cache.bytes_per_token(), 2 * c.n_layers * c.n_kv_heads * c.head_dim * elem);
+  // Bytes of one head's K (or V) vector: f32 4 per element, f16 2, q8_0 one
+  // code per element and an f16 scale per 32 (head_dim 4: one scale).
+  const int64_t row = GetParam() == KvPrecision::kF32   ? 4 * c.head_dim
+                      : GetParam() == KvPrecision::kF16 ? 2 * c.head_dim
+                                                        : c.head_dim + 2;
+  EXPECT_EQ(cache.bytes_per_token(), 2 * c.n_layers * c.n_kv_heads * row);
+  EXPECT_EQ(cache.bytes_per_token(), KvBytesPerToken(c, GetParam()));
+  EXPECT_EQ(cache.Stats().bytes_per_token, cache.bytes_per_token());
   EXPECT_EQ(cache.Stats().precision, KvPrecisionName(GetParam()));
-  // f16 rounds to nearest: 1/3 comes back within half an f16 ulp.
+  // f16 rounds to nearest: 1/3 comes back within half an f16 ulp; q8_0
+  // (code 127, scale f16(1/381)) within the scale's rounding.
   const int32_t s = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(s, 1));
   WriteSlot(cache, 0, cache.block_table(s)[0], 0, [](int) { return 1.0f / 3.0f; },
@@ -243,7 +259,7 @@ TEST_P(KvCachePrecision, HalfTheBytesPerTokenInF16) {
     EXPECT_EQ(back, 1.0f / 3.0f);
   } else {
     EXPECT_NE(back, 1.0f / 3.0f);
-    EXPECT_NEAR(back, 1.0f / 3.0f, 0.5f * 0.25f / 1024);
+    EXPECT_NEAR(back, 1.0f / 3.0f, Tol(1.0f / 3.0f));
   }
 }
 
@@ -347,8 +363,11 @@ TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   EXPECT_EQ(cache.pool().ref_count(0), 2);
   for (int l = 0; l < c.n_layers; ++l) {
     for (int h = 0; h < c.n_kv_heads; ++h) {
-      EXPECT_EQ(cache.ReadElement(l, copy, 0, h, 0, 0), 10.0f + l + h);
-      EXPECT_EQ(cache.ReadElement(l, copy, 1, h, 0, 0), -10.0f - l - h);
+      const float x = 10.0f + l + h;
+      EXPECT_NEAR(cache.ReadElement(l, copy, 0, h, 0, 0), x, Tol(x));
+      EXPECT_NEAR(cache.ReadElement(l, copy, 1, h, 0, 0), -x, Tol(x));
+      // The copy carries the scales along with the codes: bit-identical.
+      EXPECT_EQ(cache.ReadElement(l, copy, 0, h, 0, 0), cache.ReadElement(l, 1, 0, h, 0, 0));
     }
   }
   // a writes position 6 too: its block 1 is now private, no copy.
@@ -370,7 +389,7 @@ TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, KvCachePrecision,
-                         ::testing::Values(KvPrecision::kF32, KvPrecision::kF16),
+                         ::testing::Values(KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0),
                          [](const ::testing::TestParamInfo<KvPrecision>& i) {
                            return std::string(KvPrecisionName(i.param));
                          });

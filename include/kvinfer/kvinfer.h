@@ -99,8 +99,11 @@ std::optional<KvStrategy> ParseKvStrategy(std::string_view name);
 
 // Element type of cached keys and values. f32 is exact (every strategy gives
 // the same tokens); f16 halves the cache's memory and the bytes attention
-// reads per token, at ~1e-3 relative rounding of each K/V element.
-enum class KvPrecision { kF32, kF16 };
+// reads per token, at ~1e-3 relative rounding of each K/V element; q8_0
+// (GGML's Q8_0 layout: int8 codes with one f16 scale per 32 elements of a
+// head's vector) needs 1.0625 bytes per element, about a quarter of f32, at
+// up to 1/254 of its block's max |element| of error per element.
+enum class KvPrecision { kF32, kF16, kQ8_0 };
 const char* KvPrecisionName(KvPrecision p);
 std::optional<KvPrecision> ParseKvPrecision(std::string_view name);
 

@@ -456,10 +456,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
     block_size = o.kv.block_size_tokens;
   }
   o.kv.block_size_tokens = block_size;
-  if (o.kv.precision != KvPrecision::kF32 && o.kv.precision != KvPrecision::kF16) {
-    return bad("unknown KV precision (expected f32 or f16)");
+  if (o.kv.precision != KvPrecision::kF32 && o.kv.precision != KvPrecision::kF16 &&
+      o.kv.precision != KvPrecision::kQ8_0) {
+    return bad("unknown KV precision (expected f32, f16 or q8_0)");
   }
-  const int64_t kv_token_bytes = c.KvBytesPerToken(static_cast<double>(KvElementBytes(o.kv.precision)));
+  const int64_t kv_token_bytes = KvBytesPerToken(c, o.kv.precision);
   const int64_t block_bytes = static_cast<int64_t>(block_size) * kv_token_bytes;
   int64_t num_blocks = 0;
   if (o.kv.num_blocks > 0) {

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "ops/attention.h"
 
 namespace kvinfer {
 
@@ -15,8 +16,10 @@ KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t n
       head_dim_(config.head_dim),
       block_size_(block_size_tokens),
       precision_(precision),
-      elem_bytes_(KvElementBytes(precision)),
-      bytes_per_token_(config.KvBytesPerToken(static_cast<double>(elem_bytes_))),
+      elem_bytes_(precision == KvPrecision::kF32 ? 4 : precision == KvPrecision::kF16 ? 2 : 1),
+      row_bytes_(KvRowBytes(precision, config.head_dim)),
+      q8_blocks_(ops::KvQ8Blocks(config.head_dim)),
+      bytes_per_token_(KvBytesPerToken(config, precision)),
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
   const size_t bytes = static_cast<size_t>(num_blocks) * block_size_tokens * bytes_per_token_;
@@ -35,9 +38,12 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
       const float* s = src + static_cast<size_t>(h) * head_dim_;
       if (precision_ == KvPrecision::kF32) {
         std::memcpy(dst, s, sizeof(float) * head_dim_);
-      } else {
+      } else if (precision_ == KvPrecision::kF16) {
         uint16_t* d = reinterpret_cast<uint16_t*>(dst);
         for (int i = 0; i < head_dim_; ++i) d[i] = F32ToF16(s[i]);
+      } else {
+        ops::QuantizeKvQ8(s, head_dim_, reinterpret_cast<int8_t*>(dst),
+                          Scales(layer, block, kv, h, slot));
       }
     }
   }
@@ -49,6 +55,10 @@ float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_
     float f;
     std::memcpy(&f, p, sizeof f);
     return f;
+  }
+  if (precision_ == KvPrecision::kQ8_0) {
+    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / ops::kKvQ8Block];
+    return F16ToF32(d) * static_cast<float>(static_cast<int8_t>(*p));
   }
   uint16_t h;
   std::memcpy(&h, p, sizeof h);
@@ -154,10 +164,11 @@ bool KvCache::PrepareWrite(int32_t seq, int32_t begin, int32_t end) {
 }
 
 void KvCache::CopyBlock(int32_t src, int32_t dst) {
-  // K and V of all heads of one block in one layer are contiguous.
-  const size_t elems = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * head_dim_;
+  // K and V of all heads of one block in one layer (scales included) are
+  // contiguous.
+  const size_t bytes = static_cast<size_t>(2) * n_kv_heads_ * block_size_ * row_bytes_;
   for (int l = 0; l < n_layers_; ++l) {
-    std::memcpy(Row(l, dst, 0, 0, 0), Row(l, src, 0, 0, 0), elems * elem_bytes_);
+    std::memcpy(Row(l, dst, 0, 0, 0), Row(l, src, 0, 0, 0), bytes);
   }
 }
 

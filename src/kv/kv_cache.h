@@ -6,12 +6,14 @@
 // attention has one code path and strategies differ only in what they
 // really change (recomputation and reserved-but-unused memory).
 //
-// Storage is one aligned allocation of f32 or f16 elements (KvPrecision),
-// addressed as
-//   [layer][block][k|v][kv_head][token_in_block][head_dim]
+// Storage is one aligned allocation (element type KvPrecision), addressed as
+//   [layer][block][k|v][kv_head] -> one head's rows of block_size tokens
 // so one head's keys in a block are a contiguous [block_size, head_dim]
 // matrix (what attention streams over), and a block's bytes across layers
-// are at a fixed stride (what a block copy touches).
+// are at a fixed stride (what a block copy touches). f32 / f16: the rows are
+// head_dim elements each. q8_0: the head's int8 codes [block_size, head_dim]
+// come first, then its f16 scales [block_size, ceil(head_dim / 32)], so code
+// rows stay 64-byte aligned for head_dim 64.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +27,21 @@
 
 namespace kvinfer {
 
-// Bytes of one cached K or V element.
-constexpr size_t KvElementBytes(KvPrecision p) { return p == KvPrecision::kF16 ? 2 : 4; }
+// Bytes of one token's K (or V) vector of one head: head_dim elements, and
+// for q8_0 their scales.
+constexpr size_t KvRowBytes(KvPrecision p, int head_dim) {
+  switch (p) {
+    case KvPrecision::kF16: return 2 * static_cast<size_t>(head_dim);
+    case KvPrecision::kQ8_0: return static_cast<size_t>(head_dim) + 2 * ((static_cast<size_t>(head_dim) + 31) / 32);
+    case KvPrecision::kF32: break;
+  }
+  return 4 * static_cast<size_t>(head_dim);
+}
+
+// K and V of one token across all layers and KV heads.
+inline int64_t KvBytesPerToken(const ModelConfig& c, KvPrecision p) {
+  return 2 * static_cast<int64_t>(c.n_layers) * c.n_kv_heads * static_cast<int64_t>(KvRowBytes(p, c.head_dim));
+}
 
 class KvCache {
  public:
@@ -70,12 +85,21 @@ class KvCache {
   }
 
   // [block_size, head_dim] keys / values of one head in one block, as
-  // elements of precision(), from token `slot` of the block on.
+  // elements of precision() (q8_0: the int8 codes), from token `slot` of the
+  // block on.
   const void* Keys(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
     return Row(layer, block, 0, kv_head, slot);
   }
   const void* Values(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
     return Row(layer, block, 1, kv_head, slot);
+  }
+  // q8_0 only: the f16 scales [block_size, ceil(head_dim / 32)] of those
+  // codes, from token `slot` on.
+  const uint16_t* KeyScales(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
+    return Scales(layer, block, 0, kv_head, slot);
+  }
+  const uint16_t* ValueScales(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
+    return Scales(layer, block, 1, kv_head, slot);
   }
   // Stores one token's K and V (k, v: [kv_heads, head_dim] f32) at offset
   // `slot` of `block` in `layer`, converting to precision().
@@ -107,11 +131,17 @@ class KvCache {
 
   // First byte of token `slot`'s head_dim elements (kv: 0 = K, 1 = V).
   std::byte* Row(int layer, int32_t block, int kv, int head, int32_t slot) const {
-    return data_ + (Offset(layer, block, kv, head) + static_cast<size_t>(slot) * head_dim_) * elem_bytes_;
+    return data_ + Offset(layer, block, kv, head) + static_cast<size_t>(slot) * head_dim_ * elem_bytes_;
   }
+  uint16_t* Scales(int layer, int32_t block, int kv, int head, int32_t slot) const {
+    return reinterpret_cast<uint16_t*>(data_ + Offset(layer, block, kv, head) +
+                                             static_cast<size_t>(block_size_) * head_dim_) +
+           static_cast<size_t>(slot) * q8_blocks_;
+  }
+  // Byte offset of one head's rows in one block.
   size_t Offset(int layer, int32_t block, int kv, int head) const {
     return ((((static_cast<size_t>(layer) * num_blocks() + block) * 2 + kv) * n_kv_heads_ + head) *
-            block_size_) * head_dim_;
+            block_size_) * row_bytes_;
   }
 
   int n_layers_;
@@ -119,10 +149,12 @@ class KvCache {
   int head_dim_;
   int32_t block_size_;
   KvPrecision precision_;
-  size_t elem_bytes_;
+  size_t elem_bytes_;   // of a K/V element (q8_0: of a code)
+  size_t row_bytes_;    // KvRowBytes
+  int q8_blocks_;       // scales per q8_0 row
   int64_t bytes_per_token_;
   BlockPool pool_;
-  AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads, block_size, head_dim] elements
+  AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads] x block_size rows
   std::byte* data_ = nullptr;
   std::vector<Sequence> seqs_;
   std::vector<int32_t> free_seq_ids_;

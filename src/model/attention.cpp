@@ -50,8 +50,10 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
 
   // One partial: m[group], l[group], o[group, hd].
   const size_t part_floats = static_cast<size_t>(group) * (hd + 2);
-  // Per-thread scratch: scores [group, kChunk], a partial and a running state.
-  const size_t scratch_floats = static_cast<size_t>(group) * kChunk + 2 * part_floats;
+  // Per-thread scratch: the kernel's (scores [group, kChunk], ...), a partial
+  // and a running state.
+  const size_t kernel_floats = ops::AttentionScratchFloats(kv_type, group, hd, kChunk);
+  const size_t scratch_floats = kernel_floats + 2 * part_floats;
   for (std::vector<float>& s : scores_) {
     if (s.size() < scratch_floats) s.resize(scratch_floats);
   }
@@ -72,7 +74,12 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       const int32_t block = table[j / bs];
       const int32_t off = j % bs;
       const int32_t m = std::min(bs - off, end - j);
-      spans.push_back({cache.Keys(layer, block, g, off), cache.Values(layer, block, g, off), m});
+      ops::KvSpan& sp =
+          spans.emplace_back(cache.Keys(layer, block, g, off), cache.Values(layer, block, g, off), m);
+      if (kv_type == KvPrecision::kQ8_0) {
+        sp.k_scale = cache.KeyScales(layer, block, g, off);
+        sp.v_scale = cache.ValueScales(layer, block, g, off);
+      }
       j += m;
     }
     float* scores = scores_[static_cast<size_t>(thread)].data();
@@ -91,7 +98,7 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
   const bool split = use_pool && pairs < 2 * threads;
   if (!split) {
     auto run = [&](int64_t begin, int64_t end, int thread) {
-      float* scratch = scores_[static_cast<size_t>(thread)].data() + static_cast<size_t>(group) * kChunk;
+      float* scratch = scores_[static_cast<size_t>(thread)].data() + kernel_floats;
       float* part = scratch;
       float* state = scratch + part_floats;
       for (int64_t task = begin; task < end; ++task) {

@@ -16,22 +16,48 @@
 
 namespace kvinfer::ops {
 
+// q8_0 K/V rows: a head's vector x[head_dim] in blocks of kKvQ8Block
+// elements (the last one shorter when head_dim is not a multiple), each
+// block b stored as int8 codes c and an f16 scale d_b = f16(max|x_b| / 127),
+// with x_i ~= d_b * c_i and c_i = round(x_i / d_b) (0 for an all-zero block).
+constexpr int kKvQ8Block = 32;
+constexpr int KvQ8Blocks(int head_dim) { return (head_dim + kKvQ8Block - 1) / kKvQ8Block; }
+// codes[n], scales[KvQ8Blocks(n)] (f16 bits).
+void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales);
+
 // `n` consecutive cached positions: keys k[n, head_dim] and values
 // v[n, head_dim], each row contiguous (one block's slice of a KV head), in
-// the cache's element type (f32 or IEEE f16).
+// the cache's element type (f32, IEEE f16 or q8_0 codes). q8_0 also needs
+// the rows' scales, k_scale / v_scale [n, KvQ8Blocks(head_dim)].
 struct KvSpan {
   const void* k = nullptr;
   const void* v = nullptr;
   int32_t n = 0;
+  const uint16_t* k_scale = nullptr;
+  const uint16_t* v_scale = nullptr;
 };
+
+// Scratch of AttentionPartial: the scores [group, total] and, for q8_0, the
+// K/V scales widened to f32 [2, total, KvQ8Blocks(head_dim)] and the rounded
+// query (f32 and int8 [group, head_dim], a factor per head).
+constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head_dim, int32_t total) {
+  const size_t scores = static_cast<size_t>(total) * group;
+  if (kv_type != KvPrecision::kQ8_0) return scores;
+  return scores + static_cast<size_t>(total) * 2 * KvQ8Blocks(head_dim) +
+         static_cast<size_t>(group) * (head_dim + 1) + (static_cast<size_t>(group) * head_dim + 3) / 4;
+}
 
 // For query heads q[group, head_dim] against the positions in `spans` (in
 // order; `total` = sum of their n, > 0), with s[h, j] = scale * q_h . k_j:
 //   m[h] = max_j s[h, j]
 //   l[h] = sum_j exp(s[h, j] - m[h])
 //   o[h, :] = sum_j exp(s[h, j] - m[h]) * v_j           (not yet divided by l)
-// scratch holds group * total floats. o is [group, head_dim]. f16 K/V are
-// widened to f32 as they are loaded; all arithmetic is f32.
+// scratch holds AttentionScratchFloats(kv_type, group, head_dim, total)
+// floats. o is [group, head_dim]. f16 and q8_0 K/V are widened
+// (dequantized) to f32 as they are loaded and the arithmetic is f32; with
+// q8_0, q is first rounded to int8 (one scale per head, max|q_h| / 127), on
+// every target, so that AVX-512 VNNI can compute the scores as integer dot
+// products.
 void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPrecision kv_type,
                       std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                       float* l, float* o);

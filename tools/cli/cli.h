@@ -51,7 +51,7 @@ struct RunFlags {
 void AddModelOption(CLI::App* cmd, std::string* model);       // --model,-m
 void AddThreadsOption(CLI::App* cmd, int* threads);           // --threads,-t
 void AddOutDirOption(CLI::App* cmd, std::string* out);        // --out,-o (required)
-void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16
+void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16|q8_0
 
 nlohmann::json KvStatsJson(const KvCacheStats& s);
 
