@@ -5,10 +5,11 @@
 #   ./scripts/speed.sh            # THREADS=2 by default; ~5 minutes on 2 cores
 #
 # Makes the random-weight comparison models if missing
-# (tools/bench/make_bench_model.py; the Q4_1 figures use the real SmolLM2
-# file), then per type: pp512 (one batched prefill of 512 tokens) and tg128
+# (tools/bench/make_bench_model.py: every type, Q4_1 included, as llama.cpp's
+# figures were taken: random weights of exactly the default model's shape,
+# every matrix of the one type), then per type: pp512 (one batched prefill of 512 tokens) and tg128
 # (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
-# then decode at 128 and 2048 tokens of context (Q4_1, f32 and f16 KV), and batched decode
+# then decode at 128 and 2048 tokens of context (the default model, f32 and f16 KV), batched decode
 # throughput for 1..64 sequences (Q4_1); Q4_1 with --f32-activations, and the
 # GPT-2 124M shape (F16, F32) for reference. JSON in bench/results/speed/, the
 # table in bench/results/speed/table.md.
@@ -23,7 +24,6 @@ mkdir -p "$OUT"
 cmake --build "$BUILD" --target kvinfer_cli >/dev/null
 
 model_for() {
-  if [ "$1" = q4_1 ]; then echo models/SmolLM2-135M-Instruct.Q4_1.gguf; return; fi
   local m="models/bench-smollm2-shape-$1.gguf"
   [ -f "$m" ] || $PY tools/bench/make_bench_model.py --type "$1" >&2
   echo "$m"
@@ -35,14 +35,18 @@ for t in q4_0 q4_1 q8_0 f16; do
   "$K" bench speed -m "$m" -t "$THREADS" -p 512 -n 2 -r 3 --json >"$OUT/$t-pp512.json"
   "$K" bench speed -m "$m" -t "$THREADS" -p 1 -n 129 -r 3 --json >"$OUT/$t-tg128.json"
 done
-echo "== q4_1: decode at 128 and 2048 tokens of context" >&2
 m=$(model_for q4_1)
+real=models/SmolLM2-135M-Instruct.Q4_1.gguf
+echo "== the default model: decode at 128 and 2048 tokens of context" >&2
 for d in 128 2048; do
   for kvt in f32 f16; do
-    "$K" bench speed -m "$m" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
+    "$K" bench speed -m "$real" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
       >"$OUT/q4_1-depth$d-kv$kvt.json"
   done
 done
+echo "== the real SmolLM2-135M-Instruct Q4_1 (its token embedding is Q8_0, vocabulary 49152)" >&2
+"$K" bench speed -m "$real" -t "$THREADS" -p 512 -n 2 -r 3 --json >"$OUT/real-q4_1-pp512.json"
+"$K" bench speed -m "$real" -t "$THREADS" -p 1 -n 129 -r 3 --json >"$OUT/real-q4_1-tg128.json"
 echo "== q4_1 with f32 activations (the exact path), for comparison" >&2
 "$K" bench speed -m "$m" -t "$THREADS" -p 512 -n 2 -r 3 --f32-activations --json >"$OUT/q4_1-f32act-pp512.json"
 "$K" bench speed -m "$m" -t "$THREADS" -p 1 -n 129 -r 3 --f32-activations --json >"$OUT/q4_1-f32act-tg128.json"

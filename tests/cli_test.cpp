@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -140,9 +141,18 @@ TEST(Cli, ChatKeepsTheCacheBetweenTurns) {
 namespace kvinfer {
 namespace {
 
+// A file in the test temp dir holding `content`, removed at the end of the
+// test program (tests pass the path on to the CLI as a string).
 std::string WriteTemp(const std::string& name, const std::string& content) {
+  static std::vector<std::string> written;
+  static const struct Remover {
+    ~Remover() {
+      for (const std::string& p : written) std::remove(p.c_str());
+    }
+  } remover;
   const std::string path = ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << content;
+  written.push_back(path);
   return path;
 }
 

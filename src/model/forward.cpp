@@ -87,6 +87,18 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
     }
   }
 
+  // Each token's rotary cos/sin, computed once for all layers.
+  const size_t pairs = static_cast<size_t>(c.rope_dims / 2);
+  if (!gpt2) {
+    rope_cs_.resize(static_cast<size_t>(n) * pairs);
+    rope_sn_.resize(static_cast<size_t>(n) * pairs);
+    for (int32_t i = 0; i < n; ++i) {
+      ops::RopeTable(batch.positions[i], c.rope_dims, c.rope_theta,
+                     &rope_cs_[static_cast<size_t>(i) * pairs],
+                     &rope_sn_[static_cast<size_t>(i) * pairs]);
+    }
+  }
+
   const int kv_dim = c.kv_dim();
   const int q_dim = c.q_dim();
   const int bs = cache.block_size();
@@ -114,8 +126,10 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       float* qi = q_.data() + static_cast<size_t>(i) * q_dim;
       float* ki = k_.data() + static_cast<size_t>(i) * kv_dim;
       if (!gpt2) {
-        ops::RopeNorm(qi, c.n_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
-        ops::RopeNorm(ki, c.n_kv_heads, c.head_dim, c.rope_dims, pos, c.rope_theta);
+        const float* cs = &rope_cs_[static_cast<size_t>(i) * pairs];
+        const float* sn = &rope_sn_[static_cast<size_t>(i) * pairs];
+        ops::RopeRotate(qi, c.n_heads, c.head_dim, c.rope_dims, cs, sn);
+        ops::RopeRotate(ki, c.n_kv_heads, c.head_dim, c.rope_dims, cs, sn);
       }
       // Store K/V at (sequence, position) through the block table.
       const int32_t seq = batch.seq_ids[batch.seq_index[i]];
@@ -150,12 +164,14 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   // Record how far each sequence's K/V now reaches.
   for (int32_t i = 0; i < n; ++i) {
     const int32_t seq = batch.seq_ids[batch.seq_index[i]];
-    if (batch.positions[i] + 1 > cache.num_tokens(seq)) cache.SetNumTokens(seq, batch.positions[i] + 1);
+    if (batch.positions[i] + 1 > cache.num_tokens(seq))
+      cache.SetNumTokens(seq, batch.positions[i] + 1);
   }
 
   const int32_t n_logits = static_cast<int32_t>(batch.logit_rows.size());
   if (n_logits == 0) return;
-  if (last_.size() < static_cast<size_t>(n_logits) * d) last_.resize(static_cast<size_t>(n_logits) * d);
+  if (last_.size() < static_cast<size_t>(n_logits) * d)
+    last_.resize(static_cast<size_t>(n_logits) * d);
   for (int32_t r = 0; r < n_logits; ++r) {
     const int32_t row = batch.logit_rows[r];
     KVINFER_CHECK(row >= 0 && row < n);

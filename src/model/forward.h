@@ -80,6 +80,7 @@ class ModelRunner {
   std::vector<float> up_;      // [n, d_ff]
   std::vector<float> out_;     // [n, d_model]
   std::vector<float> last_;    // [n_logits, d_model]
+  std::vector<float> rope_cs_, rope_sn_;  // [n, rope_dims / 2]: each token's rotation
   std::vector<std::vector<float>> scores_;  // per thread: one chunk's scores and partials (attention.cpp)
   // Attention split across threads (attention.cpp): per-chunk partial
   // results, each (token, KV head)'s first chunk, per-thread span lists.

@@ -220,15 +220,10 @@ void GeluTanh(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhImpl)(x, n); }
 
 void Add(float* y, const float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(AddImpl)(y, x, n); }
 
-void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos, float theta_base) {
-  KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0 && rope_dims <= head_dim,
-                    "RopeNorm: rope_dims {} (head_dim {})", rope_dims, head_dim);
-  // One cos/sin per pair, shared by all heads; the angle is computed in
-  // double (exactly as ref::RopeNorm) so large positions keep their precision.
-  constexpr int kMaxPairs = 512;
-  KVINFER_CHECK_MSG(rope_dims / 2 <= kMaxPairs, "RopeNorm: rope_dims {} too large", rope_dims);
-  float cs[kMaxPairs];
-  float sn[kMaxPairs];
+void RopeTable(int32_t pos, int rope_dims, float theta_base, float* cs, float* sn) {
+  KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0, "RopeTable: rope_dims {}", rope_dims);
+  // The angle is computed in double (exactly as ref::RopeNorm) so large
+  // positions keep their precision.
   for (int i = 0; i < rope_dims / 2; ++i) {
     const double angle =
         static_cast<double>(pos) *
@@ -236,6 +231,12 @@ void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
     cs[i] = static_cast<float>(std::cos(angle));
     sn[i] = static_cast<float>(std::sin(angle));
   }
+}
+
+void RopeRotate(float* x, int num_heads, int head_dim, int rope_dims, const float* cs,
+                const float* sn) {
+  KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0 && rope_dims <= head_dim,
+                    "RopeRotate: rope_dims {} (head_dim {})", rope_dims, head_dim);
   // Pairs are interleaved and head_dim is small (64); the scalar loop is a
   // negligible share of a token's time next to the matmuls.
   for (int h = 0; h < num_heads; ++h) {
@@ -246,6 +247,17 @@ void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
       v[2 * i + 1] = a * sn[i] + b * cs[i];
     }
   }
+}
+
+void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos, float theta_base) {
+  KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0 && rope_dims <= head_dim,
+                    "RopeNorm: rope_dims {} (head_dim {})", rope_dims, head_dim);
+  constexpr int kMaxPairs = 512;
+  KVINFER_CHECK_MSG(rope_dims / 2 <= kMaxPairs, "RopeNorm: rope_dims {} too large", rope_dims);
+  float cs[kMaxPairs];
+  float sn[kMaxPairs];
+  RopeTable(pos, rope_dims, theta_base, cs, sn);
+  RopeRotate(x, num_heads, head_dim, rope_dims, cs, sn);
 }
 
 void Softmax(float* x, int64_t n) {

@@ -60,8 +60,16 @@ void Add(float* y, const float* x, int64_t n);
 // Rotary embedding, GGML "normal" mode (the Llama layout after GGUF's Q/K
 // permutation): for each head, pairs (x[2i], x[2i+1]) for 2i < rope_dims are
 // rotated by pos * theta_base^(-2i / rope_dims). x is [num_heads, head_dim].
-void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos,
-              float theta_base);
+void RopeNorm(float* x, int num_heads, int head_dim, int rope_dims, int32_t pos, float theta_base);
+
+// RopeNorm in its two steps, for callers that rotate many vectors at one
+// position (every layer's q and k of a token): the cos and sin of each
+// pair's angle (cs, sn: [rope_dims / 2]; two transcendentals in double per
+// pair), then the rotation. RopeNorm(x, ..., pos, theta) is exactly
+// RopeTable(pos, rope_dims, theta, cs, sn) + RopeRotate(x, ..., cs, sn).
+void RopeTable(int32_t pos, int rope_dims, float theta_base, float* cs, float* sn);
+void RopeRotate(float* x, int num_heads, int head_dim, int rope_dims, const float* cs,
+                const float* sn);
 
 // Numerically stable in-place softmax over x[n].
 void Softmax(float* x, int64_t n);
