@@ -51,9 +51,10 @@ struct ModelInfo {
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t eot_id = -1;
-  // K+V bytes of one token over all layers for an f32 / f16 cache.
+  // K+V bytes of one token over all layers for an f32 / f16 / q8_0 cache.
   int64_t kv_bytes_per_token_f32 = 0;
   int64_t kv_bytes_per_token_f16 = 0;
+  int64_t kv_bytes_per_token_q8_0 = 0;
 };
 
 struct ChatMessage {

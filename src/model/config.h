@@ -32,10 +32,6 @@ struct ModelConfig {
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
-  // K and V of one token across all layers, in bytes per element `elem_bytes`.
-  int64_t KvBytesPerToken(double elem_bytes) const {
-    return static_cast<int64_t>(2.0 * n_layers * n_kv_heads * head_dim * elem_bytes);
-  }
 };
 
 // Reads and validates the config (Error kDataLoss / kUnimplemented naming

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "kv/kv_cache.h"
 #include "model/hf_checkpoint.h"
 #include "tokenizer/hf_tokenizer.h"
 
@@ -239,8 +240,9 @@ void ModelImpl::FillInfo(const std::string& path, const std::string& format) {
   info.bos_id = tok.bos_id();
   info.eos_id = tok.eos_id();
   info.eot_id = tok.eot_id();
-  info.kv_bytes_per_token_f32 = c.KvBytesPerToken(4);
-  info.kv_bytes_per_token_f16 = c.KvBytesPerToken(2);
+  info.kv_bytes_per_token_f32 = KvBytesPerToken(c, KvPrecision::kF32);
+  info.kv_bytes_per_token_f16 = KvBytesPerToken(c, KvPrecision::kF16);
+  info.kv_bytes_per_token_q8_0 = KvBytesPerToken(c, KvPrecision::kQ8_0);
 }
 
 }  // namespace kvinfer
