@@ -99,11 +99,18 @@ ThreadPool* Pool(int threads) {
   return pools[threads];
 }
 
-void BM_MatMul(benchmark::State& state) {
+// The body of BM_MatMul; `pack` gives the weights their ops::PackWeights copy
+// (as the model loader does) when this CPU has a packed kernel for the type.
+void RunMatMul(benchmark::State& state, bool pack) {
   const auto type = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
   const int threads = static_cast<int>(state.range(4));
-  const BenchWeight w = MakeWeight(type, rows, cols, 1);
+  BenchWeight w = MakeWeight(type, rows, cols, 1);
+  AlignedBuffer packed;
+  if (pack) {
+    packed = ops::PackWeights(w.view);
+    w.view.packed = packed.size() != 0 ? packed.data() : nullptr;
+  }
   const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols));
   std::vector<float> y(static_cast<size_t>(n * rows));
   ThreadPool* pool = Pool(threads);
@@ -117,8 +124,11 @@ void BM_MatMul(benchmark::State& state) {
       benchmark::Counter(weight_bytes, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["flops_per_second"] = benchmark::Counter(
       2.0 * static_cast<double>(rows * cols * n), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(DTypeName(type)) + " " + ops::SimdTargetName());
+  state.SetLabel(std::string(DTypeName(type)) + " " + ops::SimdTargetName() +
+                 (w.view.packed != nullptr ? " packed" : ""));
 }
+
+void BM_MatMul(benchmark::State& state) { RunMatMul(state, false); }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"type", "rows", "cols", "n", "threads"});
@@ -142,6 +152,29 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   }
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// F16 / F32 weights with and without their packed copy (packed = 1 / 0),
+// side by side for A/B comparisons of the packed outer-product kernel
+// (ops/matmul_f16.h) and the unpacked path:
+//   kvinfer_bench --benchmark_filter='MatMulPacked/type:1/.*/n:512' --benchmark_min_time=0.2
+void BM_MatMulPacked(benchmark::State& state) { RunMatMul(state, state.range(5) != 0); }
+
+void MatMulPackedArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"type", "rows", "cols", "n", "threads", "packed"});
+  const int64_t shapes[][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}};
+  for (DType t : {DType::kF16, DType::kF32}) {
+    for (const auto& s : shapes) {
+      for (int64_t n : {1, 4, 16, 64, 512}) {
+        for (int64_t threads : {1, 2}) {
+          for (int64_t packed : {0, 1}) {
+            b->Args({static_cast<int64_t>(t), s[0], s[1], n, threads, packed});
+          }
+        }
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMulPacked)->Apply(MatMulPackedArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // Sets the activation precision for the duration of a benchmark.
 class PrecisionScope {
@@ -211,11 +244,14 @@ BENCHMARK(BM_MatMulInt8Kernel)
     ->Unit(benchmark::kMicrosecond);
 
 // Every matmul of one decode token of SmolLM2-135M with layer weights of
-// `type` (30 layers of q, k, v, o, gate, up, down) and the Q8_0 head.
+// `type` (30 layers of q, k, v, o, gate, up, down) and the Q8_0 head;
+// packed = 1 gives every weight its ops::PackWeights copy, as the model
+// loader does.
 void BM_DecodeStepMatMuls(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   const PrecisionScope precision(state.range(2) != 0);
+  const bool pack = state.range(3) != 0;
   constexpr int kLayers = 30;
   constexpr int64_t kHidden = 576, kKv = 192, kFfn = 1536, kVocab = 49152;
   std::vector<BenchWeight> weights;
@@ -230,6 +266,13 @@ void BM_DecodeStepMatMuls(benchmark::State& state) {
     weights.push_back(MakeWeight(type, kHidden, kFfn, s + 6));
   }
   weights.push_back(MakeWeight(DType::kQ8_0, kVocab, kHidden, 999));
+  std::vector<AlignedBuffer> packed;
+  if (pack) {
+    for (BenchWeight& w : weights) {
+      AlignedBuffer& buf = packed.emplace_back(ops::PackWeights(w.view));
+      w.view.packed = buf.size() != 0 ? buf.data() : nullptr;
+    }
+  }
   const std::vector<float> x = RandomVector(kFfn);
   std::vector<float> y(kVocab);
   ThreadPool* pool = Pool(threads);
@@ -245,14 +288,21 @@ void BM_DecodeStepMatMuls(benchmark::State& state) {
   state.counters["weight_bytes_per_second"] =
       benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(DTypeName(type)) + " layers + q8_0 head" +
-                 (state.range(2) != 0 ? ", int8 activations" : ", f32 activations"));
+                 (state.range(2) != 0 ? ", int8 activations" : ", f32 activations") +
+                 (pack ? ", packed" : ""));
 }
 BENCHMARK(BM_DecodeStepMatMuls)
-    ->ArgNames({"type", "threads", "int8"})
+    ->ArgNames({"type", "threads", "int8", "packed"})
     ->ArgsProduct({{static_cast<int64_t>(DType::kQ4_1), static_cast<int64_t>(DType::kQ4_0),
                     static_cast<int64_t>(DType::kQ8_0)},
                    {1, 2},
-                   {1, 0}})
+                   {1, 0},
+                   {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeStepMatMuls)
+    ->ArgNames({"type", "threads", "int8", "packed"})
+    ->ArgsProduct({{static_cast<int64_t>(DType::kF16)}, {1, 2}, {0}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

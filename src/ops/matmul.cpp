@@ -26,6 +26,15 @@
 // Each kernel reduces its R * T accumulators together (AVX-512: 16 at a time
 // by a transposing shuffle network) instead of one horizontal sum each.
 //
+// F16 and F32 weights with a packed copy (w.packed, made at load by
+// PackWeights on AVX-512 CPUs) go to ops/matmul_f16.{h,cpp} for every n:
+// weights repacked into 16-row panels, an outer-product register tile (one
+// lane per output row, x broadcast; 2 panels x 12 tokens in batches) and
+// its own batch-invariant contract: each output is one sequential chain of
+// FMAs over k in increasing order. That differs from the contract above by
+// f32 rounding only, and a given weight always takes the same path, so
+// decode and prefill still agree bit for bit.
+//
 // Q4_0 / Q4_1 / Q8_0 weights go to the int8-activation path by default
 // (ops/matmul_int8.{h,cpp}: activations quantized per 32-block, integer dot
 // products, its own batch-invariant formula); this file is their exact f32
@@ -40,6 +49,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "ops/matmul_f16.h"
 #include "ops/matmul_int8.h"
 #include "ops/ops.h"
 
@@ -653,6 +663,10 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   KVINFER_CHECK(n >= 0);
   if (n == 0 || w.rows == 0) return;
   KVINFER_CHECK(x != nullptr && y != nullptr);
+  if (w.packed != nullptr && f16::PacksWeights(w.type)) {
+    f16::MatMul(w, x, n, y, pool);
+    return;
+  }
   if (int8::IsInt8Type(w.type) && GetActivationPrecision() == ActivationPrecision::kInt8 &&
       int8::UseForDefaultPrecision()) {
     int8::MatMul(w, x, n, y, pool);
@@ -709,6 +723,7 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
 AlignedBuffer PackWeights(const WeightView& w) {
   CheckWeight(w);
   if (int8::PacksWeights(w.type)) return int8::Pack(w);
+  if (f16::PacksWeights(w.type)) return f16::Pack(w);
   return {};
 }
 
