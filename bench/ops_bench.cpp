@@ -11,6 +11,10 @@
 // DecodeStepMatMuls/<type>/<threads>/<int8>: all matmuls of one decode token
 // of the 30-layer model, each layer its own weights, plus the Q8_0 output head.
 //
+// MemoryRead/<threads>: the machine's streaming read bandwidth (a 256 MiB
+// buffer summed by the pool's threads), the ceiling of every
+// memory-bound decode figure; scripts/speed.sh records it with its table.
+//
 //   kvinfer_bench --benchmark_filter='MatMul|Decode' --benchmark_min_time=0.2
 //   kvinfer_bench --benchmark_filter='MatMulAct/.*/threads:2' --benchmark_min_time=0.2
 
@@ -345,6 +349,34 @@ void BM_SiluMul(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 BENCHMARK(BM_SiluMul)->Arg(1536);
+
+void BM_MemoryRead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  constexpr size_t kBytes = size_t{256} << 20;
+  AlignedBuffer buf(kBytes, AlignedBuffer::Init::kZero);  // written: every page is resident
+  const float* floats = buf.as<float>();
+  constexpr int64_t kTasks = 64;
+  constexpr int64_t kFloatsPerTask = static_cast<int64_t>(kBytes / sizeof(float) / kTasks);
+  ThreadPool* pool = Pool(threads);
+  std::vector<float> sums(kTasks);
+  // ops::Dot of a slice with itself: SIMD loads, several accumulators.
+  auto sum_tasks = [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* p = floats + t * kFloatsPerTask;
+      sums[static_cast<size_t>(t)] = ops::Dot(p, p, kFloatsPerTask);
+    }
+  };
+  for (auto _ : state) {
+    if (pool != nullptr) {
+      pool->ParallelFor(kTasks, 1, sum_tasks);
+    } else {
+      sum_tasks(0, kTasks, 0);
+    }
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(kBytes));
+}
+BENCHMARK(BM_MemoryRead)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_Dot64(benchmark::State& state) {
   const std::vector<float> a = RandomVector(64), b = RandomVector(64);

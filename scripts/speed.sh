@@ -21,7 +21,14 @@ OUT=bench/results/speed
 PY=/usr/bin/python3
 K="$BUILD/kvinfer"
 mkdir -p "$OUT"
-cmake --build "$BUILD" --target kvinfer_cli >/dev/null
+cmake --build "$BUILD" --target kvinfer_cli kvinfer_bench >/dev/null
+# The machine's read bandwidth now, the ceiling of every memory-bound decode
+# figure (the host is shared: it varies from run to run), before and after.
+bandwidth() {
+  "$BUILD/kvinfer_bench" --benchmark_filter='MemoryRead' --benchmark_min_time=0.5 \
+    --benchmark_format=json >"$OUT/memory-read-$1.json"
+}
+bandwidth before
 
 model_for() {
   local m="models/bench-smollm2-shape-$1.gguf"
@@ -58,5 +65,6 @@ for t in f16 f32; do
 done
 echo "== q4_1: batched decode" >&2
 "$K" bench concurrency -m "$m" -t "$THREADS" --out "$OUT/concurrency" --no-plot >/dev/null
+bandwidth after
 $PY tools/plot_bench.py speed-table "$OUT" docs/img >"$OUT/table.md"
 cat "$OUT/table.md"

@@ -505,6 +505,17 @@ def speed_table(speed_dir, img_dir=None):
                 batched.append((n, lv["decode_tokens_per_s"] / ref))
             out.append(f"| {n} | {lv['decode_tokens_per_s']:.0f} | {ref or '—'} | {ratio} |")
         out.append("")
+    reads = []
+    for when in ("before", "after"):
+        path = os.path.join(speed_dir, f"memory-read-{when}.json")
+        if os.path.exists(path):
+            gbs = {b["name"].split("/")[1]: b["bytes_per_second"] / 1e9
+                   for b in load(path)["benchmarks"]}
+            reads.append(f"{when} the runs {gbs.get('threads:1', 0):.1f} GB/s with 1 thread, "
+                         f"{gbs.get('threads:2', 0):.1f} GB/s with 2")
+    if reads:
+        out.append("Memory read bandwidth (`kvinfer_bench --benchmark_filter=MemoryRead`): "
+                   + "; ".join(reads) + ".\n")
     print("\n".join(out))
     if img_dir and bars:
         fig, ax = plt.subplots(figsize=(9, 4.2))
