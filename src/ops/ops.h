@@ -32,10 +32,12 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
                 std::span<float* const> ys, ThreadPool* pool);
 
 // A copy of w rearranged into the layout of the fastest MatMul kernel this
-// CPU runs, when that kernel has one (AVX-512 VNNI for Q4_0 / Q4_1 / Q8_0);
-// an empty buffer otherwise. Point w.packed at it (and keep it alive) and
-// MatMul reads it instead of w.data: fewer instructions per weight, the same
-// result bits.
+// CPU runs, when that kernel has one (AVX-512 VNNI for Q4_0 / Q4_1 / Q8_0:
+// 16-row tiles in register order, the same result bits; AVX-512 for F16 /
+// F32: 16-row column panels for an outer-product kernel whose results differ
+// from the unpacked path by f32 rounding only); an empty buffer otherwise.
+// Point w.packed at it (and keep it alive) and MatMul reads it instead of
+// w.data.
 AlignedBuffer PackWeights(const WeightView& w);
 
 // dst[n] = row `r` of w, dequantized to f32 (embedding lookup).
