@@ -9,7 +9,7 @@
 # figures were taken: random weights of exactly the default model's shape,
 # every matrix of the one type), then per type: pp512 (one batched prefill of 512 tokens) and tg128
 # (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
-# then decode at 128 and 2048 tokens of context (the default model, f32 and f16 KV), batched decode
+# then decode at 128 and 2048 tokens of context (the default model, f32, f16 and q8_0 KV), batched decode
 # throughput for 1..64 sequences (Q4_1); Q4_1 with --f32-activations, and the
 # GPT-2 124M shape (F16, F32) for reference. JSON in bench/results/speed/, the
 # table in bench/results/speed/table.md.
@@ -46,7 +46,7 @@ m=$(model_for q4_1)
 real=models/SmolLM2-135M-Instruct.Q4_1.gguf
 echo "== the default model: decode at 128 and 2048 tokens of context" >&2
 for d in 128 2048; do
-  for kvt in f32 f16; do
+  for kvt in f32 f16 q8_0; do
     "$K" bench speed -m "$real" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
       >"$OUT/q4_1-depth$d-kv$kvt.json"
   done

@@ -483,7 +483,7 @@ def speed_table(speed_dir, img_dir=None):
                         f"{tg['decode_tokens_per_s_stddev']:.0f} |")
     if rows:
         out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"] + rows + [""]
-    for kvt in ("f32", "f16"):
+    for kvt in ("f32", "f16", "q8_0"):
         depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}-kv{kvt}.json") for d in (128, 2048)}
         if all(os.path.exists(p) for p in depth.values()):
             a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
