@@ -247,6 +247,32 @@ TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
   }
 }
 
+// Largest |engine - golden| over the stored logit rows.
+double MaxLogitDiff(const std::vector<float>& logits, const Golden& g, size_t count) {
+  double worst = 0;
+  for (size_t i = 0; i < count; ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
+  }
+  return worst;
+}
+
+// Every strategy decodes the same greedy tokens as every other at one KV
+// precision (they write and read the same bits).
+void ExpectStrategiesAgree(const Model& model, const std::vector<int32_t>& prompt, int n,
+                           KvPrecision precision, const std::string& what) {
+  std::vector<int32_t> first;
+  for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
+    const std::vector<int32_t> got = Generate(model, prompt, n, strategy, precision);
+    ASSERT_EQ(static_cast<int>(got.size()), n);
+    if (first.empty()) {
+      first = got;
+    } else {
+      EXPECT_EQ(got, first) << what << " " << KvPrecisionName(precision) << " --kv "
+                            << KvStrategyName(strategy);
+    }
+  }
+}
+
 // f16 K/V. The goldens record how far the reference itself moves when its
 // float32 re-run rounds K and V to f16 (f32_f16kv_check): the engine with an
 // f16 cache must stay within a few times that of the float64 logits (a
@@ -270,24 +296,12 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF16);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
   const double tol = 4 * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
-  double worst = 0;
-  for (size_t i = 0; i < stored * static_cast<size_t>(vocab); ++i) {
-    worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
-  }
+  const double worst = MaxLogitDiff(logits, g, stored * static_cast<size_t>(vocab));
   EXPECT_LE(worst, tol) << gc.name << ": the reference moves by " << ref_f16 << " with f16 K/V";
   EXPECT_GT(worst, 0.0) << "f16 K/V should not be bit-exact with the f32 reference";
 
   const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
-  std::vector<int32_t> first;
-  for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
-    const std::vector<int32_t> got = Generate(*model, prompt, n, strategy, KvPrecision::kF16);
-    ASSERT_EQ(static_cast<int>(got.size()), n);
-    if (first.empty()) {
-      first = got;
-    } else {
-      EXPECT_EQ(got, first) << gc.name << " f16 --kv " << KvStrategyName(strategy);
-    }
-  }
+  ExpectStrategiesAgree(*model, prompt, n, KvPrecision::kF16, gc.name);
 }
 
 // q8_0 K/V against the f32-K/V golden, with a bound derived from the two
@@ -377,26 +391,14 @@ TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
   const double r = BlockMaxOverRms(m, tokens);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
   const double tol = 4 * kQ8NoiseOverF16 * r * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
-  double worst = 0;
-  for (size_t i = 0; i < stored * static_cast<size_t>(vocab); ++i) {
-    worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
-  }
+  const double worst = MaxLogitDiff(logits, g, stored * static_cast<size_t>(vocab));
   std::printf("%s: q8_0 K/V moves logits by %.3g (R %.2f, reference's f16 shift %.3g, bound %.3g)\n",
               gc.name, worst, r, ref_f16, tol);
   EXPECT_LE(worst, tol) << gc.name;
   EXPECT_GT(worst, 0.0) << "q8_0 K/V should not be bit-exact with the f32 reference";
 
   const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
-  std::vector<int32_t> first;
-  for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
-    const std::vector<int32_t> got = Generate(*model, prompt, n, strategy, KvPrecision::kQ8_0);
-    ASSERT_EQ(static_cast<int>(got.size()), n);
-    if (first.empty()) {
-      first = got;
-    } else {
-      EXPECT_EQ(got, first) << gc.name << " q8_0 --kv " << KvStrategyName(strategy);
-    }
-  }
+  ExpectStrategiesAgree(*model, prompt, n, KvPrecision::kQ8_0, gc.name);
 }
 
 TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {

@@ -144,6 +144,20 @@ KVINFER_TARGET_AVX512 void ConvertPanels(const Ctx& c, const uint8_t* src, size_
   }
 }
 
+// The full 12-token tiles [0, full) over `count` (<= 2) panels from panel
+// p, whose weights (of type W) are at w, stride bytes apart.
+template <typename W>
+KVINFER_TARGET_AVX512 void FullTiles(const Ctx& c, const uint8_t* w, size_t stride, size_t p,
+                                     size_t count, size_t full) {
+  for (size_t t0 = 0; t0 < full; t0 += kTokTile) {
+    if (count == kFullTilePanels) {
+      Tile<W, kFullTilePanels, kTokTile>(c, w, stride, p, t0);
+    } else {
+      Tile<W, 1, kTokTile>(c, w, stride, p, t0);
+    }
+  }
+}
+
 // Panels [p0, p1) for all n tokens: full 12-token tiles two panels at a
 // time (every token tile passes over the pair while it is in L1/L2), then the
 // n % 12 remaining tokens in one smaller tile over all the panels. With more
@@ -159,23 +173,10 @@ KVINFER_TARGET_AVX512 void Rows(const Ctx& c, size_t n, size_t p0, size_t p1, fl
     const uint8_t* w = c.panels + p * c.panel_bytes;
     if (convert) {
       ConvertPanels(c, w, count, scratch);
-      const auto* ws = reinterpret_cast<const uint8_t*>(scratch);
-      const size_t stride = c.cols * kPanelRows * sizeof(float);
-      for (size_t t0 = 0; t0 < full; t0 += kTokTile) {
-        if (count == kFullTilePanels) {
-          Tile<float, kFullTilePanels, kTokTile>(c, ws, stride, p, t0);
-        } else {
-          Tile<float, 1, kTokTile>(c, ws, stride, p, t0);
-        }
-      }
-      continue;
-    }
-    for (size_t t0 = 0; t0 < full; t0 += kTokTile) {
-      if (count == kFullTilePanels) {
-        Tile<W, kFullTilePanels, kTokTile>(c, w, c.panel_bytes, p, t0);
-      } else {
-        Tile<W, 1, kTokTile>(c, w, c.panel_bytes, p, t0);
-      }
+      FullTiles<float>(c, reinterpret_cast<const uint8_t*>(scratch),
+                       c.cols * kPanelRows * sizeof(float), p, count, full);
+    } else {
+      FullTiles<W>(c, w, c.panel_bytes, p, count, full);
     }
   }
   switch (n - full) {
