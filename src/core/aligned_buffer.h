@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <utility>
+#include <vector>
 
 namespace kvinfer {
 
@@ -43,14 +45,33 @@ class AlignedBuffer {
   std::byte* data() { return data_; }
   const std::byte* data() const { return data_; }
   template <typename T>
-  T* as() { return reinterpret_cast<T*>(data_); }
+  T* as() {
+    return reinterpret_cast<T*>(data_);
+  }
   template <typename T>
-  const T* as() const { return reinterpret_cast<const T*>(data_); }
+  const T* as() const {
+    return reinterpret_cast<const T*>(data_);
+  }
   size_t size() const { return size_; }
 
  private:
   std::byte* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// `count` objects of T in `buf`, 64-byte aligned, growing buf when needed:
+// scratch that a kernel keeps per thread (thread_local) and reuses across
+// calls, so a step allocates nothing once the largest size has been seen.
+// (A vector's own allocator is not relied on for the alignment of SIMD
+// types.)
+template <typename T>
+T* AlignedScratch(std::vector<uint8_t>& buf, size_t count) {
+  const size_t bytes = count * sizeof(T) + AlignedBuffer::kAlignment;
+  if (buf.size() < bytes) buf.resize(bytes);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<T*>(buf.data() +
+                              (AlignedBuffer::kAlignment - p % AlignedBuffer::kAlignment) %
+                                  AlignedBuffer::kAlignment);
+}
 
 }  // namespace kvinfer

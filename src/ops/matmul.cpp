@@ -680,11 +680,9 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   // The buffer is kept per calling thread (it grows to the largest n * cols
   // seen) so that long prompts do not page-fault a fresh copy every call.
   if (n > 4 && w.cols % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 64 != 0) {
-    thread_local std::vector<float> x_aligned;
+    thread_local std::vector<uint8_t> x_aligned;
     const size_t count = static_cast<size_t>(n * w.cols);
-    if (x_aligned.size() < count + 16) x_aligned.resize(count + 16);
-    float* p = x_aligned.data();
-    p += (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64 / sizeof(float);
+    float* p = AlignedScratch<float>(x_aligned, count);
     std::memcpy(p, x, count * sizeof(float));
     x = p;
   }

@@ -262,11 +262,8 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   auto run = [&](size_t p0, size_t p1) {
     if (f16) {
       // Per thread: the f32 copy of one panel pair, 64-byte aligned.
-      thread_local std::vector<float> buf;
-      const size_t floats = kFullTilePanels * c.cols * kPanelRows;
-      if (buf.size() < floats + 16) buf.resize(floats + 16);
-      float* scratch = buf.data();
-      scratch += (64 - reinterpret_cast<uintptr_t>(scratch) % 64) % 64 / sizeof(float);
+      thread_local std::vector<uint8_t> buf;
+      float* scratch = AlignedScratch<float>(buf, kFullTilePanels * c.cols * kPanelRows);
       Rows<uint16_t>(c, static_cast<size_t>(n), p0, p1, scratch);
     } else {
       Rows<float>(c, static_cast<size_t>(n), p0, p1, nullptr);

@@ -262,16 +262,6 @@ void RowsScalar(const WeightView& w, const Acts& a, int64_t n, float* y, int64_t
 // Rows [r0, r0 + kRows) of w copied into a zero-padded tile when fewer than
 // kRows remain, so that every tile has kRows rows at a uniform stride. Zero
 // bytes decode to scale 0; their outputs are never stored.
-// `count` objects of T in `buf`, 64-byte aligned (the vector's own allocator
-// is not relied on for the alignment of SIMD types).
-template <typename T>
-T* AlignedScratch(std::vector<uint8_t>& buf, size_t count) {
-  const size_t bytes = count * sizeof(T) + 64;
-  if (buf.size() < bytes) buf.resize(bytes);
-  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
-  return reinterpret_cast<T*>(buf.data() + (64 - p % 64) % 64);
-}
-
 const uint8_t* TileBase(const WeightView& w, int64_t r0, int64_t r_end, int rows_per_tile,
                         std::vector<uint8_t>& pad, int* valid) {
   const int64_t left = r_end - r0;
