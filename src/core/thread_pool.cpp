@@ -16,6 +16,22 @@ inline void CpuRelax() {
 constexpr int kSpinIterations = 1 << 14;
 constexpr int64_t kTasksPerThread = 4;
 
+// Tasks for `chunks` grains on `threads` threads. Up to kTasksPerThread per
+// thread, one grain each. Beyond that, a count that is a multiple of the
+// threads and divides the grains evenly, so that threads running at the same
+// speed finish together (18 grains on 2 threads: 6 tasks of 3, where 8
+// tasks of 2 or 3 left one thread idle for up to a 3-grain task: ~15% of a
+// 576-row F16 prefill matmul); failing that, one grain per task up to four
+// times as many tasks, then kTasksPerThread per thread of near-equal size.
+int64_t TaskCount(int64_t chunks, int64_t threads) {
+  const int64_t cap = threads * kTasksPerThread;
+  if (chunks <= cap) return chunks;
+  for (int64_t t = cap; t >= threads; t -= threads) {
+    if (chunks % t == 0) return t;
+  }
+  return chunks <= 4 * cap ? chunks : cap;
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -97,8 +113,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   n_ = n;
   grain_ = grain;
   done_.store(0, std::memory_order_relaxed);
-  num_tasks_.store(static_cast<uint32_t>(std::min<int64_t>(chunks, num_threads_ * kTasksPerThread)),
-                   std::memory_order_release);
+  num_tasks_.store(static_cast<uint32_t>(TaskCount(chunks, num_threads_)), std::memory_order_release);
   {
     // The lock orders the publication against a worker about to sleep.
     std::lock_guard<std::mutex> lock(mu_);

@@ -102,8 +102,12 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       float* part = scratch;
       float* state = scratch + part_floats;
       for (int64_t task = begin; task < end; ++task) {
-        const int32_t i = static_cast<int32_t>(task / n_kv);
-        const int g = static_cast<int>(task % n_kv);
+        // Last pairs first: in a prefill the later tokens attend to more
+        // positions, and handing out the long tasks first lets the short
+        // ones even out the threads at the end.
+        const int64_t pair = pairs - 1 - task;
+        const int32_t i = static_cast<int32_t>(pair / n_kv);
+        const int g = static_cast<int>(pair % n_kv);
         const int32_t chunks = NumChunks(batch.positions[i] + 1);
         compute_chunk(i, g, 0, thread, state);
         for (int32_t ch = 1; ch < chunks; ++ch) {
