@@ -117,7 +117,11 @@ TEST(Cli, InfoDescribesTheModel) {
   EXPECT_EQ(j["n_kv_heads"], 4);
   EXPECT_EQ(j["vocab_size"], 512);
   EXPECT_EQ(j["tensor_types"]["f32"], 48);
+  // 2 (K, V) x 5 layers x 4 KV heads x head_dim 8: f32 x 4 B, f16 x 2 B,
+  // q8_0 8 codes + one f16 scale per row.
   EXPECT_EQ(j["kv_bytes_per_token_f32"], 1280);
+  EXPECT_EQ(j["kv_bytes_per_token_f16"], 640);
+  EXPECT_EQ(j["kv_bytes_per_token_q8_0"], 400);
 }
 
 TEST(Cli, ChatKeepsTheCacheBetweenTurns) {

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "kv/kv_cache.h"
 #include "test_util.h"
 
 namespace kvinfer {
@@ -139,12 +140,21 @@ TEST(KvSize, DtypeOverheads) {
   EXPECT_EQ(q4.breakdown.k_bytes, 1024u * 64);  // 1024 K vectors x 4 blocks x 16 B of nibbles
 }
 
-TEST(KvSize, BlockTypesPadShortVectorsToWholeBlocks) {
-  // head_dim 8 < 32: each vector still takes one 34-byte q8_0 block.
+TEST(KvSize, ShortVectorsInBlockTypes) {
+  // head_dim 8 < 32. q4_0 pads each vector to a whole 18-byte GGML block;
+  // q8_0 counts what kvinfer's cache stores: 8 codes + one f16 scale, the
+  // engine's own KvRowBytes.
   KvSizeSpec s{
       .name = "tiny", .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8, .v_head_dim = 8};
-  KvSizeResult r = ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ8_0});
-  EXPECT_EQ(r.bytes_per_token, 2u * 5 * 4 * 34);  // 1360
+  KvSizeResult q8 = ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ8_0});
+  EXPECT_EQ(q8.bytes_per_token, 2u * 5 * 4 * (8 + 2));  // 400
+  EXPECT_EQ(q8.bytes_per_token, 2u * 5 * 4 * KvRowBytes(KvPrecision::kQ8_0, 8));
+  KvSizeResult q4 = ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ4_0});
+  EXPECT_EQ(q4.bytes_per_token, 2u * 5 * 4 * 18);  // 720
+  // 100 = 3 full blocks + 4 elements: 100 codes + 4 scales.
+  s.head_dim = s.v_head_dim = 100;
+  EXPECT_EQ(ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ8_0}).bytes_per_token,
+            2u * 5 * 4 * KvRowBytes(KvPrecision::kQ8_0, 100));
 }
 
 TEST(KvSize, DtypeNames) {

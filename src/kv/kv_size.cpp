@@ -65,7 +65,10 @@ VectorBytes BytesOfVector(uint64_t elems, KvDtype t) {
     case KvDtype::kInt8:
       return {elems, 2};  // one f16 scale per vector
     case KvDtype::kQ8_0:
-      return {blocks * kBlockElems, blocks * 2};
+      // As kvinfer's q8_0 cache stores it (KvRowBytes): one int8 code per
+      // element and an f16 scale per started block of 32, the last block's
+      // codes not padded.
+      return {elems, blocks * 2};
     case KvDtype::kQ4_0:
       return {blocks * kBlockElems / 2, blocks * 2};
   }
