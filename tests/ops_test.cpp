@@ -943,6 +943,46 @@ TEST(ElementwiseTest, Softmax) {
   }
 }
 
+// The vectorized fp16 rounding of f16 KV rows against the scalar F32ToF16
+// (round to nearest even) on every target: normals, ties, subnormals (the
+// smallest, halfway below it, the largest), overflow to infinity, zeros,
+// infinities and NaN (NaN only as "still NaN": payloads may differ), and
+// lengths with a partial last vector.
+TEST(ElementwiseTest, F32ToF16RowMatchesScalarOnEveryTarget) {
+  std::vector<float> x = {0.0f,      -0.0f,        1.0f,           -2.5f,         65504.0f,
+                          65520.0f,  -65520.0f,    65519.99f,      1e30f,         -1e-30f,
+                          0x1p-24f,  0x1p-25f,     0x1.8p-24f,     0x1.ff8p-15f,  0x1p-14f,
+                          1.0009765625f + 0x1p-12f, 1.00146484375f, INFINITY,     -INFINITY};
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<uint32_t> bits;
+  while (x.size() < 1000) {
+    const float f = std::bit_cast<float>(bits(rng));
+    if (!std::isnan(f)) x.push_back(f);
+    x.push_back(std::ldexp(static_cast<float>(bits(rng) % 4096) + 0.5f, -34));  // fp16 subnormal range
+  }
+  x.push_back(NAN);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (size_t n : {x.size(), size_t{1}, size_t{15}, size_t{17}, size_t{33}}) {
+      std::vector<uint16_t> got(n + 1, 0xABCD);
+      ops::F32ToF16Row(x.data() + x.size() - n, static_cast<int64_t>(n), got.data());
+      for (size_t i = 0; i < n; ++i) {
+        const float xi = x[x.size() - n + i];
+        if (std::isnan(xi)) {
+          EXPECT_TRUE(std::isnan(F16ToF32(got[i])));
+        } else {
+          ASSERT_EQ(got[i], F32ToF16(xi)) << "x = " << xi << " n = " << n;
+        }
+      }
+      EXPECT_EQ(got[n], 0xABCD) << "wrote past the end, n = " << n;
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
 TEST(ElementwiseTest, DotAxpyAdd) {
   for (int64_t n : kSizes) {
     const auto a = RandomVector(static_cast<size_t>(n), 1);

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "ops/attention.h"
+#include "ops/ops.h"
 
 namespace kvinfer {
 
@@ -39,8 +40,7 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
       if (precision_ == KvPrecision::kF32) {
         std::memcpy(dst, s, sizeof(float) * head_dim_);
       } else if (precision_ == KvPrecision::kF16) {
-        uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-        for (int i = 0; i < head_dim_; ++i) d[i] = F32ToF16(s[i]);
+        ops::F32ToF16Row(s, head_dim_, reinterpret_cast<uint16_t*>(dst));
       } else {
         ops::QuantizeKvQ8(s, head_dim_, reinterpret_cast<int8_t*>(dst),
                           Scales(layer, block, kv, h, slot));

@@ -30,25 +30,52 @@ void ModelRunner::EnsureScratch(int32_t n) {
   grow(out_, static_cast<size_t>(n) * c.d_model);
 }
 
+void ModelRunner::ForTokens(int32_t n, int64_t floats_per_token,
+                            const std::function<void(int32_t, int32_t)>& fn) {
+  // Below ~16K floats (28 tokens of a 576-wide row) a job's hand-off costs
+  // about what the second thread would save.
+  constexpr int64_t kMinFloats = 16384;
+  const int64_t floats = static_cast<int64_t>(n) * floats_per_token;
+  if (pool_ == nullptr || pool_->num_threads() == 1 || floats < kMinFloats) {
+    fn(0, n);
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, floats_per_token));
+  pool_->ParallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
+    fn(static_cast<int32_t>(begin), static_cast<int32_t>(end));
+  });
+}
+
 void ModelRunner::Norm(const float* x, const float* weight, const float* bias, int32_t n) {
   const ModelConfig& c = config_;
   const int d = c.d_model;
-  for (int32_t i = 0; i < n; ++i) {
-    const float* xi = x + static_cast<size_t>(i) * d;
-    float* out = xn_.data() + static_cast<size_t>(i) * d;
-    switch (c.arch) {
-      case Arch::kLlama:
-        ops::RmsNorm(xi, weight, d, c.norm_eps, out);
-        break;
-      case Arch::kGpt2:
-        ops::LayerNorm(xi, weight, bias, d, c.norm_eps, out);
-        break;
+  ForTokens(n, d, [&](int32_t begin, int32_t end) {
+    for (int32_t i = begin; i < end; ++i) {
+      const float* xi = x + static_cast<size_t>(i) * d;
+      float* out = xn_.data() + static_cast<size_t>(i) * d;
+      switch (c.arch) {
+        case Arch::kLlama:
+          ops::RmsNorm(xi, weight, d, c.norm_eps, out);
+          break;
+        case Arch::kGpt2:
+          ops::LayerNorm(xi, weight, bias, d, c.norm_eps, out);
+          break;
+      }
     }
-  }
+  });
 }
 
 void ModelRunner::AddBias(float* y, const float* bias, int32_t n, int dim) {
-  for (int32_t i = 0; i < n; ++i) ops::Add(y + static_cast<size_t>(i) * dim, bias, dim);
+  ForTokens(n, dim, [&](int32_t begin, int32_t end) {
+    for (int32_t i = begin; i < end; ++i) ops::Add(y + static_cast<size_t>(i) * dim, bias, dim);
+  });
+}
+
+void ModelRunner::AddRows(float* x, const float* y, int32_t n, int dim) {
+  ForTokens(n, dim, [&](int32_t begin, int32_t end) {
+    const size_t at = static_cast<size_t>(begin) * dim;
+    ops::Add(x + at, y + at, static_cast<int64_t>(end - begin) * dim);
+  });
 }
 
 void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
@@ -121,33 +148,40 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       AddBias(k_.data(), L.bk, n, kv_dim);
       AddBias(v_.data(), L.bv, n, kv_dim);
     }
-    for (int32_t i = 0; i < n; ++i) {
-      const int32_t pos = batch.positions[i];
-      float* qi = q_.data() + static_cast<size_t>(i) * q_dim;
-      float* ki = k_.data() + static_cast<size_t>(i) * kv_dim;
-      if (!gpt2) {
-        const float* cs = &rope_cs_[static_cast<size_t>(i) * pairs];
-        const float* sn = &rope_sn_[static_cast<size_t>(i) * pairs];
-        ops::RopeRotate(qi, c.n_heads, c.head_dim, c.rope_dims, cs, sn);
-        ops::RopeRotate(ki, c.n_kv_heads, c.head_dim, c.rope_dims, cs, sn);
+    // Each token writes its own cache slot (no two tokens of a batch share
+    // a sequence position), so the tokens can be split across threads.
+    ForTokens(n, q_dim + 2 * kv_dim, [&](int32_t begin, int32_t end) {
+      for (int32_t i = begin; i < end; ++i) {
+        const int32_t pos = batch.positions[i];
+        float* qi = q_.data() + static_cast<size_t>(i) * q_dim;
+        float* ki = k_.data() + static_cast<size_t>(i) * kv_dim;
+        if (!gpt2) {
+          const float* cs = &rope_cs_[static_cast<size_t>(i) * pairs];
+          const float* sn = &rope_sn_[static_cast<size_t>(i) * pairs];
+          ops::RopeRotate(qi, c.n_heads, c.head_dim, c.rope_dims, cs, sn);
+          ops::RopeRotate(ki, c.n_kv_heads, c.head_dim, c.rope_dims, cs, sn);
+        }
+        // Store K/V at (sequence, position) through the block table.
+        const int32_t seq = batch.seq_ids[batch.seq_index[i]];
+        const int32_t block = cache.block_table(seq)[pos / bs];
+        const int32_t off = pos % bs;
+        cache.WriteToken(l, block, off, ki, v_.data() + static_cast<size_t>(i) * kv_dim);
       }
-      // Store K/V at (sequence, position) through the block table.
-      const int32_t seq = batch.seq_ids[batch.seq_index[i]];
-      const int32_t block = cache.block_table(seq)[pos / bs];
-      const int32_t off = pos % bs;
-      cache.WriteToken(l, block, off, ki, v_.data() + static_cast<size_t>(i) * kv_dim);
-    }
+    });
     Attention(l, batch, cache, parallel_attention);
     ops::MatMul(L.wo, attn_.data(), n, out_.data(), pool_);
     if (gpt2) AddBias(out_.data(), L.bo, n, d);
-    ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
+    AddRows(x, out_.data(), n, d);
 
     Norm(x, L.ffn_norm, L.ffn_norm_bias, n);
     if (gpt2) {
       // x += W_down gelu_tanh(W_up xn + b_up) + b_down
       ops::MatMul(L.w_up, xn_.data(), n, gate_.data(), pool_);
       AddBias(gate_.data(), L.b_up, n, c.d_ff);
-      ops::GeluTanh(gate_.data(), static_cast<int64_t>(n) * c.d_ff);
+      ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
+        ops::GeluTanh(gate_.data() + static_cast<size_t>(begin) * c.d_ff,
+                      static_cast<int64_t>(end - begin) * c.d_ff);
+      });
       ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
       AddBias(out_.data(), L.b_down, n, d);
     } else {
@@ -155,10 +189,13 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       const WeightView* ws[] = {&L.w_gate, &L.w_up};
       float* ys[] = {gate_.data(), up_.data()};
       ops::MatMulMany(ws, xn_.data(), n, ys, pool_);
-      ops::SiluMul(gate_.data(), up_.data(), static_cast<int64_t>(n) * c.d_ff);
+      ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
+        const size_t at = static_cast<size_t>(begin) * c.d_ff;
+        ops::SiluMul(gate_.data() + at, up_.data() + at, static_cast<int64_t>(end - begin) * c.d_ff);
+      });
       ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
     }
-    ops::Add(x, out_.data(), static_cast<int64_t>(n) * d);
+    AddRows(x, out_.data(), n, d);
   }
 
   // Record how far each sequence's K/V now reaches.

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <span>
+#include <functional>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -57,11 +58,18 @@ class ModelRunner {
 
  private:
   void EnsureScratch(int32_t n_tokens);
+  // fn(begin, end) over token ranges covering [0, n): split across the pool
+  // when the n tokens hold enough work (floats_per_token each) to pay for a
+  // job, else in one call. Every token's result is the same either way.
+  void ForTokens(int32_t n, int64_t floats_per_token,
+                 const std::function<void(int32_t, int32_t)>& fn);
   // xn_[i] = the architecture's norm of x[i] (RmsNorm for Llama, LayerNorm
   // with `bias` for GPT-2), for the n rows of x [n, d_model].
   void Norm(const float* x, const float* weight, const float* bias, int32_t n);
   // y[i] += bias for each of the n rows of y [n, dim].
-  static void AddBias(float* y, const float* bias, int32_t n, int dim);
+  void AddBias(float* y, const float* bias, int32_t n, int dim);
+  // x[i] += y[i] for the n rows of x and y [n, dim] (the residual adds).
+  void AddRows(float* x, const float* y, int32_t n, int dim);
   // `parallel`: whether the batch's attention is worth a second thread.
   void Attention(int layer, const ForwardBatch& batch, const KvCache& cache, bool parallel);
 
