@@ -30,20 +30,15 @@ void ModelRunner::EnsureScratch(int32_t n) {
   grow(out_, static_cast<size_t>(n) * c.d_model);
 }
 
-void ModelRunner::ForTokens(int32_t n, int64_t floats_per_token,
-                            const std::function<void(int32_t, int32_t)>& fn) {
+int64_t ModelRunner::TokenGrain(int32_t n, int64_t floats_per_token) const {
   // Below ~16K floats (28 tokens of a 576-wide row) a job's hand-off costs
   // about what the second thread would save.
   constexpr int64_t kMinFloats = 16384;
-  const int64_t floats = static_cast<int64_t>(n) * floats_per_token;
-  if (pool_ == nullptr || pool_->num_threads() == 1 || floats < kMinFloats) {
-    fn(0, n);
-    return;
+  if (pool_ == nullptr || pool_->num_threads() == 1 ||
+      static_cast<int64_t>(n) * floats_per_token < kMinFloats) {
+    return 0;
   }
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, floats_per_token));
-  pool_->ParallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
-    fn(static_cast<int32_t>(begin), static_cast<int32_t>(end));
-  });
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, floats_per_token));
 }
 
 void ModelRunner::Norm(const float* x, const float* weight, const float* bias, int32_t n) {

@@ -17,7 +17,6 @@
 
 #include <cstdint>
 #include <span>
-#include <functional>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -61,8 +60,19 @@ class ModelRunner {
   // fn(begin, end) over token ranges covering [0, n): split across the pool
   // when the n tokens hold enough work (floats_per_token each) to pay for a
   // job, else in one call. Every token's result is the same either way.
-  void ForTokens(int32_t n, int64_t floats_per_token,
-                 const std::function<void(int32_t, int32_t)>& fn);
+  template <class F>
+  void ForTokens(int32_t n, int64_t floats_per_token, F&& fn) {
+    const int64_t grain = TokenGrain(n, floats_per_token);
+    if (grain == 0) {
+      fn(int32_t{0}, n);
+      return;
+    }
+    pool_->ParallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
+      fn(static_cast<int32_t>(begin), static_cast<int32_t>(end));
+    });
+  }
+  // ForTokens' tokens per task, or 0 to run in the calling thread.
+  int64_t TokenGrain(int32_t n, int64_t floats_per_token) const;
   // xn_[i] = the architecture's norm of x[i] (RmsNorm for Llama, LayerNorm
   // with `bias` for GPT-2), for the n rows of x [n, d_model].
   void Norm(const float* x, const float* weight, const float* bias, int32_t n);
