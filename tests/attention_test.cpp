@@ -180,10 +180,14 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
 }
 
 // head_dim 80 and 100: a q8_0 row ends in a short block (16 / 4 elements);
-// 320: past Scores16's widening tile (kMaxTileHeadDim 256).
-const Case kCases[] = {{1, 64, 1},   {3, 64, 300},  {3, 64, 2049}, {4, 128, 513}, {1, 8, 37},
-                       {9, 16, 100}, {5, 12, 77},   {2, 7, 33},    {8, 80, 260},  {16, 64, 65},
-                       {12, 32, 1},  {3, 100, 45},  {2, 320, 33}};
+// 192 and 256: q8_0 VNNI dot products for a head_dim not known at compile
+// time (3 and 4 64-element slices); 320: past Scores16's widening tile
+// (kMaxTileHeadDim 256). Groups 5, 6, 9 and 16 split the value pass into
+// passes of 4, 2 and 1 heads.
+const Case kCases[] = {{1, 64, 1},   {3, 64, 300}, {3, 64, 2049}, {4, 128, 513},
+                       {1, 8, 37},   {9, 16, 100}, {5, 12, 77},   {2, 7, 33},
+                       {8, 80, 260}, {16, 64, 65}, {12, 32, 1},   {3, 100, 45},
+                       {2, 320, 33}, {6, 64, 300}, {2, 192, 50},  {3, 256, 40}};
 
 TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {

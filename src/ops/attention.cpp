@@ -18,9 +18,14 @@
 // key rows once into an L1 buffer and dots every query head against it,
 // rather than widening each row once per head. For q8_0 keys q is rounded
 // to int8 (per head) on every target, and with AVX-512 VNNI the scores are
-// integer dot products (ScoresQ8Vnni); values are always widened to f32.
+// integer dot products per 32-element block (DotsQ8Vnni), scaled by the
+// block scales only afterwards, in one vector pass (ScaleDotsQ8). q8_0
+// values: the block scales are folded into the softmax weights once per
+// chunk (FoldValueScales: group x blocks x positions products), so the
+// values pass only converts the codes to f32 and takes one FMA per head.
 // Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
-// ahead, which took f16 at 2048 positions from ~157 to ~116 us per layer.
+// ahead (q8_0: 32), which took f16 at 2048 positions from ~157 to ~116 us
+// per layer.
 
 #include "ops/attention.h"
 
@@ -57,15 +62,20 @@ constexpr int kMaxHeadsPerPass = 4;
 // Tag type of q8_0 K/V (KvPrecision::kQ8_0).
 struct Q8 {};
 
-// f32 copies of the q8_0 scales of a chunk's keys and values, [2][total][nb]
-// at the end of the caller's scratch: converted once per chunk rather than
-// once per vector load.
-HWY_INLINE void WidenScales(std::span<const KvSpan> spans, int32_t total, int nb, float* out) {
+// f32 copies of the q8_0 scales of a chunk's keys (kv = 0) and values
+// (kv = 1), block-major: out[kv][b][j] for block b of chunk row j, so that
+// one vector load gives consecutive rows' scales of a block. Converted once
+// per chunk rather than once per use; tmp holds nb * total floats (the
+// rows' scales widened in place before the transpose).
+HWY_INLINE void WidenScales(std::span<const KvSpan> spans, int32_t total, int nb, float* tmp,
+                            float* out) {
   const hn::ScalableTag<float> d;
   const hn::Rebind<hwy::float16_t, decltype(d)> dh;
-  const size_t N = hn::Lanes(d);
+  const int32_t N = static_cast<int32_t>(hn::Lanes(d));
   for (int kv = 0; kv < 2; ++kv) {
-    float* dst = out + static_cast<size_t>(kv) * total * nb;
+    float* const blocks = out + static_cast<size_t>(kv) * nb * total;
+    // One block per row is already block-major.
+    float* dst = nb == 1 ? blocks : tmp;
     for (const KvSpan& sp : spans) {
       const auto* src = reinterpret_cast<const hwy::float16_t*>(kv == 0 ? sp.k_scale : sp.v_scale);
       const size_t n = static_cast<size_t>(sp.n) * nb;
@@ -73,6 +83,31 @@ HWY_INLINE void WidenScales(std::span<const KvSpan> spans, int32_t total, int nb
       for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, src + i)), d, dst + i);
       for (; i < n; ++i) dst[i] = F16ToF32(reinterpret_cast<const uint16_t*>(src)[i]);
       dst += n;
+    }
+    int32_t j = 0;
+    if (nb == 2) {
+      for (; j + N <= total; j += N) {
+        hn::Vec<decltype(d)> b0, b1;
+        hn::LoadInterleaved2(d, tmp + 2 * j, b0, b1);
+        hn::StoreU(b0, d, blocks + j);
+        hn::StoreU(b1, d, blocks + total + j);
+      }
+    } else if (nb == 4) {
+      for (; j + N <= total; j += N) {
+        hn::Vec<decltype(d)> b0, b1, b2, b3;
+        hn::LoadInterleaved4(d, tmp + 4 * j, b0, b1, b2, b3);
+        hn::StoreU(b0, d, blocks + j);
+        hn::StoreU(b1, d, blocks + total + j);
+        hn::StoreU(b2, d, blocks + 2 * total + j);
+        hn::StoreU(b3, d, blocks + 3 * total + j);
+      }
+    }
+    if (nb > 1) {
+      for (; j < total; ++j) {
+        for (int b = 0; b < nb; ++b) {
+          blocks[static_cast<size_t>(b) * total + j] = tmp[static_cast<size_t>(j) * nb + b];
+        }
+      }
     }
   }
 }
@@ -96,13 +131,19 @@ struct KvRow {
 template <>
 struct KvRow<Q8> {
   const int8_t* p;
-  const float* scale;  // the row's widened scales
+  const float* scale;  // the row's widened scale of block 0; block b at b * stride
+  int32_t stride;
+  // The codes as f32, not scaled.
   template <class D>
-  HWY_INLINE hn::Vec<D> Load(D d, int c) const {
+  HWY_INLINE hn::Vec<D> LoadCodes(D d, int c) const {
     const hn::Rebind<int8_t, D> d8;
     const hn::Rebind<int32_t, D> di;
-    return hn::Mul(hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, p + c))),
-                   hn::Set(d, scale[c / kKvQ8Block]));
+    return hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, p + c)));
+  }
+  template <class D>
+  HWY_INLINE hn::Vec<D> Load(D d, int c) const {
+    return hn::Mul(LoadCodes(d, c),
+                   hn::Set(d, scale[static_cast<size_t>(c / kKvQ8Block) * stride]));
   }
 };
 
@@ -114,7 +155,7 @@ HWY_INLINE KvRow<T> RowOf(const KvSpan& sp, int kv, int32_t t, int hd, const flo
   if constexpr (std::is_same_v<T, Q8>) {
     const int nb = KvQ8Blocks(hd);
     return {static_cast<const int8_t*>(kv == 0 ? sp.k : sp.v) + static_cast<size_t>(t) * hd,
-            scales + (static_cast<size_t>(kv) * total + j) * nb};
+            scales + static_cast<size_t>(kv) * nb * total + j, total};
   } else {
     (void)scales;
     (void)total;
@@ -205,82 +246,163 @@ HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float s
   }
 }
 
-// q8_0 scores with AVX-512 VNNI, for head_dim a multiple of 64 (up to
-// kMaxTileHeadDim): q as int8 codes (qc [group, hd], per-head factor
-// qmul = scale * dq), each 64-element slice of a key row one vpdpbusd per
-// head: lane i sums the 4 products of elements 4i..4i+3, so lanes 0-7 are
-// the slice's first 32-block and lanes 8-15 its second. vpdpbusd wants one
-// unsigned operand: the key codes + 128 (xor 0x80), with -128 * (the lane's
-// q codes' sum) as the starting value to cancel the offset, so the lane
-// sums are the exact integer dot products. Then per lane the block's scale
-// (a tile-wide table, built once per row for all heads), and SumsOf16.
+// The lines of a span's K and V scales: read by WidenScales once the chunk's
+// dot products are done, by when they have arrived.
+HWY_INLINE void PrefetchScales(const KvSpan& sp, int nb) {
+  const size_t bytes = static_cast<size_t>(sp.n) * nb * sizeof(uint16_t);
+  for (size_t c = 0; c < bytes; c += 64) {
+    hwy::Prefetch(reinterpret_cast<const char*>(sp.k_scale) + c);
+    hwy::Prefetch(reinterpret_cast<const char*>(sp.v_scale) + c);
+  }
+}
+
+// q8_0 keys with AVX-512 VNNI, for head_dim a multiple of 64 up to
+// kMaxTileHeadDim: q as int8 codes (qc [group, hd]) against the key codes,
+// as exact integer dot products per 32-element block (|dot| <= 32 * 127 *
+// 127 < 2^24, so exact in f32 too): dots[h][b][j] for block b of key j.
+// The block scales are applied afterwards (ScaleDotsQ8).
+//
+// Per 16-row tile and 64-element slice, the 16 rows (16 dwords = 4 codes
+// each) are transposed in two rounds of in-block unpacks (32 shuffles,
+// shared by all heads) into vectors b[4P + g] whose 128-bit block k holds
+// rows 4P..4P+3, each its dword 4k + g. Against a q vector holding q's dword
+// 4k + g in block k, vpdpbusd then accumulates lane-wise products that
+// belong to one row and one 16-element quarter of the slice, so four
+// vpdpbusd per P give, per lane, a row's dot product over a quarter; two
+// rounds of 128-bit shuffles per head (6 shuffles, 2 adds) add the quarters
+// into the 16 rows' block-0 and block-1 sums. vpdpbusd wants one unsigned
+// operand: the key codes + 128 (xor 0x80), with -128 * (the quarter's q
+// codes' sum) as the starting value to cancel the offset.
+//
+// A tile within one span is read in place; one that straddles spans is
+// first gathered into a buffer. kHd: head_dim when known at compile time
+// (then every row offset is a constant), else 0. qv: scratch for the q
+// vectors, int32 [group][hd / 64][5][16] (4 dword selections and the
+// offset's cancellation).
 #define KVINFER_TARGET_VNNI \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
-KVINFER_TARGET_VNNI HWY_NOINLINE void ScoresQ8Vnni(const int8_t* HWY_RESTRICT qc,
-                                                   const float* HWY_RESTRICT qmul, int group,
-                                                   int hd, std::span<const KvSpan> spans,
-                                                   int32_t total, const float* HWY_RESTRICT kscales,
-                                                   float* HWY_RESTRICT s) {
+template <int kHd>
+KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, int group,
+                                                 int head_dim, std::span<const KvSpan> spans,
+                                                 int32_t total, int32_t* HWY_RESTRICT qv,
+                                                 float* HWY_RESTRICT dots) {
+  const int hd = kHd != 0 ? kHd : head_dim;
   const int slices = hd / 64;
-  const int nb = hd / kKvQ8Block;
-  alignas(64) uint8_t ku[16 * kMaxTileHeadDim];        // [16][hd] codes + 128
-  alignas(64) float sv[16 * kMaxTileHeadDim / 4];      // [16][slices][16] lane scales
   const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int hc = 0; hc < group * slices; ++hc) {
+    const __m512i q = _mm512_loadu_si512(qc + static_cast<size_t>(hc) * 64);
+    int32_t* dst = qv + static_cast<size_t>(hc) * 5 * 16;
+    _mm512_storeu_si512(dst + 0 * 16, _mm512_shuffle_epi32(q, _MM_PERM_AAAA));
+    _mm512_storeu_si512(dst + 1 * 16, _mm512_shuffle_epi32(q, _MM_PERM_BBBB));
+    _mm512_storeu_si512(dst + 2 * 16, _mm512_shuffle_epi32(q, _MM_PERM_CCCC));
+    _mm512_storeu_si512(dst + 3 * 16, _mm512_shuffle_epi32(q, _MM_PERM_DDDD));
+    // 128 * (sum of each 16-code quarter), in all four lanes of its block.
+    __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, q);
+    sum = _mm512_add_epi32(sum, _mm512_shuffle_epi32(sum, _MM_PERM_BADC));
+    sum = _mm512_add_epi32(sum, _mm512_shuffle_epi32(sum, _MM_PERM_CDAB));
+    _mm512_storeu_si512(dst + 4 * 16, _mm512_sub_epi32(_mm512_setzero_si512(), sum));
+  }
+  alignas(64) int8_t gathered[16 * kMaxTileHeadDim];
   size_t si = 0;
   int32_t t_in_span = 0;
   for (int32_t j0 = 0; j0 < total; j0 += 16) {
     const int m = std::min<int32_t>(16, total - j0);
-    for (int t = 0; t < 16; ++t) {
-      // Rows past m repeat row 0 (padding, results dropped).
-      const int src = t < m ? t : 0;
-      if (t < m) {
+    const __mmask16 valid = static_cast<__mmask16>((1u << m) - 1);
+    while (t_in_span == spans[si].n) {
+      ++si;
+      t_in_span = 0;
+    }
+    const int8_t* base;
+    if (t_in_span == 0) PrefetchScales(spans[si], 2 * slices);
+    if (spans[si].n - t_in_span >= 16) {
+      // Rows past m (last tile only) are the span's own: read, results dropped.
+      base = static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span) * hd;
+      t_in_span += m;
+      // The tile after next (32 rows ahead: q8_0 rows take so little time
+      // that one tile ahead is too late for memory at long contexts, ~455 ->
+      // ~400 us at 8192 positions); within the block the rows are
+      // contiguous, and past its end the hint is harmless.
+      for (int c = 0; c < 16 * hd; c += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(base + 32 * hd + c), _MM_HINT_T0);
+      }
+    } else {
+      for (int t = 0; t < m; ++t) {
         while (t_in_span == spans[si].n) {
           ++si;
           t_in_span = 0;
+          PrefetchScales(spans[si], 2 * slices);
+        }
+        std::memcpy(gathered + t * hd,
+                    static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd,
+                    hd);
+      }
+      // Padding rows (last tile only): results dropped.
+      for (int t = m; t < 16; ++t) std::memcpy(gathered + t * hd, gathered, hd);
+      base = gathered;
+    }
+    for (int c = 0; c < slices; ++c) {
+      __m512i a[16], b[16];
+      for (int t = 0; t < 16; ++t) {
+        a[t] = _mm512_xor_si512(_mm512_loadu_si512(base + t * hd + 64 * c), offset);
+      }
+      // a[2p + s] block k: rows 2p, 2p + 1 interleaved, dwords 4k + 2s + {0, 1}.
+      for (int p = 0; p < 8; ++p) {
+        const __m512i lo = _mm512_unpacklo_epi32(a[2 * p], a[2 * p + 1]);
+        a[2 * p + 1] = _mm512_unpackhi_epi32(a[2 * p], a[2 * p + 1]);
+        a[2 * p] = lo;
+      }
+      // b[4P + 2s + u] block k: rows 4P..4P+3, each its dword 4k + 2s + u.
+      for (int P = 0; P < 4; ++P) {
+        for (int sh = 0; sh < 2; ++sh) {
+          b[4 * P + 2 * sh] = _mm512_unpacklo_epi64(a[4 * P + sh], a[4 * P + 2 + sh]);
+          b[4 * P + 2 * sh + 1] = _mm512_unpackhi_epi64(a[4 * P + sh], a[4 * P + 2 + sh]);
         }
       }
-      const int8_t* k = t < m ? static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd
-                              : nullptr;
-      for (int c = 0; c < slices; ++c) {
-        __m512i kv;
-        __m512 lane_scale;
-        if (k != nullptr) {
-          // Ahead by a tile: the next rows of the block are contiguous, and
-          // past its end the hint is harmless.
-          _mm_prefetch(reinterpret_cast<const char*>(k + 16 * hd + 64 * c), _MM_HINT_T0);
-          kv = _mm512_xor_si512(_mm512_loadu_si512(k + 64 * c), offset);
-          const float* ks = kscales + static_cast<size_t>(j0 + src) * nb + 2 * c;
-          lane_scale = _mm512_mask_mov_ps(_mm512_set1_ps(ks[0]), 0xFF00, _mm512_set1_ps(ks[1]));
-        } else {
-          kv = _mm512_load_si512(ku + 64 * c);
-          lane_scale = _mm512_load_ps(sv + 16 * c);
+      for (int h = 0; h < group; ++h) {
+        const int32_t* qh = qv + (static_cast<size_t>(h) * slices + c) * 5 * 16;
+        const __m512i init = _mm512_loadu_si512(qh + 4 * 16);
+        __m512i acc[4];
+        for (int P = 0; P < 4; ++P) acc[P] = init;
+        for (int g = 0; g < 4; ++g) {
+          const __m512i qg = _mm512_loadu_si512(qh + g * 16);
+          for (int P = 0; P < 4; ++P) acc[P] = _mm512_dpbusd_epi32(acc[P], b[4 * P + g], qg);
         }
-        _mm512_store_si512(ku + (static_cast<size_t>(t) * slices + c) * 64, kv);
-        _mm512_store_ps(sv + (static_cast<size_t>(t) * slices + c) * 16, lane_scale);
+        // acc[P] block k: rows 4P..4P+3, quarter k. Per pair of P: blocks
+        // (rows 0-3 block 0, rows 0-3 block 1, rows 4-7 block 0, rows 4-7 block 1).
+        const __m512i u01 = _mm512_add_epi32(_mm512_shuffle_i32x4(acc[0], acc[1], 0x88),
+                                             _mm512_shuffle_i32x4(acc[0], acc[1], 0xDD));
+        const __m512i u23 = _mm512_add_epi32(_mm512_shuffle_i32x4(acc[2], acc[3], 0x88),
+                                             _mm512_shuffle_i32x4(acc[2], acc[3], 0xDD));
+        float* dst = dots + (static_cast<size_t>(h) * slices + c) * 2 * total + j0;
+        _mm512_mask_storeu_ps(dst, valid, _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0x88)));
+        _mm512_mask_storeu_ps(dst + total, valid,
+                              _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0xDD)));
       }
     }
-    for (int h = 0; h < group; ++h) {
-      const int8_t* qh = qc + static_cast<size_t>(h) * hd;
-      __m512 acc[16];
-      for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
-      for (int c = 0; c < slices; ++c) {
-        const __m512i qv = _mm512_loadu_si512(qh + 64 * c);
-        const __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, qv));
-        for (int t = 0; t < 16; ++t) {
-          const size_t at = static_cast<size_t>(t) * slices + c;
-          const __m512i dot = _mm512_dpbusd_epi32(neg, _mm512_load_si512(ku + at * 64), qv);
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_load_ps(sv + at * 16), acc[t]);
-        }
+  }
+}
+
+// s[h][j] = qmul[h] * (dots[h][0][j] * ks[0][j] + ... ks[nb - 1][j]): the
+// blocks in order, each after the first by one FMA; ks: widened K scales
+// [nb][total].
+KVINFER_TARGET_VNNI HWY_NOINLINE void ScaleDotsQ8(const float* HWY_RESTRICT dots,
+                                                  const float* HWY_RESTRICT ks,
+                                                  const float* HWY_RESTRICT qmul, int group, int nb,
+                                                  int32_t total, float* HWY_RESTRICT s) {
+  for (int h = 0; h < group; ++h) {
+    const float* dh = dots + static_cast<size_t>(h) * nb * total;
+    const __m512 mul = _mm512_set1_ps(qmul[h]);
+    for (int32_t j = 0; j < total; j += 16) {
+      const __mmask16 valid = static_cast<__mmask16>((1u << std::min<int32_t>(16, total - j)) - 1);
+      __m512 f =
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, dh + j), _mm512_maskz_loadu_ps(valid, ks + j));
+      for (int b = 1; b < nb; ++b) {
+        const size_t at = static_cast<size_t>(b) * total + j;
+        f = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, dh + at),
+                            _mm512_maskz_loadu_ps(valid, ks + at), f);
       }
-      const __m512 sums = _mm512_mul_ps(SumsOf16(acc), _mm512_set1_ps(qmul[h]));
-      float* dst = s + static_cast<size_t>(h) * total + j0;
-      if (m == 16) {
-        _mm512_storeu_ps(dst, sums);
-      } else {
-        _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << m) - 1), sums);
-      }
+      _mm512_mask_storeu_ps(s + static_cast<size_t>(h) * total + j, valid, _mm512_mul_ps(f, mul));
     }
   }
 }
@@ -291,27 +413,11 @@ bool CpuHasVnni() {
 }
 #endif  // KVINFER_ATTN_AVX3
 
-// q rounded for q8_0 K (see QuantizeQuery): codes, and per head
-// scale * dq.
-struct QuantizedQuery {
-  const int8_t* codes = nullptr;
-  const float* mul = nullptr;
-};
-
 template <typename T, class D>
 HWY_INLINE void Scores(D d, const float* HWY_RESTRICT q, int group, int hd, float scale,
                        std::span<const KvSpan> spans, int32_t total, const float* kv_scales,
-                       const QuantizedQuery& qq, float* HWY_RESTRICT s) {
+                       float* HWY_RESTRICT s) {
   const int L = static_cast<int>(hn::Lanes(d));
-#if KVINFER_ATTN_AVX3
-  if constexpr (std::is_same_v<T, Q8>) {
-    if (L == 16 && hd % 64 == 0 && hd <= kMaxTileHeadDim && CpuHasVnni()) {
-      return ScoresQ8Vnni(qq.codes, qq.mul, group, hd, spans, total, kv_scales, s);
-    }
-  }
-#else
-  (void)qq;
-#endif
 #if KVINFER_ATTN_AVX3
   if (L == 16 && (std::is_same_v<T, float> || hd <= kMaxTileHeadDim)) {
     return Scores16<T>(q, group, hd, scale, spans, total, kv_scales, s);
@@ -394,7 +500,7 @@ HWY_INLINE void ExpRow(float* HWY_RESTRICT s, int32_t n, float* m_out, float* l_
   auto vsum = hn::Zero(df);
   i = 0;
   for (; i + N <= n; i += N) {
-    const auto e = hn::CallExp(df, hn::Sub(hn::LoadU(df, s + i), vmax));
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, s + i), vmax));
     hn::StoreU(e, df, s + i);
     vsum = hn::Add(vsum, e);
   }
@@ -403,7 +509,7 @@ HWY_INLINE void ExpRow(float* HWY_RESTRICT s, int32_t n, float* m_out, float* l_
     // The tail through one padded vector, so every element sees the same exp.
     alignas(64) float buf[16] = {};  // lanes past the tail are discarded
     std::memcpy(buf, s + i, static_cast<size_t>(n - i) * sizeof(float));
-    const auto e = hn::CallExp(df, hn::Sub(hn::Load(df, buf), vmax));
+    const auto e = hn::Exp(df, hn::Sub(hn::Load(df, buf), vmax));
     hn::Store(e, df, buf);
     for (int32_t t = 0; t < n - i; ++t) {
       s[i + t] = buf[t];
@@ -417,6 +523,10 @@ HWY_INLINE void ExpRow(float* HWY_RESTRICT s, int32_t n, float* m_out, float* l_
 // o[h, :] = sum_j p[h, j] v_j for HB heads, NS vector slices of head_dim at
 // a time: HB x NS independent accumulators, so consecutive FMAs never wait
 // on each other (one chain per head would be bound by the FMA latency).
+// q8_0: p holds the weights with the block scales folded in (FoldValueScales:
+// [nb][total][HB]), and each slice's codes take the weight of their block;
+// a row's HB weights of a block are adjacent, so its FMAs take their
+// broadcasts from one or two pointers at fixed offsets.
 template <typename T, int HB, int NS, class D>
 HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32_t total,
                                const float* kv_scales, const float* HWY_RESTRICT p,
@@ -431,14 +541,30 @@ HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32
     for (const KvSpan& sp : spans) {
       for (int32_t t = 0; t < sp.n; ++t, ++j) {
         const KvRow<T> v = RowOf<T>(sp, 1, t, hd, kv_scales, total, j);
-        // K/V stream from L3 or memory: ask for the row 16 ahead (in the
-        // same block, or past its end, where the hint is harmless).
-        hwy::Prefetch(v.p + 16 * hd + c);
+        // K/V stream from L3 or memory: ask for the row 16 ahead, q8_0 32
+        // (as DotsQ8Vnni), in the same block, or past its end, where the
+        // hint is harmless.
+        hwy::Prefetch(v.p + (std::is_same_v<T, Q8> ? 32 : 16) * hd + c);
         hn::Vec<D> vv[NS];
-        for (int k = 0; k < NS; ++k) vv[k] = v.Load(d, c + k * L);
-        for (int h = 0; h < HB; ++h) {
-          const auto w = hn::Set(d, p[static_cast<size_t>(h) * total + j]);
-          for (int k = 0; k < NS; ++k) acc[h][k] = hn::MulAdd(w, vv[k], acc[h][k]);
+        if constexpr (std::is_same_v<T, Q8>) {
+          // Row j's weights in the block of slice 0 (of this group of slices).
+          const size_t block_stride = static_cast<size_t>(total) * HB;
+          const float* wj =
+              p + static_cast<size_t>(c / kKvQ8Block) * block_stride + static_cast<size_t>(j) * HB;
+          for (int k = 0; k < NS; ++k) vv[k] = v.LoadCodes(d, c + k * L);
+          for (int h = 0; h < HB; ++h) {
+            for (int k = 0; k < NS; ++k) {
+              // Slice k lies in block (k * L) / 32 of the group (L divides 32).
+              const float w = wj[static_cast<size_t>(k * L / kKvQ8Block) * block_stride + h];
+              acc[h][k] = hn::MulAdd(hn::Set(d, w), vv[k], acc[h][k]);
+            }
+          }
+        } else {
+          for (int k = 0; k < NS; ++k) vv[k] = v.Load(d, c + k * L);
+          for (int h = 0; h < HB; ++h) {
+            const auto w = hn::Set(d, p[static_cast<size_t>(h) * total + j]);
+            for (int k = 0; k < NS; ++k) acc[h][k] = hn::MulAdd(w, vv[k], acc[h][k]);
+          }
         }
       }
     }
@@ -471,31 +597,112 @@ HWY_INLINE void WeightedValuesHeads(D d, int hd, std::span<const KvSpan> spans, 
   }
 }
 
+// q8_0 value weights of heads h0..h0+HB-1 (p: their exp rows, stride
+// total) with the V scales vs [nb][total] folded in: pw[b][j][h] =
+// p[h][j] * vs[b][j], the same product on every target.
+template <int HB>
+HWY_INLINE void FoldValueScales(const float* HWY_RESTRICT p, const float* HWY_RESTRICT vs, int nb,
+                                int32_t total, float* HWY_RESTRICT pw) {
+  const hn::ScalableTag<float> d;
+  const int32_t N = static_cast<int32_t>(hn::Lanes(d));
+  for (int b = 0; b < nb; ++b) {
+    const float* sb = vs + static_cast<size_t>(b) * total;
+    float* dst = pw + static_cast<size_t>(b) * total * HB;
+    int32_t j = 0;
+    for (; j + N <= total; j += N) {
+      const auto scale = hn::LoadU(d, sb + j);
+      hn::Vec<decltype(d)> w[HB];
+      for (int h = 0; h < HB; ++h) {
+        w[h] = hn::Mul(hn::LoadU(d, p + static_cast<size_t>(h) * total + j), scale);
+      }
+      float* at = dst + static_cast<size_t>(j) * HB;
+      if constexpr (HB == 1) {
+        hn::StoreU(w[0], d, at);
+      } else if constexpr (HB == 2) {
+        hn::StoreInterleaved2(w[0], w[1], d, at);
+      } else if constexpr (HB == 3) {
+        hn::StoreInterleaved3(w[0], w[1], w[2], d, at);
+      } else {
+        hn::StoreInterleaved4(w[0], w[1], w[2], w[3], d, at);
+      }
+    }
+    for (; j < total; ++j) {
+      for (int h = 0; h < HB; ++h) {
+        dst[static_cast<size_t>(j) * HB + h] = p[static_cast<size_t>(h) * total + j] * sb[j];
+      }
+    }
+  }
+}
+
+// One pass of WeightedValues over heads h0..h0+HB-1 (p: their exp rows);
+// q8_0 first folds the V scales into the weights (into pw).
+template <typename T, int HB, class D>
+HWY_INLINE void ValuesPass(D d, int hd, std::span<const KvSpan> spans, int32_t total,
+                           const float* kv_scales, const float* p, float* pw, float* o) {
+  if constexpr (std::is_same_v<T, Q8>) {
+    const int nb = KvQ8Blocks(hd);
+    FoldValueScales<HB>(p, kv_scales + static_cast<size_t>(nb) * total, nb, total, pw);
+    p = pw;
+  } else {
+    (void)pw;
+  }
+  WeightedValuesHeads<T, HB>(d, hd, spans, total, kv_scales, p, o);
+}
+
 template <typename T, class D>
 HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                          float* l, float* o) {
+  // Scratch: scores [group][total]; q8_0: scales [2][nb][total], value
+  // weights (one pass's [nb][total][HB] of the [group][nb][total] room, and
+  // before that the VNNI dot products), WidenScales' [nb][total], then the
+  // rounded query (attention.h).
+  const int nb = KvQ8Blocks(hd);
   float* kv_scales = scratch + static_cast<size_t>(group) * total;
-  QuantizedQuery qq;
+  float* pw = nullptr;
   if constexpr (std::is_same_v<T, Q8>) {
-    WidenScales(spans, total, KvQ8Blocks(hd), kv_scales);
-    float* qr = kv_scales + static_cast<size_t>(2) * total * KvQ8Blocks(hd);
+    pw = kv_scales + static_cast<size_t>(2) * nb * total;
+    float* widen_tmp = pw + static_cast<size_t>(group) * nb * total;
+    float* qr = widen_tmp + static_cast<size_t>(nb) * total;
     float* mul = qr + static_cast<size_t>(group) * hd;
-    int8_t* codes = reinterpret_cast<int8_t*>(mul + group);
+    int32_t* vnni = reinterpret_cast<int32_t*>(mul + group);
+    int8_t* codes =
+        reinterpret_cast<int8_t*>(vnni + static_cast<size_t>(group) * (hd / 64) * 5 * 16);
     QuantizeQuery(q, group, hd, scale, codes, mul, qr);
-    q = qr;
-    qq = {codes, mul};
+    bool scored = false;
+#if KVINFER_ATTN_AVX3
+    if (hn::Lanes(d) == 16 && hd % 64 == 0 && hd <= kMaxTileHeadDim && CpuHasVnni()) {
+      // The integer dots first: they prefetch the chunk's scales (a few
+      // dozen lines, often from memory), which WidenScales then finds in
+      // cache rather than waiting on them.
+      if (hd == 64) {
+        DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, pw);
+      } else if (hd == 128) {
+        DotsQ8Vnni<128>(codes, group, hd, spans, total, vnni, pw);
+      } else {
+        DotsQ8Vnni<0>(codes, group, hd, spans, total, vnni, pw);
+      }
+      WidenScales(spans, total, nb, widen_tmp, kv_scales);
+      ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
+      scored = true;
+    }
+#endif
+    if (!scored) {
+      WidenScales(spans, total, nb, widen_tmp, kv_scales);
+      Scores<T>(d, qr, group, hd, scale, spans, total, kv_scales, scratch);
+    }
+  } else {
+    Scores<T>(d, q, group, hd, scale, spans, total, kv_scales, scratch);
   }
-  Scores<T>(d, q, group, hd, scale, spans, total, kv_scales, qq, scratch);
   for (int h = 0; h < group; ++h) ExpRow(scratch + static_cast<size_t>(h) * total, total, m + h, l + h);
   for (int h0 = 0; h0 < group; h0 += kMaxHeadsPerPass) {
     const float* p = scratch + static_cast<size_t>(h0) * total;
     float* oh = o + static_cast<size_t>(h0) * hd;
     switch (std::min(kMaxHeadsPerPass, group - h0)) {
-      case 1: WeightedValuesHeads<T, 1>(d, hd, spans, total, kv_scales, p, oh); break;
-      case 2: WeightedValuesHeads<T, 2>(d, hd, spans, total, kv_scales, p, oh); break;
-      case 3: WeightedValuesHeads<T, 3>(d, hd, spans, total, kv_scales, p, oh); break;
-      default: WeightedValuesHeads<T, 4>(d, hd, spans, total, kv_scales, p, oh); break;
+      case 1: ValuesPass<T, 1>(d, hd, spans, total, kv_scales, p, pw, oh); break;
+      case 2: ValuesPass<T, 2>(d, hd, spans, total, kv_scales, p, pw, oh); break;
+      case 3: ValuesPass<T, 3>(d, hd, spans, total, kv_scales, p, pw, oh); break;
+      default: ValuesPass<T, 4>(d, hd, spans, total, kv_scales, p, pw, oh); break;
     }
   }
 }

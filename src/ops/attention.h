@@ -38,13 +38,20 @@ struct KvSpan {
 };
 
 // Scratch of AttentionPartial: the scores [group, total] and, for q8_0, the
-// K/V scales widened to f32 [2, total, KvQ8Blocks(head_dim)] and the rounded
-// query (f32 and int8 [group, head_dim], a factor per head).
+// K/V scales widened to f32 [2, KvQ8Blocks(head_dim), total], the value
+// weights with the V scales folded in [group, KvQ8Blocks(head_dim), total],
+// room to transpose one set of scales [KvQ8Blocks(head_dim), total], the
+// rounded query (f32 [group, head_dim], a factor per head), its VNNI
+// operand vectors (int32 [group, head_dim / 64, 5, 16]) and its int8 codes
+// [group, head_dim].
 constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head_dim, int32_t total) {
   const size_t scores = static_cast<size_t>(total) * group;
   if (kv_type != KvPrecision::kQ8_0) return scores;
-  return scores + static_cast<size_t>(total) * 2 * KvQ8Blocks(head_dim) +
-         static_cast<size_t>(group) * (head_dim + 1) + (static_cast<size_t>(group) * head_dim + 3) / 4;
+  const size_t nb = static_cast<size_t>(KvQ8Blocks(head_dim));
+  return scores + static_cast<size_t>(total) * (3 + group) * nb +
+         static_cast<size_t>(group) * (head_dim + 1) +
+         static_cast<size_t>(group) * (head_dim / 64) * 5 * 16 +
+         (static_cast<size_t>(group) * head_dim + 3) / 4;
 }
 
 // For query heads q[group, head_dim] against the positions in `spans` (in
@@ -54,10 +61,14 @@ constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head
 //   o[h, :] = sum_j exp(s[h, j] - m[h]) * v_j           (not yet divided by l)
 // scratch holds AttentionScratchFloats(kv_type, group, head_dim, total)
 // floats. o is [group, head_dim]. f16 and q8_0 K/V are widened
-// (dequantized) to f32 as they are loaded and the arithmetic is f32; with
-// q8_0, q is first rounded to int8 (one scale per head, max|q_h| / 127), on
-// every target, so that AVX-512 VNNI can compute the scores as integer dot
-// products.
+// (dequantized) to f32 as they are loaded and the arithmetic is f32. With
+// q8_0, on every target: q is first rounded to int8 (one scale per head,
+// max|q_h| / 127), so that AVX-512 VNNI can compute the scores as integer
+// dot products (there: per 32-element block, exact, then times the block's
+// scale, the blocks summed in order, then times scale * max|q_h| / 127);
+// and a value row enters o as the sum over its blocks b of
+// f32(exp(s[h, j] - m[h]) * d_jb) * codes, the weight rounded once with the
+// block's scale folded in (l sums the unscaled exp).
 void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPrecision kv_type,
                       std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                       float* l, float* o);
