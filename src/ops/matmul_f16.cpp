@@ -83,6 +83,8 @@ struct Ctx {
   size_t ldy;
 };
 
+constexpr size_t kPrefetchBytes = 1024;
+
 // Panels [p, p + RB) for tokens [t0, t0 + T), the weights of panel p + i
 // read from w + i * w_stride (c.panels, or their f32 copy in a scratch).
 template <typename W, int RB, int T>
@@ -98,6 +100,16 @@ KVINFER_TARGET_AVX512 __attribute__((noinline)) void Tile(const Ctx& c, const ui
   }
   for (size_t k = 0; k < c.cols; ++k) {
     __m512 wv[RB];
+    if constexpr (T <= 2) {
+      // Decode streams the panels from memory, RB of them side by side:
+      // ask for each one's line kPrefetchBytes ahead (once per line).
+      if (k * kPanelRows * sizeof(W) % 64 == 0) {
+        for (int i = 0; i < RB; ++i) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp[i] + k * kPanelRows) + kPrefetchBytes,
+                       _MM_HINT_T0);
+        }
+      }
+    }
     for (int i = 0; i < RB; ++i) wv[i] = LoadColumn(wp[i] + k * kPanelRows);
     for (int t = 0; t < T; ++t) {
       const __m512 xb = _mm512_set1_ps(xt[t][k]);
