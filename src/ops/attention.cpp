@@ -653,21 +653,20 @@ template <typename T, class D>
 HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                          float* l, float* o) {
-  // Scratch: scores [group][total]; q8_0: scales [2][nb][total], value
-  // weights (one pass's [nb][total][HB] of the [group][nb][total] room, and
-  // before that the VNNI dot products), WidenScales' [nb][total], then the
-  // rounded query (attention.h).
+  // Scratch: attention.h's AttentionScratch layout. The value weights are
+  // one pass's [nb][total][HB] of their [group][nb][total] room.
   const int nb = KvQ8Blocks(hd);
-  float* kv_scales = scratch + static_cast<size_t>(group) * total;
+  const AttentionScratchLayout at =
+      AttentionScratch(std::is_same_v<T, Q8> ? KvPrecision::kQ8_0 : KvPrecision::kF32, group, hd,
+                       total);
+  float* kv_scales = scratch + at.kv_scales;
   float* pw = nullptr;
   if constexpr (std::is_same_v<T, Q8>) {
-    pw = kv_scales + static_cast<size_t>(2) * nb * total;
-    float* widen_tmp = pw + static_cast<size_t>(group) * nb * total;
-    float* qr = widen_tmp + static_cast<size_t>(nb) * total;
-    float* mul = qr + static_cast<size_t>(group) * hd;
-    int32_t* vnni = reinterpret_cast<int32_t*>(mul + group);
-    int8_t* codes =
-        reinterpret_cast<int8_t*>(vnni + static_cast<size_t>(group) * (hd / 64) * 5 * 16);
+    pw = scratch + at.weights;
+    float* widen_tmp = scratch + at.widen_tmp;
+    float* qr = scratch + at.query;
+    float* mul = scratch + at.query_mul;
+    int8_t* codes = reinterpret_cast<int8_t*>(scratch + at.codes);
     QuantizeQuery(q, group, hd, scale, codes, mul, qr);
     bool scored = false;
 #if KVINFER_ATTN_AVX3
@@ -675,6 +674,7 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
       // The integer dots first: they prefetch the chunk's scales (a few
       // dozen lines, often from memory), which WidenScales then finds in
       // cache rather than waiting on them.
+      int32_t* vnni = reinterpret_cast<int32_t*>(scratch + at.vnni);
       if (hd == 64) {
         DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, pw);
       } else if (hd == 128) {

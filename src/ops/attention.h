@@ -37,21 +37,41 @@ struct KvSpan {
   const uint16_t* v_scale = nullptr;
 };
 
-// Scratch of AttentionPartial: the scores [group, total] and, for q8_0, the
-// K/V scales widened to f32 [2, KvQ8Blocks(head_dim), total], the value
-// weights with the V scales folded in [group, KvQ8Blocks(head_dim), total],
-// room to transpose one set of scales [KvQ8Blocks(head_dim), total], the
-// rounded query (f32 [group, head_dim], a factor per head), its VNNI
-// operand vectors (int32 [group, head_dim / 64, 5, 16]) and its int8 codes
-// [group, head_dim].
-constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head_dim, int32_t total) {
-  const size_t scores = static_cast<size_t>(total) * group;
-  if (kv_type != KvPrecision::kQ8_0) return scores;
+// Scratch of AttentionPartial, as offsets in floats from its start: the
+// scores [group, total] and, for q8_0, the K/V scales widened to f32 [2,
+// KvQ8Blocks(head_dim), total], the value weights with the V scales folded
+// in [group, KvQ8Blocks(head_dim), total] (before that, the VNNI dot
+// products), room to transpose one set of scales [KvQ8Blocks(head_dim),
+// total], the rounded query (f32 [group, head_dim]), a factor per head, the
+// query's VNNI operand vectors (int32 [group, head_dim / 64, 5, 16]) and
+// its int8 codes [group, head_dim]. The one definition of the layout: the
+// kernel carves its scratch from it.
+struct AttentionScratchLayout {
+  size_t kv_scales, weights, widen_tmp, query, query_mul, vnni, codes, end;
+};
+constexpr AttentionScratchLayout AttentionScratch(KvPrecision kv_type, int group, int head_dim,
+                                                  int32_t total) {
+  AttentionScratchLayout l{};
+  l.kv_scales = static_cast<size_t>(total) * group;
+  if (kv_type != KvPrecision::kQ8_0) {
+    l.weights = l.widen_tmp = l.query = l.query_mul = l.vnni = l.codes = l.end = l.kv_scales;
+    return l;
+  }
   const size_t nb = static_cast<size_t>(KvQ8Blocks(head_dim));
-  return scores + static_cast<size_t>(total) * (3 + group) * nb +
-         static_cast<size_t>(group) * (head_dim + 1) +
-         static_cast<size_t>(group) * (head_dim / 64) * 5 * 16 +
-         (static_cast<size_t>(group) * head_dim + 3) / 4;
+  const size_t g = static_cast<size_t>(group);
+  const size_t hd = static_cast<size_t>(head_dim);
+  l.weights = l.kv_scales + 2 * nb * total;
+  l.widen_tmp = l.weights + g * nb * total;
+  l.query = l.widen_tmp + nb * total;
+  l.query_mul = l.query + g * hd;
+  l.vnni = l.query_mul + g;
+  l.codes = l.vnni + g * (hd / 64) * 5 * 16;
+  l.end = l.codes + (g * hd + 3) / 4;
+  return l;
+}
+
+constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head_dim, int32_t total) {
+  return AttentionScratch(kv_type, group, head_dim, total).end;
 }
 
 // For query heads q[group, head_dim] against the positions in `spans` (in
