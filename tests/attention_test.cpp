@@ -133,7 +133,15 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
   return out;
 }
 
-void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
+// Whether `target` takes q8_0 values as integer dot products with the
+// softmax weights rounded to 15 bits (AVX-512 VNNI, head_dim a multiple of
+// 64 up to 256; ops/attention.cpp's SoftmaxValuesQ8Vnni).
+bool IntegerQ8Values(int64_t target, int hd) {
+  const bool avx3 = (target & (HWY_AVX3 | HWY_AVX3_DL)) != 0;
+  return avx3 && __builtin_cpu_supports("avx512vnni") && hd % 64 == 0 && hd <= 256;
+}
+
+void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) {
   std::mt19937 rng(seed);
   // Scores spread over several units so the softmax is far from uniform.
   std::normal_distribution<float> qd(0.0f, 1.5f), kd(0.0f, 1.0f);
@@ -167,8 +175,13 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type) {
       for (size_t i = 0; i < out.size(); ++i) max_err = std::max(max_err, std::abs(out[i] - ref[i]));
       // Outputs are convex combinations of N(0,1) values (|out| <~ 3): f32
       // with hwy's few-ulp exp stays far below 1e-5; a wrong max, scale,
-      // head offset or fold is off by >1e-2.
-      EXPECT_LT(max_err, 2e-5);
+      // head offset or fold is off by >1e-2. The 15-bit weights of the
+      // integer q8_0 values are each off by up to 2^-16 of the block's
+      // largest V scale (measured: up to 2.3e-4 here), still far below the
+      // codes' own error, half a step, ~1e-2 (not counted: the reference
+      // reads the dequantized K/V).
+      const bool integer_values = type == KvPrecision::kQ8_0 && IntegerQ8Values(target, cs.hd);
+      EXPECT_LT(max_err, integer_values ? 1e-3 : 2e-5);
       // The span layout (block size) never changes the bits for a fixed chunking.
       if (span == 1) {
         whole = out;
@@ -196,9 +209,9 @@ TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
     SCOPED_TRACE(hwy::TargetName(target));
     uint32_t seed = 1;
     for (const Case& cs : kCases) {
-      CheckCase(cs, seed, KvPrecision::kF32);
-      CheckCase(cs, seed, KvPrecision::kF16);
-      CheckCase(cs, seed++, KvPrecision::kQ8_0);
+      CheckCase(cs, seed, KvPrecision::kF32, target);
+      CheckCase(cs, seed, KvPrecision::kF16, target);
+      CheckCase(cs, seed++, KvPrecision::kQ8_0, target);
     }
   }
   hwy::SetSupportedTargetsForTest(0);

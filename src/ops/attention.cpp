@@ -22,7 +22,9 @@
 // block scales only afterwards, in one vector pass (ScaleDotsQ8). q8_0
 // values: the block scales are folded into the softmax weights once per
 // chunk (FoldValueScales: group x blocks x positions products), so the
-// values pass only converts the codes to f32 and takes one FMA per head.
+// values pass only converts the codes to f32 and takes one FMA per head;
+// with VNNI the folded weights are rounded to 15 bits and the values are
+// integer dot products of two positions at a time (SoftmaxValuesQ8Vnni).
 // Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
 // ahead (q8_0: 32), which took f16 at 2048 positions from ~157 to ~116 us
 // per layer.
@@ -407,6 +409,223 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void ScaleDotsQ8(const float* HWY_RESTRICT dots
   }
 }
 
+// The values of a q8_0 chunk with AVX-512 VNNI, for head_dim a multiple of
+// 64 up to kMaxTileHeadDim: o[h, :] = sum_j p[h, j] * v_j as integer dot
+// products. Per block b, the weight p[h, j] * d_jb (d_jb: row j's V scale)
+// is rounded to a 15-bit fixed-point fraction of the chunk's largest V scale
+// of the block, D_b: w = round(p * d_jb / D_b * 32767), 0 <= w <= 32767
+// (p <= 1). Then o[h, i] = D_b / 32767 * sum_j w[h, b, j] * code[j, i], the
+// sum exact in int32: vpdpwssd takes two positions per lane (their codes
+// widened to int16 and interleaved; the weights as an int16 pair), 2 *
+// 127 * 32767 per lane per pair, so 256 pairs fit before a flush to f32.
+// Per two positions and 64 dims: 4 widenings, 4 interleaves and 4
+// vpdpwssd per head, where f32 FMAs took 8 conversions and 8 FMAs per head.
+// The rounding of w costs at most 2^-16 D_b per position, far below the
+// codes' own (half a step of d_jb).
+//
+// vs: the V scales widened, [nb][total]; p: exp(s - max) [group][total];
+// wq: scratch for the weights, int16 [group][nb][total rounded up to even].
+constexpr int32_t kValuePairsPerFlush = 256;
+
+// acc += the lane-wise int16 pair dot products of a and b, in place: with
+// the intrinsic GCC 12 copied every accumulator out and back around it.
+KVINFER_TARGET_VNNI HWY_INLINE void Dpwssd(__m512i& acc, __m512i a, __m512i b) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+}
+
+// One head's sums over 64 dims: the first 32 dims interleaved by unpacklo
+// (lo0) and unpackhi (hi0), the next 32 (lo1, hi1).
+struct ValueSums {
+  __m512i lo0, hi0, lo1, hi1;
+};
+
+// One head's share of a position pair: its sums += the interleaved codes
+// (l0, h0: the first 32 dims, weights w0 of block 2c; l1, h1: the next 32,
+// w1 of block 2c + 1), each weight an int16 pair broadcast to every lane.
+KVINFER_TARGET_VNNI HWY_INLINE void AddHeadPair(ValueSums& a, __m512i l0, __m512i h0, __m512i l1,
+                                                __m512i h1, const int16_t* wh, size_t padded) {
+  int32_t w0, w1;
+  std::memcpy(&w0, wh, sizeof(w0));
+  std::memcpy(&w1, wh + padded, sizeof(w1));
+  const __m512i v0 = _mm512_set1_epi32(w0), v1 = _mm512_set1_epi32(w1);
+  Dpwssd(a.lo0, l0, v0);
+  Dpwssd(a.hi0, h0, v0);
+  Dpwssd(a.lo1, l1, v1);
+  Dpwssd(a.hi1, h1, v1);
+}
+
+// The sums of `pairs` position pairs (rows[2k], rows[2k + 1], 64 dims from
+// offset `at`) for HB <= 4 heads (head h's weights of block 2c at w + h *
+// wstride, block 2c + 1 `padded` further) into sums[HB]. The accumulators
+// are named variables in a function of its own: as an array, or inlined
+// into the batching loop, GCC 12 stored them to the stack on every pair.
+template <int HB>
+KVINFER_TARGET_VNNI HWY_NOINLINE void SumValuePairs(const int8_t* const* rows, int32_t pairs,
+                                                    size_t at, int hd, const int16_t* w,
+                                                    size_t wstride, size_t padded,
+                                                    ValueSums* HWY_RESTRICT sums) {
+  static_assert(HB >= 1 && HB <= 4);
+  const __m512i zero = _mm512_setzero_si512();
+  ValueSums s0{zero, zero, zero, zero}, s1 = s0, s2 = s0, s3 = s0;
+  for (int32_t k = 0; k < pairs; ++k) {
+    const int8_t* ra = rows[2 * k] + at;
+    const int8_t* rb = rows[2 * k + 1] + at;
+    // 32 rows ahead in the block, or past its end, where the hint is harmless.
+    _mm_prefetch(reinterpret_cast<const char*>(ra + 32 * hd), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(rb + 32 * hd), _MM_HINT_T0);
+    const __m512i a0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra)));
+    const __m512i a1 =
+        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + 32)));
+    const __m512i b0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb)));
+    const __m512i b1 =
+        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + 32)));
+    const __m512i l0 = _mm512_unpacklo_epi16(a0, b0), h0 = _mm512_unpackhi_epi16(a0, b0);
+    const __m512i l1 = _mm512_unpacklo_epi16(a1, b1), h1 = _mm512_unpackhi_epi16(a1, b1);
+    const int16_t* wk = w + 2 * static_cast<size_t>(k);
+    AddHeadPair(s0, l0, h0, l1, h1, wk, padded);
+    if constexpr (HB > 1) AddHeadPair(s1, l0, h0, l1, h1, wk + wstride, padded);
+    if constexpr (HB > 2) AddHeadPair(s2, l0, h0, l1, h1, wk + 2 * wstride, padded);
+    if constexpr (HB > 3) AddHeadPair(s3, l0, h0, l1, h1, wk + 3 * wstride, padded);
+  }
+  sums[0] = s0;
+  if constexpr (HB > 1) sums[1] = s1;
+  if constexpr (HB > 2) sums[2] = s2;
+  if constexpr (HB > 3) sums[3] = s3;
+}
+
+// o[0, 64) (+)= one head's sums, dims back in order and scaled by vmul[0]
+// (the first 32) and vmul[1]: lane 4k + i of an unpacklo / unpackhi vector
+// holds dim 8k + i / 8k + 4 + i of its 32 dims. By value: GCC 12 kept
+// mirroring the accumulators to memory in the loop when this took a pointer.
+KVINFER_TARGET_VNNI HWY_INLINE void FlushValueSums(ValueSums a, const float* vmul, bool add,
+                                                   float* HWY_RESTRICT o) {
+  const __m512i idx_lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i idx_hi =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int half = 0; half < 2; ++half) {
+    const __m512 m = _mm512_set1_ps(vmul[half]);
+    const __m512 lo = _mm512_cvtepi32_ps(half == 0 ? a.lo0 : a.lo1);
+    const __m512 hi = _mm512_cvtepi32_ps(half == 0 ? a.hi0 : a.hi1);
+    __m512 d0 = _mm512_mul_ps(_mm512_permutex2var_ps(lo, idx_lo, hi), m);
+    __m512 d1 = _mm512_mul_ps(_mm512_permutex2var_ps(lo, idx_hi, hi), m);
+    float* dst = o + 32 * half;
+    if (add) {
+      d0 = _mm512_add_ps(_mm512_loadu_ps(dst), d0);
+      d1 = _mm512_add_ps(_mm512_loadu_ps(dst + 16), d1);
+    }
+    _mm512_storeu_ps(dst, d0);
+    _mm512_storeu_ps(dst + 16, d1);
+  }
+}
+
+// Softmax and values of a q8_0 chunk: per head, m = max_j s[h, j], p = exp(s
+// - m), l = sum p, and the weights w[h, b, j] (above) of every block, in one
+// pass; then the values. s: the scores [group][total]; vs: the V scales
+// widened, [nb][total]; wq: int16 [group][nb][total rounded up to even].
+KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
+                                                          std::span<const KvSpan> spans,
+                                                          int32_t total, const float* HWY_RESTRICT s,
+                                                          const float* HWY_RESTRICT vs,
+                                                          int16_t* HWY_RESTRICT wq, float* m,
+                                                          float* l, float* HWY_RESTRICT o) {
+  const hn::ScalableTag<float> d;
+  const int nb = hd / kKvQ8Block;
+  const int32_t padded = total + (total & 1);
+  float vmul[kMaxTileHeadDim / kKvQ8Block];
+  __m512 inv[kMaxTileHeadDim / kKvQ8Block];
+  // Lanes [0, left) of a 16-lane vector.
+  auto mask = [](int32_t left) {
+    return static_cast<__mmask16>(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1u << left) - 1);
+  };
+  for (int b = 0; b < nb; ++b) {
+    const float* vb = vs + static_cast<size_t>(b) * total;
+    __m512 vmax = _mm512_setzero_ps();
+    for (int32_t j = 0; j < total; j += 16) {
+      vmax = _mm512_max_ps(vmax, _mm512_maskz_loadu_ps(mask(total - j), vb + j));
+    }
+    const float dmax = _mm512_reduce_max_ps(vmax);
+    vmul[b] = dmax / 32767.0f;
+    inv[b] = _mm512_set1_ps(dmax > 0.0f ? 32767.0f / dmax : 0.0f);
+  }
+  const __m512 top = _mm512_set1_ps(32767.0f);
+  for (int h = 0; h < group; ++h) {
+    const float* sh = s + static_cast<size_t>(h) * total;
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int32_t j = 0; j < total; j += 16) {
+      vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(vm, mask(total - j), sh + j));
+    }
+    const float mx = _mm512_reduce_max_ps(vm);
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 sum = _mm512_setzero_ps();
+    for (int32_t j = 0; j < padded; j += 16) {
+      const __mmask16 valid = mask(total - j);
+      // Lanes past the end: exp of 0 - max, then zeroed.
+      const __m512 e = hn::Exp(d, hn::Vec<decltype(d)>{_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, sh + j), vmx)}).raw;
+      const __m512 p = _mm512_maskz_mov_ps(valid, e);
+      sum = _mm512_add_ps(sum, p);
+      for (int b = 0; b < nb; ++b) {
+        const __m512 w = _mm512_min_ps(
+            _mm512_mul_ps(_mm512_mul_ps(p, _mm512_maskz_loadu_ps(valid, vs + static_cast<size_t>(b) * total + j)),
+                          inv[b]),
+            top);
+        // Round to nearest even (MXCSR's default), then saturate to int16.
+        const __m256i w16 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(w));
+        int16_t* dst = wq + (static_cast<size_t>(h) * nb + b) * padded + j;
+        if (j + 16 <= padded) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), w16);
+        } else {
+          _mm256_mask_storeu_epi16(dst, mask(padded - j), w16);
+        }
+      }
+    }
+    m[h] = mx;
+    l[h] = _mm512_reduce_add_ps(sum);
+  }
+
+  // The values, in batches of positions whose int32 sums cannot overflow.
+  constexpr int32_t kBatch = 2 * kValuePairsPerFlush;
+  const int8_t* rows[kBatch];
+  const int slices = hd / 64;
+  const size_t wstride = static_cast<size_t>(nb) * padded;
+  size_t si = 0;
+  int32_t t_in_span = 0;
+  for (int32_t j0 = 0; j0 < total; j0 += kBatch) {
+    const int32_t n = std::min(kBatch, total - j0);
+    for (int32_t filled = 0; filled < n;) {
+      while (t_in_span == spans[si].n) {
+        ++si;
+        t_in_span = 0;
+      }
+      const int32_t take = std::min(spans[si].n - t_in_span, n - filled);
+      const int8_t* base = static_cast<const int8_t*>(spans[si].v) + static_cast<size_t>(t_in_span) * hd;
+      for (int32_t t = 0; t < take; ++t) rows[filled + t] = base + static_cast<size_t>(t) * hd;
+      filled += take;
+      t_in_span += take;
+    }
+    // An odd count: the padding position (weight 0) reads the last row again.
+    if (n % 2 != 0) rows[n] = rows[n - 1];
+    const int32_t pairs = (n + 1) / 2;
+    for (int h0 = 0; h0 < group; h0 += kMaxHeadsPerPass) {
+      const int hb = std::min(kMaxHeadsPerPass, group - h0);
+      for (int c = 0; c < slices; ++c) {
+        const int16_t* w = wq + (static_cast<size_t>(h0) * nb + 2 * c) * padded + j0;
+        const size_t at = static_cast<size_t>(64) * c;
+        ValueSums sums[kMaxHeadsPerPass];
+        switch (hb) {
+          case 1: SumValuePairs<1>(rows, pairs, at, hd, w, wstride, padded, sums); break;
+          case 2: SumValuePairs<2>(rows, pairs, at, hd, w, wstride, padded, sums); break;
+          case 3: SumValuePairs<3>(rows, pairs, at, hd, w, wstride, padded, sums); break;
+          default: SumValuePairs<4>(rows, pairs, at, hd, w, wstride, padded, sums); break;
+        }
+        for (int h = 0; h < hb; ++h) {
+          FlushValueSums(sums[h], vmul + 2 * c, j0 > 0,
+                         o + static_cast<size_t>(h0 + h) * hd + at);
+        }
+      }
+    }
+  }
+}
+
 bool CpuHasVnni() {
   static const bool has = __builtin_cpu_supports("avx512vnni");
   return has;
@@ -668,7 +887,6 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
     float* mul = scratch + at.query_mul;
     int8_t* codes = reinterpret_cast<int8_t*>(scratch + at.codes);
     QuantizeQuery(q, group, hd, scale, codes, mul, qr);
-    bool scored = false;
 #if KVINFER_ATTN_AVX3
     if (hn::Lanes(d) == 16 && hd % 64 == 0 && hd <= kMaxTileHeadDim && CpuHasVnni()) {
       // The integer dots first: they prefetch the chunk's scales (a few
@@ -684,13 +902,14 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
       }
       WidenScales(spans, total, nb, widen_tmp, kv_scales);
       ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
-      scored = true;
+      SoftmaxValuesQ8Vnni(group, hd, spans, total, scratch,
+                          kv_scales + static_cast<size_t>(nb) * total,
+                          reinterpret_cast<int16_t*>(pw), m, l, o);
+      return;
     }
 #endif
-    if (!scored) {
-      WidenScales(spans, total, nb, widen_tmp, kv_scales);
-      Scores<T>(d, qr, group, hd, scale, spans, total, kv_scales, scratch);
-    }
+    WidenScales(spans, total, nb, widen_tmp, kv_scales);
+    Scores<T>(d, qr, group, hd, scale, spans, total, kv_scales, scratch);
   } else {
     Scores<T>(d, q, group, hd, scale, spans, total, kv_scales, scratch);
   }

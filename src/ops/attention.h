@@ -41,8 +41,9 @@ struct KvSpan {
 // scores [group, total] and, for q8_0, the K/V scales widened to f32 [2,
 // KvQ8Blocks(head_dim), total], the value weights with the V scales folded
 // in [group, KvQ8Blocks(head_dim), total] (before that, the VNNI dot
-// products), room to transpose one set of scales [KvQ8Blocks(head_dim),
-// total], the rounded query (f32 [group, head_dim]), a factor per head, the
+// products; with VNNI, the 15-bit weights as int16 in its first half), room
+// to transpose one set of scales [KvQ8Blocks(head_dim), total], the rounded
+// query (f32 [group, head_dim]), a factor per head, the
 // query's VNNI operand vectors (int32 [group, head_dim / 64, 5, 16]) and
 // its int8 codes [group, head_dim]. The one definition of the layout: the
 // kernel carves its scratch from it.
@@ -88,7 +89,12 @@ constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head
 // scale, the blocks summed in order, then times scale * max|q_h| / 127);
 // and a value row enters o as the sum over its blocks b of
 // f32(exp(s[h, j] - m[h]) * d_jb) * codes, the weight rounded once with the
-// block's scale folded in (l sums the unscaled exp).
+// block's scale folded in (l sums the unscaled exp). With AVX-512 VNNI and
+// head_dim a multiple of 64 up to 256 that weight is rounded further, to a
+// 15-bit fraction of the chunk's largest scale of the block, D_b, and the
+// values are exact integer dot products: o gets D_b / 32767 * sum_j
+// round(exp(s[h, j] - m[h]) * d_jb / D_b * 32767) * codes, an error of at
+// most 2^-16 D_b per position, far below the codes' own half step.
 void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPrecision kv_type,
                       std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                       float* l, float* o);
