@@ -284,11 +284,20 @@ HWY_INLINE void PrefetchScales(const KvSpan& sp, int nb) {
 #define KVINFER_TARGET_VNNI \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
+//
+// kHd 64 (two blocks per row) takes the block scales in the same pass: the
+// tile's 16 rows' K scales (32 f16, contiguous) are widened and split by
+// block in three shuffles, and the scores go straight to s[h][j] = qmul[h] *
+// (dot0 * d0 + dot1 * d1), as ScaleDotsQ8 computes them (qmul: per head;
+// `dots` is then s).
 template <int kHd>
 KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, int group,
                                                  int head_dim, std::span<const KvSpan> spans,
                                                  int32_t total, int32_t* HWY_RESTRICT qv,
+                                                 const float* HWY_RESTRICT qmul,
                                                  float* HWY_RESTRICT dots) {
+  constexpr bool kScaled = kHd == 64;
+  alignas(64) uint16_t gathered_scales[32];
   const int hd = kHd != 0 ? kHd : head_dim;
   const int slices = hd / 64;
   const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -316,10 +325,12 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
       t_in_span = 0;
     }
     const int8_t* base;
+    const uint16_t* kscales = nullptr;  // kScaled: the tile's K scales [16][2]
     if (t_in_span == 0) PrefetchScales(spans[si], 2 * slices);
     if (spans[si].n - t_in_span >= 16) {
       // Rows past m (last tile only) are the span's own: read, results dropped.
       base = static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span) * hd;
+      if constexpr (kScaled) kscales = spans[si].k_scale + static_cast<size_t>(t_in_span) * 2;
       t_in_span += m;
       // The tile after next (32 rows ahead: q8_0 rows take so little time
       // that one tile ahead is too late for memory at long contexts, ~455 ->
@@ -335,13 +346,31 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
           t_in_span = 0;
           PrefetchScales(spans[si], 2 * slices);
         }
+        if constexpr (kScaled) {
+          std::memcpy(gathered_scales + 2 * t, spans[si].k_scale + static_cast<size_t>(t_in_span) * 2,
+                      2 * sizeof(uint16_t));
+        }
         std::memcpy(gathered + t * hd,
                     static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd,
                     hd);
       }
       // Padding rows (last tile only): results dropped.
-      for (int t = m; t < 16; ++t) std::memcpy(gathered + t * hd, gathered, hd);
+      for (int t = m; t < 16; ++t) {
+        std::memcpy(gathered + t * hd, gathered, hd);
+        if constexpr (kScaled) std::memcpy(gathered_scales + 2 * t, gathered_scales, 2 * sizeof(uint16_t));
+      }
       base = gathered;
+      kscales = gathered_scales;
+    }
+    __m512 ks0, ks1;
+    if constexpr (kScaled) {
+      const __m512i raw = _mm512_loadu_si512(kscales);
+      const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(raw));        // rows 0-7
+      const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1));  // rows 8-15
+      ks0 = _mm512_permutex2var_ps(
+          lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi);
+      ks1 = _mm512_permutex2var_ps(
+          lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), hi);
     }
     for (int c = 0; c < slices; ++c) {
       __m512i a[16], b[16];
@@ -376,10 +405,17 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
                                              _mm512_shuffle_i32x4(acc[0], acc[1], 0xDD));
         const __m512i u23 = _mm512_add_epi32(_mm512_shuffle_i32x4(acc[2], acc[3], 0x88),
                                              _mm512_shuffle_i32x4(acc[2], acc[3], 0xDD));
-        float* dst = dots + (static_cast<size_t>(h) * slices + c) * 2 * total + j0;
-        _mm512_mask_storeu_ps(dst, valid, _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0x88)));
-        _mm512_mask_storeu_ps(dst + total, valid,
-                              _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0xDD)));
+        const __m512 d0 = _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0x88));
+        const __m512 d1 = _mm512_cvtepi32_ps(_mm512_shuffle_i32x4(u01, u23, 0xDD));
+        if constexpr (kScaled) {
+          const __m512 f = _mm512_fmadd_ps(d1, ks1, _mm512_mul_ps(d0, ks0));
+          _mm512_mask_storeu_ps(dots + static_cast<size_t>(h) * total + j0, valid,
+                                _mm512_mul_ps(f, _mm512_set1_ps(qmul[h])));
+        } else {
+          float* dst = dots + (static_cast<size_t>(h) * slices + c) * 2 * total + j0;
+          _mm512_mask_storeu_ps(dst, valid, d0);
+          _mm512_mask_storeu_ps(dst + total, valid, d1);
+        }
       }
     }
   }
@@ -525,29 +561,32 @@ KVINFER_TARGET_VNNI HWY_INLINE void FlushValueSums(ValueSums a, const float* vmu
 KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
                                                           std::span<const KvSpan> spans,
                                                           int32_t total, const float* HWY_RESTRICT s,
-                                                          const float* HWY_RESTRICT vs,
+                                                          float* HWY_RESTRICT vs,
                                                           int16_t* HWY_RESTRICT wq, float* m,
                                                           float* l, float* HWY_RESTRICT o) {
   const hn::ScalableTag<float> d;
   const int nb = hd / kKvQ8Block;
   const int32_t padded = total + (total & 1);
   float vmul[kMaxTileHeadDim / kKvQ8Block];
-  __m512 inv[kMaxTileHeadDim / kKvQ8Block];
   // Lanes [0, left) of a 16-lane vector.
   auto mask = [](int32_t left) {
     return static_cast<__mmask16>(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1u << left) - 1);
   };
+  // vs[b][j] becomes d_jb / D_b * 32767, shared by the heads.
   for (int b = 0; b < nb; ++b) {
-    const float* vb = vs + static_cast<size_t>(b) * total;
+    float* vb = vs + static_cast<size_t>(b) * total;
     __m512 vmax = _mm512_setzero_ps();
     for (int32_t j = 0; j < total; j += 16) {
       vmax = _mm512_max_ps(vmax, _mm512_maskz_loadu_ps(mask(total - j), vb + j));
     }
     const float dmax = _mm512_reduce_max_ps(vmax);
     vmul[b] = dmax / 32767.0f;
-    inv[b] = _mm512_set1_ps(dmax > 0.0f ? 32767.0f / dmax : 0.0f);
+    const __m512 inv = _mm512_set1_ps(dmax > 0.0f ? 32767.0f / dmax : 0.0f);
+    for (int32_t j = 0; j < total; j += 16) {
+      const __mmask16 valid = mask(total - j);
+      _mm512_mask_storeu_ps(vb + j, valid, _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, vb + j), inv));
+    }
   }
-  const __m512 top = _mm512_set1_ps(32767.0f);
   for (int h = 0; h < group; ++h) {
     const float* sh = s + static_cast<size_t>(h) * total;
     __m512 vm = _mm512_set1_ps(-INFINITY);
@@ -564,11 +603,10 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
       const __m512 p = _mm512_maskz_mov_ps(valid, e);
       sum = _mm512_add_ps(sum, p);
       for (int b = 0; b < nb; ++b) {
-        const __m512 w = _mm512_min_ps(
-            _mm512_mul_ps(_mm512_mul_ps(p, _mm512_maskz_loadu_ps(valid, vs + static_cast<size_t>(b) * total + j)),
-                          inv[b]),
-            top);
-        // Round to nearest even (MXCSR's default), then saturate to int16.
+        const __m512 w =
+            _mm512_mul_ps(p, _mm512_maskz_loadu_ps(valid, vs + static_cast<size_t>(b) * total + j));
+        // Round to nearest even (MXCSR's default), then saturate to int16:
+        // p <= 1, so only a rounding past 32767 saturates.
         const __m256i w16 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(w));
         int16_t* dst = wq + (static_cast<size_t>(h) * nb + b) * padded + j;
         if (j + 16 <= padded) {
@@ -621,6 +659,35 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
           FlushValueSums(sums[h], vmul + 2 * c, j0 > 0,
                          o + static_cast<size_t>(h0 + h) * hd + at);
         }
+      }
+    }
+  }
+}
+
+// WidenScales for two blocks per row (head_dim 33..64) with AVX-512: 16
+// rows' scales (32 f16) widened and split by block in three shuffles,
+// straight into out[kv][b][j]; kv from first_kv (1: the values only).
+HWY_INLINE void WidenScales2(std::span<const KvSpan> spans, int32_t total, int first_kv,
+                             float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int kv = first_kv; kv < 2; ++kv) {
+    float* const b0 = out + static_cast<size_t>(kv) * 2 * total;
+    float* const b1 = b0 + total;
+    int32_t j = 0;
+    for (const KvSpan& sp : spans) {
+      const uint16_t* src = kv == 0 ? sp.k_scale : sp.v_scale;
+      int32_t t = 0;
+      for (; t + 16 <= sp.n; t += 16, j += 16) {
+        const __m512i raw = _mm512_loadu_si512(src + 2 * t);
+        const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(raw));
+        const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1));
+        _mm512_storeu_ps(b0 + j, _mm512_permutex2var_ps(lo, even, hi));
+        _mm512_storeu_ps(b1 + j, _mm512_permutex2var_ps(lo, odd, hi));
+      }
+      for (; t < sp.n; ++t, ++j) {
+        b0[j] = F16ToF32(src[2 * t]);
+        b1[j] = F16ToF32(src[2 * t + 1]);
       }
     }
   }
@@ -894,14 +961,18 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
       // cache rather than waiting on them.
       int32_t* vnni = reinterpret_cast<int32_t*>(scratch + at.vnni);
       if (hd == 64) {
-        DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, pw);
-      } else if (hd == 128) {
-        DotsQ8Vnni<128>(codes, group, hd, spans, total, vnni, pw);
+        // Scores scaled in the same pass; only the V scales left to widen.
+        DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, mul, scratch);
+        WidenScales2(spans, total, 1, kv_scales);
       } else {
-        DotsQ8Vnni<0>(codes, group, hd, spans, total, vnni, pw);
+        if (hd == 128) {
+          DotsQ8Vnni<128>(codes, group, hd, spans, total, vnni, mul, pw);
+        } else {
+          DotsQ8Vnni<0>(codes, group, hd, spans, total, vnni, mul, pw);
+        }
+        WidenScales(spans, total, nb, widen_tmp, kv_scales);
+        ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
       }
-      WidenScales(spans, total, nb, widen_tmp, kv_scales);
-      ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
       SoftmaxValuesQ8Vnni(group, hd, spans, total, scratch,
                           kv_scales + static_cast<size_t>(nb) * total,
                           reinterpret_cast<int16_t*>(pw), m, l, o);
