@@ -16,14 +16,12 @@ inline void CpuRelax() {
 constexpr int kSpinIterations = 1 << 14;
 constexpr int64_t kTasksPerThread = 4;
 
-// Tasks for `chunks` grains on `threads` threads. Up to kTasksPerThread per
-// thread, one grain each. Beyond that, a count that is a multiple of the
-// threads and divides the grains evenly, so that threads running at the same
-// speed finish together (18 grains on 2 threads: 6 tasks of 3, where 8
-// tasks of 2 or 3 left one thread idle for up to a 3-grain task: ~15% of a
-// 576-row F16 prefill matmul); failing that, one grain per task up to four
-// times as many tasks, then kTasksPerThread per thread of near-equal size.
-int64_t TaskCount(int64_t chunks, int64_t threads) {
+}  // namespace
+
+// Equal tasks where the grains allow: 8 tasks of 2 or 3 grains for 18 left
+// one thread idle for up to a 3-grain task, ~15% of a 576-row F16 prefill
+// matmul; 6 tasks of 3 do not.
+int64_t ThreadPool::TaskCount(int64_t chunks, int64_t threads) {
   const int64_t cap = threads * kTasksPerThread;
   if (chunks <= cap) return chunks;
   for (int64_t t = cap; t >= threads; t -= threads) {
@@ -31,8 +29,6 @@ int64_t TaskCount(int64_t chunks, int64_t threads) {
   }
   return chunks <= 4 * cap ? chunks : cap;
 }
-
-}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
   workers_.reserve(num_threads_ - 1);

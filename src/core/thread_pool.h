@@ -56,6 +56,14 @@ class ThreadPool {
   // [0, num_threads). Not reentrant: fn must not call ParallelFor.
   void ParallelFor(int64_t n, int64_t grain, Task fn);
 
+  // How many tasks ParallelFor makes of `grains` grains on `threads`
+  // threads (each task a near-equal run of grains): up to 4 per thread, one
+  // grain each; beyond that, a multiple of the threads that divides the
+  // grains, so threads running at the same speed finish together (18 grains
+  // on 2 threads: 6 tasks of 3); failing that, one grain per task up to 32
+  // per thread, then 4 per thread.
+  static int64_t TaskCount(int64_t grains, int64_t threads);
+
  private:
   // The claim word: generation in the high 32 bits, next task in the low 32.
   static uint64_t Pack(uint32_t gen, uint32_t task) { return (uint64_t{gen} << 32) | task; }
