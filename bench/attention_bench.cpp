@@ -3,7 +3,9 @@
 // each, head_dim 64) against `len` cached positions in 16-token blocks,
 // chunked by 256 positions as the engine does, one thread; f32 (arg 0),
 // f16 (arg 1) or q8_0 (arg 2) K/V, laid out as the cache lays them out
-// (q8_0: a block's codes, then its scales).
+// (q8_0: a block's codes, then its scales); arg 3: 0 each head's blocks in
+// order, 1 scattered as a paged pool leaves them (2048 positions, f16 and
+// q8_0).
 // Each iteration visits the next of 30 layers' K/V (as a decode step does),
 // so contexts past a few hundred tokens stream from memory, not cache.
 // Counter kv_bytes_per_second: K and V bytes read per second (the roofline
@@ -36,13 +38,21 @@ void BM_AttentionDecode(benchmark::State& state) {
   const size_t block_bytes = kBlock * KvRowBytes(type, kHd);
   const int32_t blocks = (len + kBlock - 1) / kBlock;
   // [layer][k|v][head][block] -> block_bytes
-  auto at = [&](int layer, int kv, int g, int32_t b) {
+  auto slot = [&](int layer, int kv, int g, int32_t b) {
     return ((static_cast<size_t>(layer) * 2 + kv) * kKvHeads + g) * blocks + b;
   };
-  std::vector<std::byte> kv(at(kLayers, 0, 0, 0) * block_bytes);
+  // scattered = 1: the blocks in a random order, as a paged pool hands them
+  // out to a sequence that grew alongside others (each block still 16 rows
+  // of one head); 0: each head's blocks one after another.
+  const bool scattered = state.range(2) != 0;
+  std::vector<size_t> order(slot(kLayers, 0, 0, 0));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (scattered) std::shuffle(order.begin(), order.end(), rng);
+  auto at = [&](int layer, int kv, int g, int32_t b) { return order[slot(layer, kv, g, b)]; };
+  std::vector<std::byte> kv(order.size() * block_bytes);
   std::vector<float> row(kHd), q(kKvHeads * kGroup * kHd);
   for (float& x : q) x = nd(rng);
-  for (size_t blk = 0; blk < at(kLayers, 0, 0, 0); ++blk) {
+  for (size_t blk = 0; blk < order.size(); ++blk) {
     std::byte* base = kv.data() + blk * block_bytes;
     for (int t = 0; t < kBlock; ++t) {
       for (float& x : row) x = nd(rng);
@@ -95,7 +105,8 @@ void BM_AttentionDecode(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AttentionDecode)
-    ->ArgsProduct({{128, 512, 2048, 8192}, {0, 1, 2}})
+    ->ArgsProduct({{128, 512, 2048, 8192}, {0, 1, 2}, {0}})
+    ->ArgsProduct({{2048}, {1, 2}, {1}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
