@@ -173,9 +173,11 @@ HWY_INLINE KvRow<T> RowOf(const KvSpan& sp, int kv, int32_t t, int hd, const flo
 // ahead of a pass over the spans, following the spans rather than the
 // memory after the current row: a paged cache's next block lies anywhere in
 // the pool. BM_AttentionDecode with scattered 16-row blocks, 2048
-// positions: q8_0 ~118 -> ~77 us, f16 ~195 -> ~163 us, where "the row 16 or
-// 32 ahead in memory" missed; blocks in order unchanged within noise, but
-// f16 at 128 positions ~5.8 -> ~6.2 us (the hints come 32 at a time).
+// positions: q8_0 ~118 -> ~77 us, where "the row 32 ahead in memory"
+// missed, and blocks in order within ~2%. Used for q8_0 only: for f32 and
+// f16 (4 and 2 lines per row) the bursts of hints cost 6-20% with blocks in
+// order and at short contexts (f32 at 128 positions ~9 -> ~10.4 us), more
+// than they gain for f16 on scattered blocks (~195 -> ~163 us).
 class SpanPrefetcher {
  public:
   SpanPrefetcher(std::span<const KvSpan> spans, int kv, size_t row_bytes, int32_t ahead)
@@ -252,17 +254,19 @@ HWY_INLINE void Scores16(const float* HWY_RESTRICT q, int group, int hd, float s
   const __m512 vscale = _mm512_set1_ps(scale);
   size_t si = 0;
   int32_t t_in_span = 0;
-  // One tile ahead (f32, f16).
-  SpanPrefetcher prefetch(spans, 0, static_cast<size_t>(hd) * kKvElemBytes<T>, 16);
   for (int32_t j0 = 0; j0 < total; j0 += 16) {
     const int m = std::min<int32_t>(16, total - j0);
-    prefetch.Next(16);
     for (int t = 0; t < m; ++t) {
       while (t_in_span == spans[si].n) {
         ++si;
         t_in_span = 0;
       }
       const KvRow<T> row = RowOf<T>(spans[si], 0, t_in_span++, hd, kv_scales, total, j0 + t);
+      // The row 16 ahead in memory (f32 / f16: a SpanPrefetcher's bursts
+      // cost more here than they gain on a paged layout, see there).
+      for (int c = 0; c < hd * static_cast<int>(sizeof(*row.p)); c += 64) {
+        hwy::Prefetch(reinterpret_cast<const char*>(row.p + 16 * hd) + c);
+      }
       if constexpr (std::is_same_v<T, float>) {
         kp[t] = row.p;
       } else {
@@ -869,15 +873,18 @@ HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32
       for (int k = 0; k < NS; ++k) acc[h][k] = hn::Zero(d);
     }
     int32_t j = 0;
-    // K/V stream from L3 or memory: the rows 16 positions ahead (q8_0 32,
-    // as DotsQ8Vnni), 16 at a time, in the first slice's pass (the later
-    // ones find them in L2).
-    SpanPrefetcher prefetch(spans, 1, static_cast<size_t>(hd) * kKvElemBytes<T>,
-                            std::is_same_v<T, Q8> ? 32 : 16);
+    // K/V stream from L3 or memory. q8_0: the rows 32 positions ahead (as
+    // DotsQ8Vnni), 16 at a time, in the first slice's pass (the later ones
+    // find them in L2); f32 / f16: the row 16 ahead in memory, one line.
+    SpanPrefetcher prefetch(spans, 1, static_cast<size_t>(hd) * kKvElemBytes<T>, 32);
     for (const KvSpan& sp : spans) {
       for (int32_t t = 0; t < sp.n; ++t, ++j) {
         const KvRow<T> v = RowOf<T>(sp, 1, t, hd, kv_scales, total, j);
-        if (c == 0 && j % 16 == 0) prefetch.Next(16);
+        if constexpr (std::is_same_v<T, Q8>) {
+          if (c == 0 && j % 16 == 0) prefetch.Next(16);
+        } else {
+          hwy::Prefetch(v.p + 16 * hd + c);
+        }
         hn::Vec<D> vv[NS];
         if constexpr (std::is_same_v<T, Q8>) {
           // Row j's weights in the block of slice 0 (of this group of slices).
