@@ -26,8 +26,8 @@
 // with VNNI the folded weights are rounded to 15 bits and the values are
 // integer dot products of two positions at a time (SoftmaxValuesQ8Vnni).
 // Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
-// ahead (q8_0: 32), which took f16 at 2048 positions from ~157 to ~116 us
-// per layer.
+// ahead (q8_0: 32, following the spans: SpanPrefetcher), which took f16 at
+// 2048 positions from ~157 to ~116 us per layer.
 
 #include "ops/attention.h"
 
@@ -190,7 +190,8 @@ class SpanPrefetcher {
       const KvSpan& sp = spans_[si_];
       const int32_t take = std::min(rows, sp.n - t_);
       if (prefetch) {
-        const char* p = static_cast<const char*>(kv_ == 0 ? sp.k : sp.v) + static_cast<size_t>(t_) * row_bytes_;
+        const char* p = static_cast<const char*>(kv_ == 0 ? sp.k : sp.v) +
+                        static_cast<size_t>(t_) * row_bytes_;
         const size_t bytes = static_cast<size_t>(take) * row_bytes_;
         for (size_t c = 0; c < bytes; c += 64) hwy::Prefetch(p + c);
       }
@@ -392,8 +393,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
           PrefetchScales(spans[si], 2 * slices);
         }
         if constexpr (kScaled) {
-          std::memcpy(gathered_scales + 2 * t, spans[si].k_scale + static_cast<size_t>(t_in_span) * 2,
-                      2 * sizeof(uint16_t));
+          std::memcpy(gathered_scales + 2 * t,
+                      spans[si].k_scale + static_cast<size_t>(t_in_span) * 2, 2 * sizeof(uint16_t));
         }
         std::memcpy(gathered + t * hd,
                     static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd,
@@ -402,7 +403,9 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
       // Padding rows (last tile only): results dropped.
       for (int t = m; t < 16; ++t) {
         std::memcpy(gathered + t * hd, gathered, hd);
-        if constexpr (kScaled) std::memcpy(gathered_scales + 2 * t, gathered_scales, 2 * sizeof(uint16_t));
+        if constexpr (kScaled) {
+          std::memcpy(gathered_scales + 2 * t, gathered_scales, 2 * sizeof(uint16_t));
+        }
       }
       base = gathered;
       kscales = gathered_scales;
@@ -555,14 +558,13 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SumValuePairs(const int8_t* const* rows, i
     const int8_t* rb = rows[2 * k + 1] + at;
     // The rows 32 positions ahead, wherever their blocks are (rows[] runs
     // kValuePrefetchRows past the last pair, repeating the last row).
-    _mm_prefetch(reinterpret_cast<const char*>(rows[2 * k + kValuePrefetchRows] + at), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(rows[2 * k + 1 + kValuePrefetchRows] + at), _MM_HINT_T0);
-    const __m512i a0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra)));
-    const __m512i a1 =
-        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + 32)));
-    const __m512i b0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb)));
-    const __m512i b1 =
-        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + 32)));
+    const int8_t* const* ahead = rows + 2 * k + kValuePrefetchRows;
+    _mm_prefetch(reinterpret_cast<const char*>(ahead[0] + at), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ahead[1] + at), _MM_HINT_T0);
+    auto widen = [](const int8_t* p) {
+      return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    };
+    const __m512i a0 = widen(ra), a1 = widen(ra + 32), b0 = widen(rb), b1 = widen(rb + 32);
     const __m512i l0 = _mm512_unpacklo_epi16(a0, b0), h0 = _mm512_unpackhi_epi16(a0, b0);
     const __m512i l1 = _mm512_unpacklo_epi16(a1, b1), h1 = _mm512_unpackhi_epi16(a1, b1);
     const int16_t* wk = w + 2 * static_cast<size_t>(k);
@@ -606,12 +608,9 @@ KVINFER_TARGET_VNNI HWY_INLINE void FlushValueSums(ValueSums a, const float* vmu
 // - m), l = sum p, and the weights w[h, b, j] (above) of every block, in one
 // pass; then the values. s: the scores [group][total]; vs: the V scales
 // widened, [nb][total]; wq: int16 [group][nb][total rounded up to even].
-KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
-                                                          std::span<const KvSpan> spans,
-                                                          int32_t total, const float* HWY_RESTRICT s,
-                                                          float* HWY_RESTRICT vs,
-                                                          int16_t* HWY_RESTRICT wq, float* m,
-                                                          float* l, float* HWY_RESTRICT o) {
+KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
+    int group, int hd, std::span<const KvSpan> spans, int32_t total, const float* HWY_RESTRICT s,
+    float* HWY_RESTRICT vs, int16_t* HWY_RESTRICT wq, float* m, float* l, float* HWY_RESTRICT o) {
   const hn::ScalableTag<float> d;
   const int nb = hd / kKvQ8Block;
   const int32_t padded = total + (total & 1);
@@ -632,7 +631,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
     const __m512 inv = _mm512_set1_ps(dmax > 0.0f ? 32767.0f / dmax : 0.0f);
     for (int32_t j = 0; j < total; j += 16) {
       const __mmask16 valid = mask(total - j);
-      _mm512_mask_storeu_ps(vb + j, valid, _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, vb + j), inv));
+      _mm512_mask_storeu_ps(vb + j, valid,
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, vb + j), inv));
     }
   }
   for (int h = 0; h < group; ++h) {
@@ -647,7 +647,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
     for (int32_t j = 0; j < padded; j += 16) {
       const __mmask16 valid = mask(total - j);
       // Lanes past the end: exp of 0 - max, then zeroed.
-      const __m512 e = hn::Exp(d, hn::Vec<decltype(d)>{_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, sh + j), vmx)}).raw;
+      const hn::Vec<decltype(d)> x{_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, sh + j), vmx)};
+      const __m512 e = hn::Exp(d, x).raw;
       const __m512 p = _mm512_maskz_mov_ps(valid, e);
       sum = _mm512_add_ps(sum, p);
       for (int b = 0; b < nb; ++b) {
@@ -683,7 +684,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(int group, int hd,
         t_in_span = 0;
       }
       const int32_t take = std::min(spans[si].n - t_in_span, n - filled);
-      const int8_t* base = static_cast<const int8_t*>(spans[si].v) + static_cast<size_t>(t_in_span) * hd;
+      const int8_t* base =
+          static_cast<const int8_t*>(spans[si].v) + static_cast<size_t>(t_in_span) * hd;
       for (int32_t t = 0; t < take; ++t) rows[filled + t] = base + static_cast<size_t>(t) * hd;
       filled += take;
       t_in_span += take;
@@ -876,7 +878,8 @@ HWY_INLINE void WeightedValues(D d, int hd, std::span<const KvSpan> spans, int32
     // K/V stream from L3 or memory. q8_0: the rows 32 positions ahead (as
     // DotsQ8Vnni), 16 at a time, in the first slice's pass (the later ones
     // find them in L2); f32 / f16: the row 16 ahead in memory, one line.
-    SpanPrefetcher prefetch(spans, 1, static_cast<size_t>(hd) * kKvElemBytes<T>, 32);
+    SpanPrefetcher prefetch(spans, 1, static_cast<size_t>(hd) * kKvElemBytes<T>,
+                            std::is_same_v<T, Q8> ? 32 : 0);
     for (const KvSpan& sp : spans) {
       for (int32_t t = 0; t < sp.n; ++t, ++j) {
         const KvRow<T> v = RowOf<T>(sp, 1, t, hd, kv_scales, total, j);
