@@ -67,17 +67,52 @@ struct Q8 {};
 template <typename T>
 constexpr size_t kKvElemBytes = std::is_same_v<T, Q8> ? 1 : sizeof(T);
 
+#if KVINFER_ATTN_AVX3
+// WidenScales for two blocks per row (head_dim 33..64) with AVX-512: 16
+// rows' scales (32 f16) widened and split by block in three shuffles,
+// straight into out[kv][b][j], no transpose buffer.
+HWY_INLINE void WidenScalesTwoBlocks(std::span<const KvSpan> spans, int32_t total, int first_kv,
+                             float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int kv = first_kv; kv < 2; ++kv) {
+    float* const b0 = out + static_cast<size_t>(kv) * 2 * total;
+    float* const b1 = b0 + total;
+    int32_t j = 0;
+    for (const KvSpan& sp : spans) {
+      const uint16_t* src = kv == 0 ? sp.k_scale : sp.v_scale;
+      int32_t t = 0;
+      for (; t + 16 <= sp.n; t += 16, j += 16) {
+        const __m512i raw = _mm512_loadu_si512(src + 2 * t);
+        const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(raw));
+        const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1));
+        _mm512_storeu_ps(b0 + j, _mm512_permutex2var_ps(lo, even, hi));
+        _mm512_storeu_ps(b1 + j, _mm512_permutex2var_ps(lo, odd, hi));
+      }
+      for (; t < sp.n; ++t, ++j) {
+        b0[j] = F16ToF32(src[2 * t]);
+        b1[j] = F16ToF32(src[2 * t + 1]);
+      }
+    }
+  }
+}
+#endif  // KVINFER_ATTN_AVX3
+
 // f32 copies of the q8_0 scales of a chunk's keys (kv = 0) and values
 // (kv = 1), block-major: out[kv][b][j] for block b of chunk row j, so that
 // one vector load gives consecutive rows' scales of a block. Converted once
 // per chunk rather than once per use; tmp holds nb * total floats (the
-// rows' scales widened in place before the transpose).
+// rows' scales widened in place before the transpose). first_kv 1: the
+// values' only (their keys' scales already applied).
 HWY_INLINE void WidenScales(std::span<const KvSpan> spans, int32_t total, int nb, float* tmp,
-                            float* out) {
+                            float* out, int first_kv = 0) {
+#if KVINFER_ATTN_AVX3
+  if (nb == 2) return WidenScalesTwoBlocks(spans, total, first_kv, out);
+#endif
   const hn::ScalableTag<float> d;
   const hn::Rebind<hwy::float16_t, decltype(d)> dh;
   const int32_t N = static_cast<int32_t>(hn::Lanes(d));
-  for (int kv = 0; kv < 2; ++kv) {
+  for (int kv = first_kv; kv < 2; ++kv) {
     float* const blocks = out + static_cast<size_t>(kv) * nb * total;
     // One block per row is already block-major.
     float* dst = nb == 1 ? blocks : tmp;
@@ -715,35 +750,6 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
   }
 }
 
-// WidenScales for two blocks per row (head_dim 33..64) with AVX-512: 16
-// rows' scales (32 f16) widened and split by block in three shuffles,
-// straight into out[kv][b][j]; kv from first_kv (1: the values only).
-HWY_INLINE void WidenScales2(std::span<const KvSpan> spans, int32_t total, int first_kv,
-                             float* out) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  for (int kv = first_kv; kv < 2; ++kv) {
-    float* const b0 = out + static_cast<size_t>(kv) * 2 * total;
-    float* const b1 = b0 + total;
-    int32_t j = 0;
-    for (const KvSpan& sp : spans) {
-      const uint16_t* src = kv == 0 ? sp.k_scale : sp.v_scale;
-      int32_t t = 0;
-      for (; t + 16 <= sp.n; t += 16, j += 16) {
-        const __m512i raw = _mm512_loadu_si512(src + 2 * t);
-        const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(raw));
-        const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1));
-        _mm512_storeu_ps(b0 + j, _mm512_permutex2var_ps(lo, even, hi));
-        _mm512_storeu_ps(b1 + j, _mm512_permutex2var_ps(lo, odd, hi));
-      }
-      for (; t < sp.n; ++t, ++j) {
-        b0[j] = F16ToF32(src[2 * t]);
-        b1[j] = F16ToF32(src[2 * t + 1]);
-      }
-    }
-  }
-}
-
 bool CpuHasVnni() {
   static const bool has = __builtin_cpu_supports("avx512vnni");
   return has;
@@ -1020,7 +1026,7 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
       if (hd == 64) {
         // Scores scaled in the same pass; only the V scales left to widen.
         DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, mul, scratch);
-        WidenScales2(spans, total, 1, kv_scales);
+        WidenScales(spans, total, nb, widen_tmp, kv_scales, /*first_kv=*/1);
       } else {
         if (hd == 128) {
           DotsQ8Vnni<128>(codes, group, hd, spans, total, vnni, mul, pw);
