@@ -449,9 +449,37 @@ LLAMACPP = {"q4_1": (429, 173), "q4_0": (931, 225), "q8_0": (718, 147), "f16": (
 LLAMACPP_BATCHED_Q4_1 = {1: 160, 4: 199, 16: 206, 32: 122}
 
 
+def llama_bench_rates(speed_dir, name):
+    """llama-bench's tokens/s from scripts/speed.sh's same-run measurement
+    SPEED_DIR/llama.cpp/NAME.json, keyed by (n_prompt, n_gen, n_depth,
+    type_k, flash_attn); {} when llama.cpp was not measured."""
+    path = os.path.join(speed_dir, "llama.cpp", f"{name}.json")
+    if not os.path.exists(path):
+        return {}
+    return {(r["n_prompt"], r["n_gen"], r.get("n_depth", 0), r.get("type_k", "f16"),
+             str(r.get("flash_attn", ""))): (r["avg_ts"], r["stddev_ts"]) for r in load(path)}
+
+
+def llama_rate(rates, n_prompt, n_gen, n_depth=0):
+    """The best llama.cpp rate among the settings measured for one test (the
+    flash-attention choices), or None."""
+    vals = [v for k, v in rates.items() if k[:3] == (n_prompt, n_gen, n_depth)]
+    return max(vals) if vals else None
+
+
 def speed_table(speed_dir, img_dir=None):
-    out = ["| weights | kvinfer pp512 tok/s | llama.cpp | ratio | kvinfer tg128 tok/s | "
-           "llama.cpp | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    same_run = os.path.isdir(os.path.join(speed_dir, "llama.cpp"))
+    if same_run:
+        out = ["llama.cpp measured on this machine in the same run (scripts/llama-cpp.sh: "
+               "llama-bench, its defaults, 2 threads), with issue #6's published figures "
+               "beside it.\n",
+               "| weights | kvinfer pp512 tok/s | llama.cpp here | ratio | issue's | "
+               "kvinfer tg128 tok/s | llama.cpp here | ratio | issue's |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    else:
+        out = ["llama.cpp: issue #6's published figures (not measured in this run).\n",
+               "| weights | kvinfer pp512 tok/s | llama.cpp | ratio | kvinfer tg128 tok/s | "
+               "llama.cpp | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
     bars = []
     for t in ("q4_0", "q4_1", "q8_0", "f16"):
         pp_path = os.path.join(speed_dir, f"{t}-pp512.json")
@@ -459,14 +487,23 @@ def speed_table(speed_dir, img_dir=None):
         if not (os.path.exists(pp_path) and os.path.exists(tg_path)):
             continue
         pp, tg = load(pp_path), load(tg_path)
-        lp, lt = LLAMACPP[t]
-        rp = pp["prefill_tokens_per_s"] / lp
-        rt = tg["decode_tokens_per_s"] / lt
-        bars.append((t, rp, rt))
-        out.append(f"| {t.upper()} | {pp['prefill_tokens_per_s']:.0f} ± "
-                   f"{pp['prefill_tokens_per_s_stddev']:.0f} | {lp} | {rp:.2f}x | "
-                   f"{tg['decode_tokens_per_s']:.0f} ± {tg['decode_tokens_per_s_stddev']:.0f} | "
-                   f"{lt} | {rt:.2f}x |")
+        kp, kt = pp["prefill_tokens_per_s"], tg["decode_tokens_per_s"]
+        cell_p = f"{kp:.0f} ± {pp['prefill_tokens_per_s_stddev']:.0f}"
+        cell_t = f"{kt:.0f} ± {tg['decode_tokens_per_s_stddev']:.0f}"
+        ip, it = LLAMACPP[t]
+        if same_run:
+            rates = llama_bench_rates(speed_dir, t)
+            lp, lt = llama_rate(rates, 512, 0), llama_rate(rates, 0, 128)
+            if lp is None or lt is None:
+                continue
+            bars.append((t, kp / lp[0], kt / lt[0]))
+            out.append(f"| {t.upper()} | {cell_p} | {lp[0]:.0f} ± {lp[1]:.0f} | "
+                       f"{kp / lp[0]:.2f}x | {ip} | {cell_t} | {lt[0]:.0f} ± {lt[1]:.0f} | "
+                       f"{kt / lt[0]:.2f}x | {it} |")
+        else:
+            bars.append((t, kp / ip, kt / it))
+            out.append(f"| {t.upper()} | {cell_p} | {ip} | {kp / ip:.2f}x | "
+                       f"{cell_t} | {it} | {kt / it:.2f}x |")
     out.append("")
     extra = [("SmolLM2-135M-Instruct Q4_1 (the real model)", "real-q4_1"),
              ("Q4_1, f32 activations (exact path)", "q4_1-f32act"),
@@ -478,32 +515,78 @@ def speed_table(speed_dir, img_dir=None):
         tg_path = os.path.join(speed_dir, f"{stem}-tg128.json")
         if os.path.exists(pp_path) and os.path.exists(tg_path):
             pp, tg = load(pp_path), load(tg_path)
-            rows.append(f"| {label} | {pp['prefill_tokens_per_s']:.0f} ± "
-                        f"{pp['prefill_tokens_per_s_stddev']:.0f} | {tg['decode_tokens_per_s']:.0f} ± "
-                        f"{tg['decode_tokens_per_s_stddev']:.0f} |")
+            row = (f"| {label} | {pp['prefill_tokens_per_s']:.0f} ± "
+                   f"{pp['prefill_tokens_per_s_stddev']:.0f} | {tg['decode_tokens_per_s']:.0f} ± "
+                   f"{tg['decode_tokens_per_s_stddev']:.0f} |")
+            rates = llama_bench_rates(speed_dir, stem)
+            lp, lt = llama_rate(rates, 512, 0), llama_rate(rates, 0, 128)
+            if lp and lt:
+                row += f" {lp[0]:.0f} | {lt[0]:.0f} |"
+            elif same_run:
+                row += " — | — |"
+            rows.append(row)
     if rows:
-        out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"] + rows + [""]
+        if same_run:
+            out += ["| other runs | pp512 tok/s | tg128 tok/s | llama.cpp here pp512 | tg128 |",
+                    "|---|---:|---:|---:|---:|"]
+        else:
+            out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"]
+        out += rows + [""]
+    depth_rows = []
     for kvt in ("f32", "f16", "q8_0"):
         depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}-kv{kvt}.json") for d in (128, 2048)}
-        if all(os.path.exists(p) for p in depth.values()):
-            a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
-            out.append(f"Default model (SmolLM2-135M-Instruct Q4_1) decode, {kvt} KV cache: after 128 tokens of context {a:.0f} tok/s; "
-                       f"after 2048 {b:.0f} tok/s ({100 * b / a:.0f}% of the speed at 128).\n")
+        if not all(os.path.exists(p) for p in depth.values()):
+            continue
+        a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
+        row = f"| {kvt} | {a:.0f} | {b:.0f} | {100 * b / a:.0f}% |"
+        rates = llama_bench_rates(speed_dir, f"depth-kv{kvt}")
+        la, lb = llama_rate(rates, 0, 64, 128), llama_rate(rates, 0, 64, 2048)
+        if la and lb:
+            row += f" {la[0]:.0f} | {lb[0]:.0f} | {100 * lb[0] / la[0]:.0f}% | {b / lb[0]:.2f}x |"
+        elif same_run:
+            row += " — | — | — | — |"
+        depth_rows.append(row)
+    if depth_rows:
+        out.append("Decode against context, the default model (SmolLM2-135M-Instruct Q4_1), "
+                   "tok/s over 64 tokens decoded after 128 or 2048 tokens of context"
+                   + (" (llama.cpp: llama-bench tg64 at that depth, the better of flash "
+                      "attention off/on where both run):\n" if same_run else ":\n"))
+        if same_run:
+            out += ["| KV cache | kvinfer @128 | @2048 | 2048/128 | llama.cpp @128 | @2048 | "
+                    "2048/128 | kvinfer/llama.cpp @2048 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        else:
+            out += ["| KV cache | @128 | @2048 | 2048/128 |", "|---|---:|---:|---:|"]
+        out += depth_rows + [""]
     conc = os.path.join(speed_dir, "concurrency", "results.json")
     batched = []
     if os.path.exists(conc):
         c = load(conc)
+        here = {}
+        jl = os.path.join(speed_dir, "llama.cpp", "batched-q4_1.jsonl")
+        if os.path.exists(jl):
+            with open(jl) as f:
+                here = {r["pl"]: r["speed_tg"] for r in map(json.loads, filter(str.strip, f))}
         out.append(f"Batched decode, Q4_1, {c['prompt_tokens']} prompt + {c['gen_tokens']} "
-                   f"generated tokens per sequence ({c['kv']} KV):\n")
-        out.append("| sequences | kvinfer decode tok/s | llama.cpp | ratio |")
-        out.append("|---:|---:|---:|---:|")
+                   f"generated tokens per sequence ({c['kv']} KV; llama.cpp: "
+                   f"llama-batched-bench's S_TG):\n")
+        if here:
+            out.append("| sequences | kvinfer decode tok/s | llama.cpp here | ratio | issue's |")
+            out.append("|---:|---:|---:|---:|---:|")
+        else:
+            out.append("| sequences | kvinfer decode tok/s | llama.cpp | ratio |")
+            out.append("|---:|---:|---:|---:|")
         for lv in c["levels"]:
-            n = lv["concurrency"]
-            ref = LLAMACPP_BATCHED_Q4_1.get(n)
-            ratio = f"{lv['decode_tokens_per_s'] / ref:.2f}x" if ref else "—"
+            n, k = lv["concurrency"], lv["decode_tokens_per_s"]
+            pub = LLAMACPP_BATCHED_Q4_1.get(n)
+            ref = here.get(n) if here else pub
+            ratio = f"{k / ref:.2f}x" if ref else "—"
             if ref:
-                batched.append((n, lv["decode_tokens_per_s"] / ref))
-            out.append(f"| {n} | {lv['decode_tokens_per_s']:.0f} | {ref or '—'} | {ratio} |")
+                batched.append((n, k / ref))
+            if here:
+                ref_cell = f"{ref:.0f}" if ref else "—"
+                out.append(f"| {n} | {k:.0f} | {ref_cell} | {ratio} | {pub or '—'} |")
+            else:
+                out.append(f"| {n} | {k:.0f} | {ref or '—'} | {ratio} |")
         out.append("")
     reads = []
     read2 = []  # two-thread GB/s, before and after
@@ -522,7 +605,8 @@ def speed_table(speed_dir, img_dir=None):
     if img_dir and bars:
         fig, ax = plt.subplots(figsize=(9, 4.2))
         labels = [f"{t.upper()} pp512" for t, _, _ in bars] + [f"{t.upper()} tg128" for t, _, _ in bars]
-        labels += [f"Q4_1 x{n} seqs" for n, _ in batched]
+        labels += [f"Q4_1 x{n} seqs" for n, _ in batched if n in (1, 4, 16, 32, 64)]
+        batched = [(n, r) for n, r in batched if n in (1, 4, 16, 32, 64)]
         vals = [r for _, r, _ in bars] + [r for _, _, r in bars] + [r for _, r in batched]
         colors = ["#1f77b4"] * len(bars) + ["#2ca02c"] * len(bars) + ["#9467bd"] * len(batched)
         ax.bar(range(len(vals)), vals, color=colors)
@@ -534,7 +618,9 @@ def speed_table(speed_dir, img_dir=None):
         ax.set_ylabel("kvinfer / llama.cpp (higher is better)")
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-        title = "kvinfer vs llama.cpp, SmolLM2-135M shape, 2 threads"
+        title = ("kvinfer vs llama.cpp measured in the same run" if same_run else
+                 "kvinfer vs llama.cpp's published figures (issue 6)")
+        title += ", SmolLM2-135M shape, 2 threads"
         if read2:
             # Decode is memory-bound: say what the machine could read then.
             title += (f"\n(memory read bandwidth during the run: "

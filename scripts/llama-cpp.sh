@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's own benchmark tools (llama-bench, llama-batched-bench)
+# from source, so that scripts/speed.sh can measure llama.cpp on this machine
+# in the same run as kvinfer instead of quoting figures taken elsewhere.
+#
+#   ./scripts/llama-cpp.sh        # prints the directory holding the binaries
+#
+# The only registries reachable here are Debian's and PyPI, and PyPI's
+# source distribution of the Python binding llama-cpp-python carries the
+# whole llama.cpp tree (vendor/llama.cpp): that tree is what gets built,
+# pinned by version and checksum. Nothing of it is linked into kvinfer or
+# committed; it lives in build-llama.cpp/ (git-ignored). The build is
+# llama.cpp's own CMake with GGML_NATIVE=ON, as a user building it on this
+# machine would; ~4 minutes on 2 cores the first time, nothing afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=0.3.36
+SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+DIR=build-llama.cpp
+SRC="$DIR/llama-cpp-python-$VERSION/vendor/llama.cpp"
+BIN="$SRC/build/bin"
+
+if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ]; then
+  mkdir -p "$DIR"
+  sdist="$DIR/llama_cpp_python-$VERSION.tar.gz"
+  if [ ! -f "$sdist" ] || ! echo "$SHA256  $sdist" | sha256sum --check --status; then
+    echo "llama-cpp: fetching llama-cpp-python $VERSION's source from PyPI" >&2
+    # The file's address from PyPI's simple index (PEP 503); pip itself
+    # would build the package's build backends from source just to read
+    # its metadata.
+    /usr/bin/python3 - "$VERSION" "$sdist" <<'PY'
+import re, shutil, sys, urllib.request
+version, dest = sys.argv[1], sys.argv[2]
+index = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/", timeout=60)
+links = re.findall(r'href="([^"#]+)', index.read().decode())
+want = f"llama_cpp_python-{version}.tar.gz"
+url = next((u for u in links if u.endswith("/" + want)), None)
+if url is None:
+    sys.exit(f"llama-cpp: {want} is not on PyPI's index")
+with urllib.request.urlopen(url, timeout=600) as r, open(dest, "wb") as f:
+    shutil.copyfileobj(r, f)
+PY
+    echo "$SHA256  $sdist" | sha256sum --check --status ||
+      { echo "llama-cpp: $sdist does not have the expected checksum" >&2; exit 1; }
+  fi
+  if [ ! -f "$SRC/CMakeLists.txt" ]; then
+    mkdir -p "$DIR/llama-cpp-python-$VERSION"
+    tar -xzf "$sdist" -C "$DIR/llama-cpp-python-$VERSION" --strip-components=1 \
+      "llama_cpp_python-$VERSION/vendor/llama.cpp"
+    rm -f "$SRC/.git"  # a submodule's pointer to a repository not shipped
+  fi
+  echo "llama-cpp: building llama-bench and llama-batched-bench (a few minutes)" >&2
+  # Git must not find kvinfer's own repository above the tree and stamp its
+  # commit on llama.cpp's build info.
+  GIT_CEILING_DIRECTORIES="$PWD/$DIR" cmake -S "$SRC" -B "$SRC/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  cmake --build "$SRC/build" --target llama-bench llama-batched-bench -j "$(nproc)" >/dev/null
+fi
+echo "$BIN"
