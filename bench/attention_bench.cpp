@@ -2,10 +2,10 @@
 // token of one layer at the default model's shape (3 KV heads, 3 query heads
 // each, head_dim 64) against `len` cached positions in 16-token blocks,
 // chunked by 256 positions as the engine does, one thread; f32 (arg 0),
-// f16 (arg 1) or q8_0 (arg 2) K/V, laid out as the cache lays them out
-// (q8_0: a block's codes, then its scales); arg 3: 0 each head's blocks in
-// order, 1 scattered as a paged pool leaves them (2048 positions, f16 and
-// q8_0).
+// f16 (arg 1), q8_0 (arg 2) or q4_0 (arg 3) K/V (KvPrecision's values),
+// laid out as the cache lays them out (q8_0, q4_0: a block's codes, then
+// its scales); arg 3: 0 each head's blocks in order, 1 scattered as a paged
+// pool leaves them (2048 positions, f16, q8_0 and q4_0).
 // Each iteration visits the next of 30 layers' K/V (as a decode step does),
 // so contexts past a few hundred tokens stream from memory, not cache.
 // Counter kv_bytes_per_second: K and V bytes read per second (the roofline
@@ -64,8 +64,13 @@ void BM_AttentionDecode(benchmark::State& state) {
           std::memcpy(base + (t * kHd + i) * 2, &h, 2);
         }
       } else {
-        ops::QuantizeKvQ8(row.data(), kHd, reinterpret_cast<int8_t*>(base + t * kHd),
-                          reinterpret_cast<uint16_t*>(base + kBlock * kHd) + t * kNb);
+        const size_t codes = KvCodeRowBytes(type, kHd);
+        auto* scales = reinterpret_cast<uint16_t*>(base + kBlock * codes) + t * kNb;
+        if (type == KvPrecision::kQ8_0) {
+          ops::QuantizeKvQ8(row.data(), kHd, reinterpret_cast<int8_t*>(base + t * codes), scales);
+        } else {
+          ops::QuantizeKvQ4(row.data(), kHd, reinterpret_cast<uint8_t*>(base + t * codes), scales);
+        }
       }
     }
   }
@@ -82,9 +87,10 @@ void BM_AttentionDecode(benchmark::State& state) {
           const std::byte* kb = kv.data() + at(layer, 0, g, j / kBlock) * block_bytes;
           const std::byte* vb = kv.data() + at(layer, 1, g, j / kBlock) * block_bytes;
           ops::KvSpan& sp = spans.emplace_back(kb, vb, std::min(kBlock, e - j));
-          if (type == KvPrecision::kQ8_0) {
-            sp.k_scale = reinterpret_cast<const uint16_t*>(kb + kBlock * kHd);
-            sp.v_scale = reinterpret_cast<const uint16_t*>(vb + kBlock * kHd);
+          if (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) {
+            const size_t codes = kBlock * KvCodeRowBytes(type, kHd);
+            sp.k_scale = reinterpret_cast<const uint16_t*>(kb + codes);
+            sp.v_scale = reinterpret_cast<const uint16_t*>(vb + codes);
           }
         }
         float* dst = b == 0 ? st.data() : tmp.data();
@@ -105,8 +111,8 @@ void BM_AttentionDecode(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AttentionDecode)
-    ->ArgsProduct({{128, 512, 2048, 8192}, {0, 1, 2}, {0}})
-    ->ArgsProduct({{2048}, {1, 2}, {1}})
+    ->ArgsProduct({{128, 512, 2048, 8192}, {0, 1, 2, 3}, {0}})
+    ->ArgsProduct({{2048}, {1, 2, 3}, {1}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

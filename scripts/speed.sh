@@ -10,8 +10,8 @@
 # llama-cpp-python the first time, ~4 minutes more) and runs right after
 # kvinfer on each model with llama-bench's defaults: the same pp512/tg128,
 # the same decode depths (tg64 after 128 and 2048 tokens, f16 KV with flash
-# attention off and on, q8_0 KV with it on, as llama.cpp needs for a
-# quantized V cache) and llama-batched-bench for batching. JSON in
+# attention off and on, q8_0 and q4_0 KV with it on, as llama.cpp needs for
+# a quantized V cache) and llama-batched-bench for batching. JSON in
 # bench/results/speed/llama.cpp/.
 #
 # Makes the random-weight comparison models if missing
@@ -19,7 +19,7 @@
 # figures were taken: random weights of exactly the default model's shape,
 # every matrix of the one type), then per type: pp512 (one batched prefill of 512 tokens) and tg128
 # (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
-# then decode at 128 and 2048 tokens of context (the default model, f32, f16 and q8_0 KV), batched decode
+# then decode at 128 and 2048 tokens of context (the default model, f32, f16, q8_0 and q4_0 KV), batched decode
 # throughput for 1..64 sequences (Q4_1); Q4_1 with --f32-activations, and the
 # GPT-2 124M shape (F16, F32) for reference. JSON in bench/results/speed/, the
 # table in bench/results/speed/table.md.
@@ -70,13 +70,14 @@ m=$(model_for q4_1)
 real=models/SmolLM2-135M-Instruct.Q4_1.gguf
 echo "== the default model: decode at 128 and 2048 tokens of context" >&2
 for d in 128 2048; do
-  for kvt in f32 f16 q8_0; do
+  for kvt in f32 f16 q8_0 q4_0; do
     "$K" bench speed -m "$real" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
       >"$OUT/q4_1-depth$d-kv$kvt.json"
   done
 done
 llama_bench depth-kvf16 -m "$real" -p 0 -n 64 -d 128,2048 -fa 0,1
 llama_bench depth-kvq8_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q8_0 -ctv q8_0 -fa 1
+llama_bench depth-kvq4_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q4_0 -ctv q4_0 -fa 1
 echo "== the real SmolLM2-135M-Instruct Q4_1 (its token embedding is Q8_0, vocabulary 49152)" >&2
 "$K" bench speed -m "$real" -t "$THREADS" -p 512 -n 2 -r 3 --json >"$OUT/real-q4_1-pp512.json"
 "$K" bench speed -m "$real" -t "$THREADS" -p 1 -n 129 -r 3 --json >"$OUT/real-q4_1-tg128.json"

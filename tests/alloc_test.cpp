@@ -75,8 +75,8 @@ TEST(NoAllocationPerToken, DecodeBatchedDecodeAndPrefill) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelImpl& m = *model->impl();
   ThreadPool pool(2);
-  for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0}) {
-    SCOPED_TRACE(precision == KvPrecision::kF32 ? "f32 KV" : "q8_0 KV");
+  for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
+    SCOPED_TRACE(KvPrecisionName(precision));
     constexpr int32_t kSeqs = 4, kPrompt = 300, kSteps = 8;
     KvCache cache(m.config(), 16, kSeqs * ((kPrompt + kSteps + 15) / 16 + 1), precision);
     ModelRunner runner(m.config(), m.weights(), &pool);

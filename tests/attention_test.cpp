@@ -49,11 +49,13 @@ std::vector<double> Reference(const std::vector<float>& q, const std::vector<flo
   return out;
 }
 
-// K/V rows [len, hd] in the kernel's storage for `type`: f16 bits, or q8_0
-// codes [len, hd] and scales [len, KvQ8Blocks(hd)].
+// K/V rows [len, hd] in the kernel's storage for `type`: f16 bits, q8_0
+// codes [len, hd] or q4_0 packed rows [len, hd / 2], and scales [len,
+// KvQ8Blocks(hd)].
 struct Stored {
   std::vector<uint16_t> f16;
   std::vector<int8_t> codes;
+  std::vector<uint8_t> packed;
   std::vector<uint16_t> scales;
 };
 Stored Store(const std::vector<float>& x, int hd, KvPrecision type) {
@@ -67,6 +69,14 @@ Stored Store(const std::vector<float>& x, int hd, KvPrecision type) {
     st.scales.resize(rows * static_cast<size_t>(nb));
     for (size_t r = 0; r < rows; ++r) {
       ops::QuantizeKvQ8(x.data() + r * hd, hd, st.codes.data() + r * hd, st.scales.data() + r * nb);
+    }
+  } else if (type == KvPrecision::kQ4_0) {
+    const int nb = ops::KvQ8Blocks(hd);
+    st.packed.resize(x.size() / 2);
+    st.scales.resize(rows * static_cast<size_t>(nb));
+    for (size_t r = 0; r < rows; ++r) {
+      ops::QuantizeKvQ4(x.data() + r * hd, hd, st.packed.data() + r * hd / 2,
+                        st.scales.data() + r * nb);
     }
   }
   return st;
@@ -84,13 +94,19 @@ std::vector<float> Dequantized(const std::vector<float>& x, int hd, KvPrecision 
       const int c = static_cast<int>(i % static_cast<size_t>(hd));
       out[i] = F16ToF32(st.scales[r * nb + c / ops::kKvQ8Block]) * st.codes[i];
     }
+    if (type == KvPrecision::kQ4_0) {
+      const size_t r = i / static_cast<size_t>(hd);
+      const int c = static_cast<int>(i % static_cast<size_t>(hd));
+      out[i] = F16ToF32(st.scales[r * nb + c / ops::kKvQ8Block]) *
+               static_cast<float>(ops::KvQ4Code(st.packed.data() + r * hd / 2, hd, c));
+    }
   }
   return out;
 }
 
 // The kernel over [0, len) cut into chunks of `chunk` positions, each chunk
 // presented as spans of `span` positions, folded in order. With kF16 /
-// kQ8_0 the K/V are stored in that format (the caller passes values already
+// kQ8_0 / kQ4_0 the K/V are stored in that format (the caller passes values already
 // through Dequantized, so the float64 reference sees exactly what the kernel
 // reads).
 std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>& k,
@@ -103,6 +119,7 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
     switch (type) {
       case KvPrecision::kF16: return st.f16.data() + off;
       case KvPrecision::kQ8_0: return st.codes.data() + off;
+      case KvPrecision::kQ4_0: return st.packed.data() + off / 2;
       case KvPrecision::kF32: break;
     }
     return f32.data() + off;
@@ -115,7 +132,7 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
     std::vector<ops::KvSpan> spans;
     for (int32_t j = begin; j < end; j += span) {
       ops::KvSpan& sp = spans.emplace_back(at(k, ks, j), at(v, vs, j), std::min(span, end - j));
-      if (type == KvPrecision::kQ8_0) {
+      if (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) {
         sp.k_scale = ks.scales.data() + static_cast<size_t>(j) * nb;
         sp.v_scale = vs.scales.data() + static_cast<size_t>(j) * nb;
       }
@@ -133,12 +150,13 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
   return out;
 }
 
-// Whether `target` takes q8_0 values as integer dot products with the
-// softmax weights rounded to 15 bits (AVX-512 VNNI, head_dim a multiple of
-// 64 up to 256; ops/attention.cpp's SoftmaxValuesQ8Vnni).
-bool IntegerQ8Values(int64_t target, int hd) {
+// Whether `target` takes q8_0 (and so q4_0) values as integer dot products
+// with the softmax weights rounded to 15 bits (AVX-512 VNNI, head_dim a
+// multiple of 64 up to 256; ops/attention.cpp's SoftmaxValuesQ8Vnni).
+bool IntegerQ8Values(int64_t target, int hd, KvPrecision type) {
   const bool avx3 = (target & (HWY_AVX3 | HWY_AVX3_DL)) != 0;
-  return avx3 && __builtin_cpu_supports("avx512vnni") && hd % 64 == 0 && hd <= 256;
+  return (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) && avx3 &&
+         __builtin_cpu_supports("avx512vnni") && hd % 64 == 0 && hd <= 256;
 }
 
 void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) {
@@ -152,9 +170,9 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) 
   for (float& x : v) x = kd(rng);
   k = Dequantized(k, cs.hd, type);
   v = Dequantized(v, cs.hd, type);
-  // With q8_0 K the kernel rounds q to int8, one scale per head.
+  // With q8_0 or q4_0 K the kernel rounds q to int8, one scale per head.
   std::vector<float> q_read = q;
-  if (type == KvPrecision::kQ8_0) {
+  if (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) {
     for (int h = 0; h < cs.group; ++h) {
       float* x = q_read.data() + static_cast<size_t>(h) * cs.hd;
       float amax = 0;
@@ -179,9 +197,10 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) 
       // integer q8_0 values are each off by up to 2^-16 of the block's
       // largest V scale (measured: up to 2.3e-4 here), still far below the
       // codes' own error, half a step, ~1e-2 (not counted: the reference
-      // reads the dequantized K/V).
-      const bool integer_values = type == KvPrecision::kQ8_0 && IntegerQ8Values(target, cs.hd);
-      EXPECT_LT(max_err, integer_values ? 1e-3 : 2e-5);
+      // reads the dequantized K/V). q4_0 takes the same path: its scales are
+      // ~16x q8_0's for the same data and its codes ~16x smaller, so the
+      // bound is the same (measured: up to 1.7e-4).
+      EXPECT_LT(max_err, IntegerQ8Values(target, cs.hd, type) ? 1e-3 : 2e-5);
       // The span layout (block size) never changes the bits for a fixed chunking.
       if (span == 1) {
         whole = out;
@@ -211,7 +230,9 @@ TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
     for (const Case& cs : kCases) {
       CheckCase(cs, seed, KvPrecision::kF32, target);
       CheckCase(cs, seed, KvPrecision::kF16, target);
-      CheckCase(cs, seed++, KvPrecision::kQ8_0, target);
+      CheckCase(cs, seed, KvPrecision::kQ8_0, target);
+      if (cs.hd % 2 == 0) CheckCase(cs, seed, KvPrecision::kQ4_0, target);
+      ++seed;
     }
   }
   hwy::SetSupportedTargetsForTest(0);
@@ -256,6 +277,65 @@ TEST(AttentionKernelTest, Q8RoundTripStaysWithinHalfAStep) {
           ASSERT_LE(std::abs(c), 127);
           EXPECT_LE(std::abs(static_cast<double>(d) * c - x[static_cast<size_t>(i)]), bound)
               << "n " << n << " spread " << spread << " i " << i;
+        }
+      }
+    }
+  }
+}
+
+// q4_0 round trip: the block's element of largest magnitude x_m exact at
+// code -8 (scale x_m / -8 as f16, so within f16 rounding), every element
+// within half a step plus that rounding, except at code 7 where an element
+// of x_m's opposite sign beyond 7.5 steps is clamped (within a step), codes
+// in [-8, 7], byte j of a 64-element slice holding its codes j and j + 32
+// (+8; a last slice of r elements: j and j + r/2) in its low and high
+// nibbles, an all-zero block all zeros.
+TEST(AttentionKernelTest, Q4RoundTripStaysWithinHalfAStep) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int n : {2, 8, 30, 32, 34, 64, 80, 100, 128, 144, 192}) {
+    for (float spread : {1e-3f, 1.0f, 300.0f}) {
+      for (float outlier : {20.0f, -20.0f}) {  // x_m positive (scale < 0) and negative
+        std::vector<float> x(static_cast<size_t>(n));
+        for (float& f : x) f = spread * nd(rng);
+        x[static_cast<size_t>(n) / 2] = outlier * spread;
+        if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // block 1 all zero
+        std::vector<uint8_t> packed(static_cast<size_t>(n) / 2);
+        std::vector<uint16_t> scales(static_cast<size_t>(ops::KvQ8Blocks(n)));
+        ops::QuantizeKvQ4(x.data(), n, packed.data(), scales.data());
+        for (int s = 0; s < n; s += 64) {
+          const int half = std::min(64, n - s) / 2;
+          for (int j = 0; j < half; ++j) {
+            const uint8_t byte = packed[static_cast<size_t>(s / 2 + j)];
+            ASSERT_EQ(byte & 0x0F, ops::KvQ4Code(packed.data(), n, s + j) + 8);
+            ASSERT_EQ(byte >> 4, ops::KvQ4Code(packed.data(), n, s + j + half) + 8);
+          }
+        }
+        for (int b0 = 0; b0 < n; b0 += ops::kKvQ8Block) {
+          const int end = std::min(n, b0 + ops::kKvQ8Block);
+          int im = b0;
+          for (int i = b0; i < end; ++i) {
+            if (std::abs(x[static_cast<size_t>(i)]) > std::abs(x[static_cast<size_t>(im)])) im = i;
+          }
+          const float xm = x[static_cast<size_t>(im)];
+          const uint16_t d16 = scales[static_cast<size_t>(b0 / ops::kKvQ8Block)];
+          EXPECT_EQ(d16, F32ToF16(xm / -8.0f)) << n << " block " << b0;
+          const float d = F16ToF32(d16);
+          if (xm == 0) {
+            for (int i = b0; i < end; ++i) EXPECT_EQ(ops::KvQ4Code(packed.data(), n, i), 0);
+            continue;
+          }
+          EXPECT_EQ(ops::KvQ4Code(packed.data(), n, im), -8) << n << " block " << b0;
+          for (int i = b0; i < end; ++i) {
+            const int c = ops::KvQ4Code(packed.data(), n, i);
+            ASSERT_GE(c, -8);
+            ASSERT_LE(c, 7);
+            const double steps = c == 7 ? 1.0 : 0.5;
+            const double bound =
+                steps * std::abs(d) + std::abs(xm + 8.0 * d) + 1e-6 * std::abs(xm);
+            EXPECT_LE(std::abs(static_cast<double>(d) * c - x[static_cast<size_t>(i)]), bound)
+                << "n " << n << " spread " << spread << " i " << i;
+          }
         }
       }
     }

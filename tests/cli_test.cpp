@@ -52,6 +52,7 @@ TEST(Cli, BadValuesAreErrors) {
   EXPECT_NE(dtype.exit_code, 0);
   EXPECT_NE(dtype.err.find("q4"), std::string::npos) << dtype.err;
   EXPECT_NE(dtype.err.find("q8_0"), std::string::npos) << dtype.err;
+  EXPECT_NE(dtype.err.find("q4_0"), std::string::npos) << dtype.err;
   CmdResult top_p = RunCli("generate --top-p 1.5 -p hi");
   EXPECT_NE(top_p.exit_code, 0);
   EXPECT_NE(top_p.err.find("top-p"), std::string::npos) << top_p.err;
@@ -118,10 +119,11 @@ TEST(Cli, InfoDescribesTheModel) {
   EXPECT_EQ(j["vocab_size"], 512);
   EXPECT_EQ(j["tensor_types"]["f32"], 48);
   // 2 (K, V) x 5 layers x 4 KV heads x head_dim 8: f32 x 4 B, f16 x 2 B,
-  // q8_0 8 codes + one f16 scale per row.
+  // q8_0 8 codes + one f16 scale per row, q4_0 4 bytes of codes + the scale.
   EXPECT_EQ(j["kv_bytes_per_token_f32"], 1280);
   EXPECT_EQ(j["kv_bytes_per_token_f16"], 640);
   EXPECT_EQ(j["kv_bytes_per_token_q8_0"], 400);
+  EXPECT_EQ(j["kv_bytes_per_token_q4_0"], 240);
 }
 
 TEST(Cli, ChatKeepsTheCacheBetweenTurns) {

@@ -300,6 +300,9 @@ TEST_F(EngineTest, BadRequestsAreRejectedClearly) {
   auto tiny_budget = Engine::Create(*model_, {.kv = {.strategy = KvStrategy::kPaged, .memory_bytes = 100}});
   EXPECT_FALSE(tiny_budget.ok());
   EXPECT_NE(tiny_budget.status().message().find("smaller than one block"), std::string::npos);
+  auto bad_precision = Engine::Create(*model_, {.kv = {.precision = static_cast<KvPrecision>(42)}});
+  EXPECT_FALSE(bad_precision.ok());
+  EXPECT_NE(bad_precision.status().message().find("unknown KV precision"), std::string::npos);
 }
 
 TEST_F(EngineTest, StreamedTextEqualsTheDetokenizedTokens) {

@@ -317,8 +317,11 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
 // tolerance. The kernel also rounds q to int8 (per head) when K is q8_0:
 // noise of the same kind on the scores, not in the bound, so it spends part
 // of the 4x (measured when written: stories260K 0.31 of a 0.85 bound,
-// gpt2-tiny-s12 0.10 of 0.44, smollm2 0.39 of 1.74).
+// gpt2-tiny-s12 0.10 of 0.44, smollm2 0.39 of 1.74). q4_0 rounds to within
+// half a step m / 8 (its 16 codes reach -8 at the block's extreme): the same
+// argument with 8 for 127, about 181 times f16's noise.
 constexpr double kQ8NoiseOverF16 = 1448.15 / 127;  // 2^10.5 / 127
+constexpr double kQ4NoiseOverF16 = 1448.15 / 8;    // 2^10.5 / 8
 
 // R above: sqrt(sum of m_b^2 over elements) / sqrt(sum of x^2), from the
 // K/V an f32 cache holds after a prefill of `tokens`.
@@ -370,9 +373,10 @@ double BlockMaxOverRms(const ModelImpl& m, const std::vector<int32_t>& tokens) {
 // precision.
 class GoldenQ8KvTest : public ::testing::TestWithParam<GoldenCase> {};
 
-TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
-  const GoldenCase& gc = GetParam();
-  REQUIRE_MODEL(gc, gc.name);
+// The check above for a quantized cache of `precision`, whose rounding noise
+// is `noise_over_f16` times f16's for the same block maxima.
+void ExpectQuantizedKvWithinRounding(const GoldenCase& gc, KvPrecision precision,
+                                     double noise_over_f16) {
   const Golden g = LoadGolden(gc.name);
   const ActivationsOf activations(g.meta);
   ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
@@ -382,7 +386,7 @@ TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
   const int vocab = m.config().vocab_size;
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const size_t stored = g.meta["logit_positions"].size();
-  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kQ8_0);
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, precision);
   std::vector<int32_t> tokens = prompt;
   const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
@@ -390,15 +394,24 @@ TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
   for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
   const double r = BlockMaxOverRms(m, tokens);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
-  const double tol = 4 * kQ8NoiseOverF16 * r * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
+  const double tol = 4 * noise_over_f16 * r * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
   const double worst = MaxLogitDiff(logits, g, stored * static_cast<size_t>(vocab));
-  std::printf("%s: q8_0 K/V moves logits by %.3g (R %.2f, reference's f16 shift %.3g, bound %.3g)\n",
-              gc.name, worst, r, ref_f16, tol);
+  std::printf("%s: %s K/V moves logits by %.3g (R %.2f, reference's f16 shift %.3g, bound %.3g)\n",
+              gc.name, KvPrecisionName(precision), worst, r, ref_f16, tol);
   EXPECT_LE(worst, tol) << gc.name;
-  EXPECT_GT(worst, 0.0) << "q8_0 K/V should not be bit-exact with the f32 reference";
+  EXPECT_GT(worst, 0.0) << KvPrecisionName(precision)
+                        << " K/V should not be bit-exact with the f32 reference";
 
   const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
-  ExpectStrategiesAgree(*model, prompt, n, KvPrecision::kQ8_0, gc.name);
+  ExpectStrategiesAgree(*model, prompt, n, precision, gc.name);
+}
+
+TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
+  ExpectQuantizedKvWithinRounding(GetParam(), KvPrecision::kQ8_0, kQ8NoiseOverF16);
+}
+
+TEST_P(GoldenQ8KvTest, LogitsStayWithinQ4RoundingAndStrategiesAgree) {
+  ExpectQuantizedKvWithinRounding(GetParam(), KvPrecision::kQ4_0, kQ4NoiseOverF16);
 }
 
 TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
@@ -418,7 +431,8 @@ TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
     tokens.push_back(greedy[i % greedy.size()]);
   }
   tokens.resize(static_cast<size_t>(len));
-  for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0}) {
+  for (KvPrecision precision :
+       {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     SCOPED_TRACE(KvPrecisionName(precision));
     const std::vector<float> whole = testing::ForwardLogits(m, tokens, {len - 1}, precision);
     ThreadPool pool(2);

@@ -141,20 +141,23 @@ TEST(KvSize, DtypeOverheads) {
 }
 
 TEST(KvSize, ShortVectorsInBlockTypes) {
-  // head_dim 8 < 32. q4_0 pads each vector to a whole 18-byte GGML block;
-  // q8_0 counts what kvinfer's cache stores: 8 codes + one f16 scale, the
-  // engine's own KvRowBytes.
+  // head_dim 8 < 32. q8_0 and q4_0 count what kvinfer's caches store: 8
+  // codes (4 bytes of them for q4_0) + one f16 scale, the engine's own
+  // KvRowBytes.
   KvSizeSpec s{
       .name = "tiny", .n_layers = 5, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8, .v_head_dim = 8};
   KvSizeResult q8 = ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ8_0});
   EXPECT_EQ(q8.bytes_per_token, 2u * 5 * 4 * (8 + 2));  // 400
   EXPECT_EQ(q8.bytes_per_token, 2u * 5 * 4 * KvRowBytes(KvPrecision::kQ8_0, 8));
   KvSizeResult q4 = ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ4_0});
-  EXPECT_EQ(q4.bytes_per_token, 2u * 5 * 4 * 18);  // 720
+  EXPECT_EQ(q4.bytes_per_token, 2u * 5 * 4 * (4 + 2));  // 240
+  EXPECT_EQ(q4.bytes_per_token, 2u * 5 * 4 * KvRowBytes(KvPrecision::kQ4_0, 8));
   // 100 = 3 full blocks + 4 elements: 100 codes + 4 scales.
   s.head_dim = s.v_head_dim = 100;
   EXPECT_EQ(ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ8_0}).bytes_per_token,
             2u * 5 * 4 * KvRowBytes(KvPrecision::kQ8_0, 100));
+  EXPECT_EQ(ComputeKvSize(s, {.seq_len = 1, .dtype = KvDtype::kQ4_0}).bytes_per_token,
+            2u * 5 * 4 * KvRowBytes(KvPrecision::kQ4_0, 100));  // 50 + 8 per row
 }
 
 TEST(KvSize, DtypeNames) {

@@ -196,8 +196,8 @@ class KvCachePrecision : public ::testing::TestWithParam<KvPrecision> {
  protected:
   // How far a stored element may come back from x when all elements of its
   // head's vector are x: f32 exact; f16 within half an ulp (2^-11 relative);
-  // q8_0 stores code 127 with scale f16(x / 127), so within the scale's f16
-  // rounding, 2^-11 of |x| as well.
+  // q8_0 stores code 127 with scale f16(x / 127), q4_0 code -8 with scale
+  // f16(x / -8), so within the scale's f16 rounding, 2^-11 of |x| as well.
   float Tol(float x) const { return GetParam() == KvPrecision::kF32 ? 0.0f : std::abs(x) / 2048; }
 };
 
@@ -240,16 +240,19 @@ TEST_P(KvCachePrecision, BytesPerTokenAndRounding) {
   ModelConfig c = TinyConfig();
   KvCache cache(c, 4, 6, GetParam());
   // Bytes of one head's K (or V) vector: f32 4 per element, f16 2, q8_0 one
-  // code per element and an f16 scale per 32 (head_dim 4: one scale).
-  const int64_t row = GetParam() == KvPrecision::kF32   ? 4 * c.head_dim
-                      : GetParam() == KvPrecision::kF16 ? 2 * c.head_dim
-                                                        : c.head_dim + 2;
+  // code per element and an f16 scale per 32 (head_dim 4: one scale), q4_0
+  // half a byte per element and the scale.
+  const int64_t row = GetParam() == KvPrecision::kF32    ? 4 * c.head_dim
+                      : GetParam() == KvPrecision::kF16  ? 2 * c.head_dim
+                      : GetParam() == KvPrecision::kQ8_0 ? c.head_dim + 2
+                                                         : c.head_dim / 2 + 2;
   EXPECT_EQ(cache.bytes_per_token(), 2 * c.n_layers * c.n_kv_heads * row);
   EXPECT_EQ(cache.bytes_per_token(), KvBytesPerToken(c, GetParam()));
   EXPECT_EQ(cache.Stats().bytes_per_token, cache.bytes_per_token());
   EXPECT_EQ(cache.Stats().precision, KvPrecisionName(GetParam()));
   // f16 rounds to nearest: 1/3 comes back within half an f16 ulp; q8_0
-  // (code 127, scale f16(1/381)) within the scale's rounding.
+  // (code 127, scale f16(1/381)) and q4_0 (code -8, scale f16(-1/24)) within
+  // the scale's rounding.
   const int32_t s = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(s, 1));
   WriteSlot(cache, 0, cache.block_table(s)[0], 0, [](int) { return 1.0f / 3.0f; },
@@ -389,7 +392,8 @@ TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, KvCachePrecision,
-                         ::testing::Values(KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0),
+                         ::testing::Values(KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0,
+                                           KvPrecision::kQ4_0),
                          [](const ::testing::TestParamInfo<KvPrecision>& i) {
                            return std::string(KvPrecisionName(i.param));
                          });

@@ -533,7 +533,7 @@ def speed_table(speed_dir, img_dir=None):
             out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"]
         out += rows + [""]
     depth_rows = []
-    for kvt in ("f32", "f16", "q8_0"):
+    for kvt in ("f32", "f16", "q8_0", "q4_0"):
         depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}-kv{kvt}.json") for d in (128, 2048)}
         if not all(os.path.exists(p) for p in depth.values()):
             continue

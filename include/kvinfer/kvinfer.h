@@ -51,10 +51,12 @@ struct ModelInfo {
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t eot_id = -1;
-  // K+V bytes of one token over all layers for an f32 / f16 / q8_0 cache.
+  // K+V bytes of one token over all layers for an f32 / f16 / q8_0 / q4_0
+  // cache (q4_0: 0 when head_dim is odd, which it cannot store).
   int64_t kv_bytes_per_token_f32 = 0;
   int64_t kv_bytes_per_token_f16 = 0;
   int64_t kv_bytes_per_token_q8_0 = 0;
+  int64_t kv_bytes_per_token_q4_0 = 0;
 };
 
 struct ChatMessage {
@@ -103,8 +105,12 @@ std::optional<KvStrategy> ParseKvStrategy(std::string_view name);
 // reads per token, at ~1e-3 relative rounding of each K/V element; q8_0
 // (GGML's Q8_0 layout: int8 codes with one f16 scale per 32 elements of a
 // head's vector) needs 1.0625 bytes per element, about a quarter of f32, at
-// up to 1/254 of its block's max |element| of error per element.
-enum class KvPrecision { kF32, kF16, kQ8_0 };
+// up to 1/254 of its block's max |element| of error per element; q4_0
+// (GGML's Q4_0 rounding: 4-bit codes in [-8, 7] with one f16 scale per 32
+// elements) needs 0.5625 bytes per element, about a seventh of f32, at up to
+// 1/16 of its block's max |element| of error for almost every element, 1/8
+// at worst (an even head_dim only).
+enum class KvPrecision { kF32, kF16, kQ8_0, kQ4_0 };
 const char* KvPrecisionName(KvPrecision p);
 std::optional<KvPrecision> ParseKvPrecision(std::string_view name);
 

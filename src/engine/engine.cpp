@@ -456,9 +456,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
     block_size = o.kv.block_size_tokens;
   }
   o.kv.block_size_tokens = block_size;
-  if (o.kv.precision != KvPrecision::kF32 && o.kv.precision != KvPrecision::kF16 &&
-      o.kv.precision != KvPrecision::kQ8_0) {
-    return bad("unknown KV precision (expected f32, f16 or q8_0)");
+  if (!ParseKvPrecision(KvPrecisionName(o.kv.precision))) {
+    return bad("unknown KV precision (expected f32, f16, q8_0 or q4_0)");
+  }
+  if (o.kv.precision == KvPrecision::kQ4_0 && c.head_dim % 2 != 0) {
+    return bad(fmt::format("a q4_0 KV cache packs two elements per byte and needs an even "
+                           "head_dim; this model's is {}",
+                           c.head_dim));
   }
   const int64_t kv_token_bytes = KvBytesPerToken(c, o.kv.precision);
   const int64_t block_bytes = static_cast<int64_t>(block_size) * kv_token_bytes;

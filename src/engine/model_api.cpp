@@ -28,12 +28,14 @@ const char* KvPrecisionName(KvPrecision p) {
     case KvPrecision::kF32: return "f32";
     case KvPrecision::kF16: return "f16";
     case KvPrecision::kQ8_0: return "q8_0";
+    case KvPrecision::kQ4_0: return "q4_0";
   }
   return "?";
 }
 
 std::optional<KvPrecision> ParseKvPrecision(std::string_view name) {
-  for (KvPrecision p : {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0}) {
+  for (KvPrecision p :
+       {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     if (name == KvPrecisionName(p)) return p;
   }
   return std::nullopt;

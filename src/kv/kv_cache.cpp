@@ -17,12 +17,13 @@ KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t n
       head_dim_(config.head_dim),
       block_size_(block_size_tokens),
       precision_(precision),
-      elem_bytes_(precision == KvPrecision::kF32 ? 4 : precision == KvPrecision::kF16 ? 2 : 1),
+      code_row_bytes_(KvCodeRowBytes(precision, config.head_dim)),
       row_bytes_(KvRowBytes(precision, config.head_dim)),
       q8_blocks_(ops::KvQ8Blocks(config.head_dim)),
       bytes_per_token_(KvBytesPerToken(config, precision)),
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
+  KVINFER_CHECK(precision != KvPrecision::kQ4_0 || head_dim_ % 2 == 0);
   const size_t bytes = static_cast<size_t>(num_blocks) * block_size_tokens * bytes_per_token_;
   // Uninitialised: pages cost memory only once a block is first written, so
   // resident memory follows the tokens cached, not the pool size.
@@ -41,8 +42,11 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
         std::memcpy(dst, s, sizeof(float) * head_dim_);
       } else if (precision_ == KvPrecision::kF16) {
         ops::F32ToF16Row(s, head_dim_, reinterpret_cast<uint16_t*>(dst));
-      } else {
+      } else if (precision_ == KvPrecision::kQ8_0) {
         ops::QuantizeKvQ8(s, head_dim_, reinterpret_cast<int8_t*>(dst),
+                          Scales(layer, block, kv, h, slot));
+      } else {
+        ops::QuantizeKvQ4(s, head_dim_, reinterpret_cast<uint8_t*>(dst),
                           Scales(layer, block, kv, h, slot));
       }
     }
@@ -50,7 +54,13 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
 }
 
 float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const {
-  const std::byte* p = Row(layer, block, kv, kv_head, slot) + static_cast<size_t>(i) * elem_bytes_;
+  const std::byte* row = Row(layer, block, kv, kv_head, slot);
+  if (precision_ == KvPrecision::kQ4_0) {
+    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / ops::kKvQ8Block];
+    return F16ToF32(d) * static_cast<float>(ops::KvQ4Code(reinterpret_cast<const uint8_t*>(row),
+                                                          head_dim_, i));
+  }
+  const std::byte* p = row + static_cast<size_t>(i) * (code_row_bytes_ / head_dim_);
   if (precision_ == KvPrecision::kF32) {
     float f;
     std::memcpy(&f, p, sizeof f);

@@ -13,7 +13,8 @@
 // are at a fixed stride (what a block copy touches). f32 / f16: the rows are
 // head_dim elements each. q8_0: the head's int8 codes [block_size, head_dim]
 // come first, then its f16 scales [block_size, ceil(head_dim / 32)], so code
-// rows stay 64-byte aligned for head_dim 64.
+// rows stay 64-byte aligned for head_dim 64. q4_0: the same with rows of
+// head_dim / 2 bytes of packed 4-bit codes (ops::QuantizeKvQ4).
 #pragma once
 
 #include <cstdint>
@@ -27,15 +28,24 @@
 
 namespace kvinfer {
 
-// Bytes of one token's K (or V) vector of one head: head_dim elements, and
-// for q8_0 their scales.
-constexpr size_t KvRowBytes(KvPrecision p, int head_dim) {
+// Bytes of one token's K (or V) elements of one head, without the q8_0 /
+// q4_0 scales.
+constexpr size_t KvCodeRowBytes(KvPrecision p, int head_dim) {
+  const size_t hd = static_cast<size_t>(head_dim);
   switch (p) {
-    case KvPrecision::kF16: return 2 * static_cast<size_t>(head_dim);
-    case KvPrecision::kQ8_0: return static_cast<size_t>(head_dim) + 2 * ((static_cast<size_t>(head_dim) + 31) / 32);
+    case KvPrecision::kF16: return 2 * hd;
+    case KvPrecision::kQ8_0: return hd;
+    case KvPrecision::kQ4_0: return hd / 2;
     case KvPrecision::kF32: break;
   }
-  return 4 * static_cast<size_t>(head_dim);
+  return 4 * hd;
+}
+
+// Bytes of one token's K (or V) vector of one head: its elements, and for
+// q8_0 / q4_0 their f16 scales (one per 32 elements).
+constexpr size_t KvRowBytes(KvPrecision p, int head_dim) {
+  const bool scaled = p == KvPrecision::kQ8_0 || p == KvPrecision::kQ4_0;
+  return KvCodeRowBytes(p, head_dim) + (scaled ? 2 * ((static_cast<size_t>(head_dim) + 31) / 32) : 0);
 }
 
 // K and V of one token across all layers and KV heads.
@@ -85,15 +95,15 @@ class KvCache {
   }
 
   // [block_size, head_dim] keys / values of one head in one block, as
-  // elements of precision() (q8_0: the int8 codes), from token `slot` of the
-  // block on.
+  // elements of precision() (q8_0: the int8 codes; q4_0: rows of head_dim / 2
+  // bytes of packed codes), from token `slot` of the block on.
   const void* Keys(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
     return Row(layer, block, 0, kv_head, slot);
   }
   const void* Values(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
     return Row(layer, block, 1, kv_head, slot);
   }
-  // q8_0 only: the f16 scales [block_size, ceil(head_dim / 32)] of those
+  // q8_0 and q4_0 only: the f16 scales [block_size, ceil(head_dim / 32)] of those
   // codes, from token `slot` on.
   const uint16_t* KeyScales(int layer, int32_t block, int kv_head, int32_t slot = 0) const {
     return Scales(layer, block, 0, kv_head, slot);
@@ -131,11 +141,11 @@ class KvCache {
 
   // First byte of token `slot`'s head_dim elements (kv: 0 = K, 1 = V).
   std::byte* Row(int layer, int32_t block, int kv, int head, int32_t slot) const {
-    return data_ + Offset(layer, block, kv, head) + static_cast<size_t>(slot) * head_dim_ * elem_bytes_;
+    return data_ + Offset(layer, block, kv, head) + static_cast<size_t>(slot) * code_row_bytes_;
   }
   uint16_t* Scales(int layer, int32_t block, int kv, int head, int32_t slot) const {
     return reinterpret_cast<uint16_t*>(data_ + Offset(layer, block, kv, head) +
-                                             static_cast<size_t>(block_size_) * head_dim_) +
+                                             static_cast<size_t>(block_size_) * code_row_bytes_) +
            static_cast<size_t>(slot) * q8_blocks_;
   }
   // Byte offset of one head's rows in one block.
@@ -149,9 +159,9 @@ class KvCache {
   int head_dim_;
   int32_t block_size_;
   KvPrecision precision_;
-  size_t elem_bytes_;   // of a K/V element (q8_0: of a code)
-  size_t row_bytes_;    // KvRowBytes
-  int q8_blocks_;       // scales per q8_0 row
+  size_t code_row_bytes_;  // KvCodeRowBytes
+  size_t row_bytes_;       // KvRowBytes
+  int q8_blocks_;          // scales per q8_0 / q4_0 row
   int64_t bytes_per_token_;
   BlockPool pool_;
   AlignedBuffer storage_;  // [layers, blocks, 2, kv_heads] x block_size rows

@@ -70,7 +70,9 @@ VectorBytes BytesOfVector(uint64_t elems, KvDtype t) {
       // codes not padded.
       return {elems, blocks * 2};
     case KvDtype::kQ4_0:
-      return {blocks * kBlockElems / 2, blocks * 2};
+      // As kvinfer's q4_0 cache stores it (KvRowBytes): two codes per byte
+      // and an f16 scale per started block of 32, nothing padded.
+      return {(elems + 1) / 2, blocks * 2};
   }
   KVINFER_CHECK_MSG(false, "unknown KvDtype {}", static_cast<int>(t));
   return {};

@@ -32,8 +32,9 @@ class GgufFile;
 //        the RoPE key);
 //   q8_0 GGML blocks of 32 elements = 32 int8 + one f16 scale = 34 B / 32 elements;
 //   q4_0 GGML blocks of 32 elements = 16 B of nibbles + one f16 scale = 18 B / 32.
-// Block types quantize each stored vector on its own (a head's K row), so a
-// vector whose length is not a multiple of 32 is padded up to whole blocks.
+// Block types quantize each stored vector on its own (a head's K row), with
+// one scale per started block of 32 and the codes not padded (as kvinfer's
+// own q8_0 / q4_0 caches store them).
 enum class KvDtype { kF32, kF16, kBF16, kFP8, kInt8, kQ8_0, kQ4_0 };
 
 std::string_view KvDtypeName(KvDtype t);

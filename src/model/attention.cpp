@@ -76,7 +76,7 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       const int32_t m = std::min(bs - off, end - j);
       ops::KvSpan& sp =
           spans.emplace_back(cache.Keys(layer, block, g, off), cache.Values(layer, block, g, off), m);
-      if (kv_type == KvPrecision::kQ8_0) {
+      if (kv_type == KvPrecision::kQ8_0 || kv_type == KvPrecision::kQ4_0) {
         sp.k_scale = cache.KeyScales(layer, block, g, off);
         sp.v_scale = cache.ValueScales(layer, block, g, off);
       }

@@ -243,6 +243,7 @@ void ModelImpl::FillInfo(const std::string& path, const std::string& format) {
   info.kv_bytes_per_token_f32 = KvBytesPerToken(c, KvPrecision::kF32);
   info.kv_bytes_per_token_f16 = KvBytesPerToken(c, KvPrecision::kF16);
   info.kv_bytes_per_token_q8_0 = KvBytesPerToken(c, KvPrecision::kQ8_0);
+  info.kv_bytes_per_token_q4_0 = c.head_dim % 2 == 0 ? KvBytesPerToken(c, KvPrecision::kQ4_0) : 0;
 }
 
 }  // namespace kvinfer

@@ -373,7 +373,12 @@ HWY_INLINE void PrefetchScales(const KvSpan& sp, int nb) {
 // block in three shuffles, and the scores go straight to s[h][j] = qmul[h] *
 // (dot0 * d0 + dot1 * d1), as ScaleDotsQ8 computes them (qmul: per head;
 // `dots` is then s).
-template <int kHd>
+//
+// kQ4: the keys are q4_0 rows (hd / 2 bytes, 32 per 64-element slice): a
+// slice's low nibbles and high nibbles side by side are its 64 codes in
+// order, + 8, which serves as the unsigned operand as it is (the offset
+// cancelled by -8 * the quarter's q sum instead of -128 *).
+template <int kHd, bool kQ4>
 KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, int group,
                                                  int head_dim, std::span<const KvSpan> spans,
                                                  int32_t total, int32_t* HWY_RESTRICT qv,
@@ -383,7 +388,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
   alignas(64) uint16_t gathered_scales[32];
   const int hd = kHd != 0 ? kHd : head_dim;
   const int slices = hd / 64;
-  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int rs = kQ4 ? hd / 2 : hd;  // bytes per row
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(kQ4 ? 8 : 0x80));
   for (int hc = 0; hc < group * slices; ++hc) {
     const __m512i q = _mm512_loadu_si512(qc + static_cast<size_t>(hc) * 64);
     int32_t* dst = qv + static_cast<size_t>(hc) * 5 * 16;
@@ -391,7 +397,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
     _mm512_storeu_si512(dst + 1 * 16, _mm512_shuffle_epi32(q, _MM_PERM_BBBB));
     _mm512_storeu_si512(dst + 2 * 16, _mm512_shuffle_epi32(q, _MM_PERM_CCCC));
     _mm512_storeu_si512(dst + 3 * 16, _mm512_shuffle_epi32(q, _MM_PERM_DDDD));
-    // 128 * (sum of each 16-code quarter), in all four lanes of its block.
+    // 128 (q4_0: 8) * (sum of each 16-code quarter), in all four lanes of
+    // its block.
     __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, q);
     sum = _mm512_add_epi32(sum, _mm512_shuffle_epi32(sum, _MM_PERM_BADC));
     sum = _mm512_add_epi32(sum, _mm512_shuffle_epi32(sum, _MM_PERM_CDAB));
@@ -403,7 +410,7 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
   // The tile after next (32 rows ahead: q8_0 rows take so little time that
   // one tile ahead is too late for memory at long contexts, ~455 -> ~400 us
   // at 8192 positions).
-  SpanPrefetcher prefetch(spans, 0, static_cast<size_t>(hd), 32);
+  SpanPrefetcher prefetch(spans, 0, static_cast<size_t>(rs), 32);
   for (int32_t j0 = 0; j0 < total; j0 += 16) {
     prefetch.Next(16);
     const int m = std::min<int32_t>(16, total - j0);
@@ -417,7 +424,7 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
     if (t_in_span == 0) PrefetchScales(spans[si], 2 * slices);
     if (spans[si].n - t_in_span >= 16) {
       // Rows past m (last tile only) are the span's own: read, results dropped.
-      base = static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span) * hd;
+      base = static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span) * rs;
       if constexpr (kScaled) kscales = spans[si].k_scale + static_cast<size_t>(t_in_span) * 2;
       t_in_span += m;
     } else {
@@ -431,13 +438,13 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
           std::memcpy(gathered_scales + 2 * t,
                       spans[si].k_scale + static_cast<size_t>(t_in_span) * 2, 2 * sizeof(uint16_t));
         }
-        std::memcpy(gathered + t * hd,
-                    static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * hd,
-                    hd);
+        std::memcpy(gathered + t * rs,
+                    static_cast<const int8_t*>(spans[si].k) + static_cast<size_t>(t_in_span++) * rs,
+                    rs);
       }
       // Padding rows (last tile only): results dropped.
       for (int t = m; t < 16; ++t) {
-        std::memcpy(gathered + t * hd, gathered, hd);
+        std::memcpy(gathered + t * rs, gathered, rs);
         if constexpr (kScaled) {
           std::memcpy(gathered_scales + 2 * t, gathered_scales, 2 * sizeof(uint16_t));
         }
@@ -458,7 +465,15 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
     for (int c = 0; c < slices; ++c) {
       __m512i a[16], b[16];
       for (int t = 0; t < 16; ++t) {
-        a[t] = _mm512_xor_si512(_mm512_loadu_si512(base + t * hd + 64 * c), offset);
+        if constexpr (kQ4) {
+          const __m256i raw =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * rs + 32 * c));
+          const __m256i nib = _mm256_set1_epi8(0x0F);
+          a[t] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, nib)),
+                                    _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib), 1);
+        } else {
+          a[t] = _mm512_xor_si512(_mm512_loadu_si512(base + t * rs + 64 * c), offset);
+        }
       }
       // a[2p + s] block k: rows 2p, 2p + 1 interleaved, dwords 4k + 2s + {0, 1}.
       for (int p = 0; p < 8; ++p) {
@@ -580,7 +595,10 @@ KVINFER_TARGET_VNNI HWY_INLINE void AddHeadPair(ValueSums& a, __m512i l0, __m512
 // wstride, block 2c + 1 `padded` further) into sums[HB]. The accumulators
 // are named variables in a function of its own: as an array, or inlined
 // into the batching loop, GCC 12 stored them to the stack on every pair.
-template <int HB>
+// kQ4: the rows are q4_0 (`at` then a slice's byte offset, 32 per slice):
+// the low nibbles are the slice's first 32 codes + 8, the high ones the
+// next 32.
+template <int HB, bool kQ4>
 KVINFER_TARGET_VNNI HWY_NOINLINE void SumValuePairs(const int8_t* const* rows, int32_t pairs,
                                                     size_t at, const int16_t* w,
                                                     size_t wstride, size_t padded,
@@ -596,10 +614,23 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SumValuePairs(const int8_t* const* rows, i
     const int8_t* const* ahead = rows + 2 * k + kValuePrefetchRows;
     _mm_prefetch(reinterpret_cast<const char*>(ahead[0] + at), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(ahead[1] + at), _MM_HINT_T0);
-    auto widen = [](const int8_t* p) {
-      return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    };
-    const __m512i a0 = widen(ra), a1 = widen(ra + 32), b0 = widen(rb), b1 = widen(rb + 32);
+    __m512i a0, a1, b0, b1;
+    if constexpr (kQ4) {
+      const __m256i nib = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+      auto unpack = [&](const int8_t* p, __m512i& lo, __m512i& hi) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        lo = _mm512_cvtepi8_epi16(_mm256_sub_epi8(_mm256_and_si256(raw, nib), eight));
+        hi = _mm512_cvtepi8_epi16(
+            _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(raw, 4), nib), eight));
+      };
+      unpack(ra, a0, a1);
+      unpack(rb, b0, b1);
+    } else {
+      auto widen = [](const int8_t* p) {
+        return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      };
+      a0 = widen(ra), a1 = widen(ra + 32), b0 = widen(rb), b1 = widen(rb + 32);
+    }
     const __m512i l0 = _mm512_unpacklo_epi16(a0, b0), h0 = _mm512_unpackhi_epi16(a0, b0);
     const __m512i l1 = _mm512_unpacklo_epi16(a1, b1), h1 = _mm512_unpackhi_epi16(a1, b1);
     const int16_t* wk = w + 2 * static_cast<size_t>(k);
@@ -643,6 +674,8 @@ KVINFER_TARGET_VNNI HWY_INLINE void FlushValueSums(ValueSums a, const float* vmu
 // - m), l = sum p, and the weights w[h, b, j] (above) of every block, in one
 // pass; then the values. s: the scores [group][total]; vs: the V scales
 // widened, [nb][total]; wq: int16 [group][nb][total rounded up to even].
+// kQ4: q4_0 value rows.
+template <bool kQ4>
 KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
     int group, int hd, std::span<const KvSpan> spans, int32_t total, const float* HWY_RESTRICT s,
     float* HWY_RESTRICT vs, int16_t* HWY_RESTRICT wq, float* m, float* l, float* HWY_RESTRICT o) {
@@ -654,12 +687,13 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
   auto mask = [](int32_t left) {
     return static_cast<__mmask16>(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1u << left) - 1);
   };
-  // vs[b][j] becomes d_jb / D_b * 32767, shared by the heads.
+  // vs[b][j] becomes d_jb / D_b * 32767, shared by the heads. D_b is the
+  // largest |d_jb| (q4_0's scales can be negative).
   for (int b = 0; b < nb; ++b) {
     float* vb = vs + static_cast<size_t>(b) * total;
     __m512 vmax = _mm512_setzero_ps();
     for (int32_t j = 0; j < total; j += 16) {
-      vmax = _mm512_max_ps(vmax, _mm512_maskz_loadu_ps(mask(total - j), vb + j));
+      vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask(total - j), vb + j)));
     }
     const float dmax = _mm512_reduce_max_ps(vmax);
     vmul[b] = dmax / 32767.0f;
@@ -708,6 +742,7 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
   constexpr int32_t kBatch = 2 * kValuePairsPerFlush;
   const int8_t* rows[kBatch + kValuePrefetchRows + 2];
   const int slices = hd / 64;
+  const size_t rs = kQ4 ? static_cast<size_t>(hd) / 2 : static_cast<size_t>(hd);  // row bytes
   const size_t wstride = static_cast<size_t>(nb) * padded;
   size_t si = 0;
   int32_t t_in_span = 0;
@@ -720,8 +755,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
       }
       const int32_t take = std::min(spans[si].n - t_in_span, n - filled);
       const int8_t* base =
-          static_cast<const int8_t*>(spans[si].v) + static_cast<size_t>(t_in_span) * hd;
-      for (int32_t t = 0; t < take; ++t) rows[filled + t] = base + static_cast<size_t>(t) * hd;
+          static_cast<const int8_t*>(spans[si].v) + static_cast<size_t>(t_in_span) * rs;
+      for (int32_t t = 0; t < take; ++t) rows[filled + t] = base + static_cast<size_t>(t) * rs;
       filled += take;
       t_in_span += take;
     }
@@ -733,17 +768,17 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
       const int hb = std::min(kMaxHeadsPerPass, group - h0);
       for (int c = 0; c < slices; ++c) {
         const int16_t* w = wq + (static_cast<size_t>(h0) * nb + 2 * c) * padded + j0;
-        const size_t at = static_cast<size_t>(64) * c;
+        const size_t at = static_cast<size_t>(kQ4 ? 32 : 64) * c;  // bytes into a row
         ValueSums sums[kMaxHeadsPerPass];
         switch (hb) {
-          case 1: SumValuePairs<1>(rows, pairs, at, w, wstride, padded, sums); break;
-          case 2: SumValuePairs<2>(rows, pairs, at, w, wstride, padded, sums); break;
-          case 3: SumValuePairs<3>(rows, pairs, at, w, wstride, padded, sums); break;
-          default: SumValuePairs<4>(rows, pairs, at, w, wstride, padded, sums); break;
+          case 1: SumValuePairs<1, kQ4>(rows, pairs, at, w, wstride, padded, sums); break;
+          case 2: SumValuePairs<2, kQ4>(rows, pairs, at, w, wstride, padded, sums); break;
+          case 3: SumValuePairs<3, kQ4>(rows, pairs, at, w, wstride, padded, sums); break;
+          default: SumValuePairs<4, kQ4>(rows, pairs, at, w, wstride, padded, sums); break;
         }
         for (int h = 0; h < hb; ++h) {
           FlushValueSums(sums[h], vmul + 2 * c, j0 > 0,
-                         o + static_cast<size_t>(h0 + h) * hd + at);
+                         o + static_cast<size_t>(h0 + h) * hd + static_cast<size_t>(64) * c);
         }
       }
     }
@@ -998,6 +1033,50 @@ HWY_INLINE void ValuesPass(D d, int hd, std::span<const KvSpan> spans, int32_t t
   WeightedValuesHeads<T, HB>(d, hd, spans, total, kv_scales, p, o);
 }
 
+#if KVINFER_ATTN_AVX3
+// Whether q8_0 / q4_0 K/V take the integer (VNNI) kernels.
+HWY_INLINE bool UsesQ8Vnni(int hd) {
+  return hd % 64 == 0 && hd <= kMaxTileHeadDim && CpuHasVnni();
+}
+
+// A q8_0 (kQ4: q4_0) chunk with AVX-512 VNNI (UsesQ8Vnni): the query
+// rounded to int8, the scores as integer dot products, the softmax and the
+// values as integer dot products (SoftmaxValuesQ8Vnni).
+template <bool kQ4>
+HWY_INLINE void PartialQ8Vnni(const float* q, int group, int hd, float scale,
+                              std::span<const KvSpan> spans, int32_t total, float* scratch,
+                              float* m, float* l, float* o) {
+  const int nb = KvQ8Blocks(hd);
+  const AttentionScratchLayout at = AttentionScratch(KvPrecision::kQ8_0, group, hd, total);
+  float* kv_scales = scratch + at.kv_scales;
+  float* pw = scratch + at.weights;
+  float* widen_tmp = scratch + at.widen_tmp;
+  int8_t* codes = reinterpret_cast<int8_t*>(scratch + at.codes);
+  QuantizeQuery(q, group, hd, scale, codes, scratch + at.query_mul, scratch + at.query);
+  const float* mul = scratch + at.query_mul;
+  // The integer dots first: they prefetch the chunk's scales (a few dozen
+  // lines, often from memory), which WidenScales then finds in cache rather
+  // than waiting on them.
+  int32_t* vnni = reinterpret_cast<int32_t*>(scratch + at.vnni);
+  if (hd == 64) {
+    // Scores scaled in the same pass; only the V scales left to widen.
+    DotsQ8Vnni<64, kQ4>(codes, group, hd, spans, total, vnni, mul, scratch);
+    WidenScales(spans, total, nb, widen_tmp, kv_scales, /*first_kv=*/1);
+  } else {
+    if (hd == 128) {
+      DotsQ8Vnni<128, kQ4>(codes, group, hd, spans, total, vnni, mul, pw);
+    } else {
+      DotsQ8Vnni<0, kQ4>(codes, group, hd, spans, total, vnni, mul, pw);
+    }
+    WidenScales(spans, total, nb, widen_tmp, kv_scales);
+    ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
+  }
+  SoftmaxValuesQ8Vnni<kQ4>(group, hd, spans, total, scratch,
+                           kv_scales + static_cast<size_t>(nb) * total,
+                           reinterpret_cast<int16_t*>(pw), m, l, o);
+}
+#endif  // KVINFER_ATTN_AVX3
+
 template <typename T, class D>
 HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
                          std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
@@ -1013,35 +1092,15 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
   if constexpr (std::is_same_v<T, Q8>) {
     pw = scratch + at.weights;
     float* widen_tmp = scratch + at.widen_tmp;
-    float* qr = scratch + at.query;
-    float* mul = scratch + at.query_mul;
-    int8_t* codes = reinterpret_cast<int8_t*>(scratch + at.codes);
-    QuantizeQuery(q, group, hd, scale, codes, mul, qr);
 #if KVINFER_ATTN_AVX3
-    if (hn::Lanes(d) == 16 && hd % 64 == 0 && hd <= kMaxTileHeadDim && CpuHasVnni()) {
-      // The integer dots first: they prefetch the chunk's scales (a few
-      // dozen lines, often from memory), which WidenScales then finds in
-      // cache rather than waiting on them.
-      int32_t* vnni = reinterpret_cast<int32_t*>(scratch + at.vnni);
-      if (hd == 64) {
-        // Scores scaled in the same pass; only the V scales left to widen.
-        DotsQ8Vnni<64>(codes, group, hd, spans, total, vnni, mul, scratch);
-        WidenScales(spans, total, nb, widen_tmp, kv_scales, /*first_kv=*/1);
-      } else {
-        if (hd == 128) {
-          DotsQ8Vnni<128>(codes, group, hd, spans, total, vnni, mul, pw);
-        } else {
-          DotsQ8Vnni<0>(codes, group, hd, spans, total, vnni, mul, pw);
-        }
-        WidenScales(spans, total, nb, widen_tmp, kv_scales);
-        ScaleDotsQ8(pw, kv_scales, mul, group, nb, total, scratch);
-      }
-      SoftmaxValuesQ8Vnni(group, hd, spans, total, scratch,
-                          kv_scales + static_cast<size_t>(nb) * total,
-                          reinterpret_cast<int16_t*>(pw), m, l, o);
+    if (hn::Lanes(d) == 16 && UsesQ8Vnni(hd)) {
+      PartialQ8Vnni<false>(q, group, hd, scale, spans, total, scratch, m, l, o);
       return;
     }
 #endif
+    float* qr = scratch + at.query;
+    QuantizeQuery(q, group, hd, scale, reinterpret_cast<int8_t*>(scratch + at.codes),
+                  scratch + at.query_mul, qr);
     WidenScales(spans, total, nb, widen_tmp, kv_scales);
     Scores<T>(d, qr, group, hd, scale, spans, total, kv_scales, scratch);
   } else {
@@ -1079,6 +1138,49 @@ HWY_INLINE void PartialForType(const float* q, int group, int hd, float scale,
   }
 }
 
+// q4_0 rows of `spans` as q8_0 codes: K into kc [total, hd], V into vc, and
+// their scales gathered into ks / vs [total, nb]. Byte j of a packed slice
+// holds its codes j and j + half (attention.h), so each half of the slice
+// is a mask or a shift of the same bytes, minus the offset 8.
+HWY_INLINE void UnpackQ4(std::span<const KvSpan> spans, int hd, int nb, int8_t* HWY_RESTRICT kc,
+                         int8_t* HWY_RESTRICT vc, uint16_t* HWY_RESTRICT ks,
+                         uint16_t* HWY_RESTRICT vs) {
+  const hn::CappedTag<uint8_t, 32> du;
+  const size_t N = hn::Lanes(du);
+  const size_t row_bytes = static_cast<size_t>(hd) / 2;
+  const auto low = hn::Set(du, 0x0F);
+  const auto offset = hn::Set(du, 8);
+  auto unpack_row = [&](const uint8_t* HWY_RESTRICT src, uint8_t* HWY_RESTRICT dst) {
+    for (int s = 0; s < hd; s += kKvQ4Slice) {
+      const size_t half = static_cast<size_t>(std::min(kKvQ4Slice, hd - s)) / 2;
+      const uint8_t* in = src + s / 2;
+      uint8_t* out = dst + s;
+      size_t i = 0;
+      for (; i + N <= half; i += N) {
+        const auto b = hn::LoadU(du, in + i);
+        hn::StoreU(hn::Sub(hn::And(b, low), offset), du, out + i);
+        hn::StoreU(hn::Sub(hn::ShiftRight<4>(b), offset), du, out + half + i);
+      }
+      for (; i < half; ++i) {
+        out[i] = static_cast<uint8_t>((in[i] & 0x0F) - 8);
+        out[half + i] = static_cast<uint8_t>((in[i] >> 4) - 8);
+      }
+    }
+  };
+  size_t row = 0;
+  for (const KvSpan& sp : spans) {
+    const auto* k = static_cast<const uint8_t*>(sp.k);
+    const auto* v = static_cast<const uint8_t*>(sp.v);
+    for (int32_t t = 0; t < sp.n; ++t, ++row) {
+      unpack_row(k + t * row_bytes, reinterpret_cast<uint8_t*>(kc) + row * hd);
+      unpack_row(v + t * row_bytes, reinterpret_cast<uint8_t*>(vc) + row * hd);
+    }
+    const size_t scales = static_cast<size_t>(sp.n) * nb;
+    std::memcpy(ks + (row - sp.n) * nb, sp.k_scale, scales * sizeof(uint16_t));
+    std::memcpy(vs + (row - sp.n) * nb, sp.v_scale, scales * sizeof(uint16_t));
+  }
+}
+
 void AttentionPartialImpl(const float* q, int group, int hd, float scale, KvPrecision kv_type,
                           std::span<const KvSpan> spans, int32_t total, float* scratch, float* m,
                           float* l, float* o) {
@@ -1086,6 +1188,27 @@ void AttentionPartialImpl(const float* q, int group, int hd, float scale, KvPrec
     PartialForType<hwy::float16_t>(q, group, hd, scale, spans, total, scratch, m, l, o);
   } else if (kv_type == KvPrecision::kQ8_0) {
     PartialForType<Q8>(q, group, hd, scale, spans, total, scratch, m, l, o);
+  } else if (kv_type == KvPrecision::kQ4_0) {
+#if KVINFER_ATTN_AVX3
+    if (UsesQ8Vnni(hd)) {
+      // The integer kernels unpack the nibbles in registers.
+      PartialQ8Vnni<true>(q, group, hd, scale, spans, total, scratch, m, l, o);
+      return;
+    }
+#endif
+    // Elsewhere: q8_0's kernel on one contiguous span of the codes unpacked
+    // (in cache: 2 * total * hd bytes).
+    const AttentionScratchLayout at = AttentionScratch(KvPrecision::kQ4_0, group, hd, total);
+    const int nb = KvQ8Blocks(hd);
+    const size_t rows = static_cast<size_t>(total);
+    auto* kc = reinterpret_cast<int8_t*>(scratch + at.unpacked);
+    int8_t* vc = kc + rows * hd;
+    auto* ks = reinterpret_cast<uint16_t*>(vc + rows * hd);
+    uint16_t* vs = ks + rows * nb;
+    UnpackQ4(spans, hd, nb, kc, vc, ks, vs);
+    const KvSpan one{kc, vc, total, ks, vs};
+    PartialForType<Q8>(q, group, hd, scale, std::span<const KvSpan>(&one, 1), total, scratch, m,
+                       l, o);
   } else {
     PartialForType<float>(q, group, hd, scale, spans, total, scratch, m, l, o);
   }
@@ -1122,6 +1245,31 @@ void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales) {
       codes[i] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
     }
     scales[b0 / kKvQ8Block] = d16;
+  }
+}
+
+void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales) {
+  KVINFER_CHECK(n % 2 == 0);
+  const int nb = KvQ8Blocks(n);
+  for (int b = 0; b < nb; ++b) {
+    const int end = std::min(n, (b + 1) * kKvQ8Block);
+    float xm = 0.0f;  // the element of largest magnitude, sign kept
+    for (int i = b * kKvQ8Block; i < end; ++i) {
+      if (std::abs(x[i]) > std::abs(xm)) xm = x[i];
+    }
+    // As q8_0: codes from the stored (f16-rounded) scale.
+    scales[b] = F32ToF16(xm / -8.0f);
+  }
+  auto code = [&](int i) {
+    const float db = F16ToF32(scales[i / kKvQ8Block]);
+    const float c = db != 0.0f ? std::nearbyint(x[i] / db) : 0.0f;
+    return static_cast<uint8_t>(std::clamp(c, -8.0f, 7.0f) + 8.0f);
+  };
+  for (int s = 0; s < n; s += kKvQ4Slice) {
+    const int half = std::min(kKvQ4Slice, n - s) / 2;
+    for (int j = 0; j < half; ++j) {
+      packed[s / 2 + j] = static_cast<uint8_t>(code(s + j) | code(s + j + half) << 4);
+    }
   }
 }
 

@@ -25,10 +25,33 @@ constexpr int KvQ8Blocks(int head_dim) { return (head_dim + kKvQ8Block - 1) / kK
 // codes[n], scales[KvQ8Blocks(n)] (f16 bits).
 void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales);
 
+// q4_0 K/V rows: the same blocks, GGML's Q4_0 rounding: with x_m the
+// block's element of largest magnitude, d_b = f16(x_m / -8) (negative when
+// x_m > 0) and codes c_i = clamp(round(x_i / d_b), -8, 7), so x_m is exact
+// and every other element is off by at most half a step, |x_m| / 16, but
+// for elements of the opposite sign beyond 15/16 |x_m|, clamped to code 7:
+// at most a step, |x_m| / 8. A row is n / 2
+// bytes (n even), in slices of 64 elements (the last one r = n mod 64 when
+// that is not 0) of 32 (r / 2) bytes: byte j of a slice holds the slice's
+// code j + 8 in its low nibble and code j + 32 (j + r / 2) + 8 in its high
+// one, so a slice unpacks in order by a mask and a shift, no shuffle.
+// packed[n / 2], scales[KvQ8Blocks(n)] (f16 bits).
+constexpr int kKvQ4Slice = 64;
+void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales);
+// Code i in [-8, 7] of a packed row of n elements.
+inline int KvQ4Code(const uint8_t* packed, int n, int i) {
+  const int s = i / kKvQ4Slice * kKvQ4Slice;
+  const int half = (n - s < kKvQ4Slice ? n - s : kKvQ4Slice) / 2;
+  const int k = i - s;
+  const uint8_t b = packed[s / 2 + k % half];
+  return (k < half ? b & 0x0F : b >> 4) - 8;
+}
+
 // `n` consecutive cached positions: keys k[n, head_dim] and values
 // v[n, head_dim], each row contiguous (one block's slice of a KV head), in
-// the cache's element type (f32, IEEE f16 or q8_0 codes). q8_0 also needs
-// the rows' scales, k_scale / v_scale [n, KvQ8Blocks(head_dim)].
+// the cache's element type (f32, IEEE f16, q8_0 codes, or q4_0's packed
+// rows of head_dim / 2 bytes). q8_0 and q4_0 also need the rows' scales,
+// k_scale / v_scale [n, KvQ8Blocks(head_dim)].
 struct KvSpan {
   const void* k = nullptr;
   const void* v = nullptr;
@@ -45,17 +68,21 @@ struct KvSpan {
 // to transpose one set of scales [KvQ8Blocks(head_dim), total], the rounded
 // query (f32 [group, head_dim]), a factor per head, the
 // query's VNNI operand vectors (int32 [group, head_dim / 64, 5, 16]) and
-// its int8 codes [group, head_dim]. The one definition of the layout: the
-// kernel carves its scratch from it.
+// its int8 codes [group, head_dim]. q4_0 has q8_0's layout and after it
+// (from `unpacked`, 64-byte aligned relative to the start) the chunk's K and
+// V unpacked to q8_0 codes [2, total, head_dim] and their scales gathered
+// [2, total, KvQ8Blocks(head_dim)]: the q8_0 kernel then runs on those. The
+// one definition of the layout: the kernel carves its scratch from it.
 struct AttentionScratchLayout {
-  size_t kv_scales, weights, widen_tmp, query, query_mul, vnni, codes, end;
+  size_t kv_scales, weights, widen_tmp, query, query_mul, vnni, codes, unpacked, end;
 };
 constexpr AttentionScratchLayout AttentionScratch(KvPrecision kv_type, int group, int head_dim,
                                                   int32_t total) {
   AttentionScratchLayout l{};
   l.kv_scales = static_cast<size_t>(total) * group;
-  if (kv_type != KvPrecision::kQ8_0) {
-    l.weights = l.widen_tmp = l.query = l.query_mul = l.vnni = l.codes = l.end = l.kv_scales;
+  if (kv_type != KvPrecision::kQ8_0 && kv_type != KvPrecision::kQ4_0) {
+    l.weights = l.widen_tmp = l.query = l.query_mul = l.vnni = l.codes = l.unpacked = l.end =
+        l.kv_scales;
     return l;
   }
   const size_t nb = static_cast<size_t>(KvQ8Blocks(head_dim));
@@ -67,7 +94,12 @@ constexpr AttentionScratchLayout AttentionScratch(KvPrecision kv_type, int group
   l.query_mul = l.query + g * hd;
   l.vnni = l.query_mul + g;
   l.codes = l.vnni + g * (hd / 64) * 5 * 16;
-  l.end = l.codes + (g * hd + 3) / 4;
+  l.unpacked = l.end = l.codes + (g * hd + 3) / 4;
+  if (kv_type == KvPrecision::kQ4_0) {
+    l.unpacked = (l.end + 15) / 16 * 16;
+    const size_t rows = 2 * static_cast<size_t>(total);
+    l.end = l.unpacked + (rows * hd + rows * nb * 2 + 3) / 4;
+  }
   return l;
 }
 
@@ -82,7 +114,8 @@ constexpr size_t AttentionScratchFloats(KvPrecision kv_type, int group, int head
 //   o[h, :] = sum_j exp(s[h, j] - m[h]) * v_j           (not yet divided by l)
 // scratch holds AttentionScratchFloats(kv_type, group, head_dim, total)
 // floats. o is [group, head_dim]. f16 and q8_0 K/V are widened
-// (dequantized) to f32 as they are loaded and the arithmetic is f32. With
+// (dequantized) to f32 as they are loaded and the arithmetic is f32; q4_0
+// K/V are unpacked to q8_0 codes (same scales) and take q8_0's path. With
 // q8_0, on every target: q is first rounded to int8 (one scale per head,
 // max|q_h| / 127), so that AVX-512 VNNI can compute the scores as integer
 // dot products (there: per 32-element block, exact, then times the block's

@@ -37,7 +37,8 @@ void RunInfo(const std::string& path, bool as_json) {
               {"chat_template", i.chat_template},
               {"kv_bytes_per_token_f32", i.kv_bytes_per_token_f32},
               {"kv_bytes_per_token_f16", i.kv_bytes_per_token_f16},
-              {"kv_bytes_per_token_q8_0", i.kv_bytes_per_token_q8_0}};
+              {"kv_bytes_per_token_q8_0", i.kv_bytes_per_token_q8_0},
+              {"kv_bytes_per_token_q4_0", i.kv_bytes_per_token_q4_0}};
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -67,14 +68,16 @@ void RunInfo(const std::string& path, bool as_json) {
              i.num_parameters / 1e6, i.weight_bytes / 1048576.0);
   fmt::print("tensor types    {}\n", type_list);
   fmt::print("chat template   {}\n", i.chat_template);
-  fmt::print("KV per token    {} bytes (f32), {} bytes (f16), {} bytes (q8_0)\n",
-             i.kv_bytes_per_token_f32, i.kv_bytes_per_token_f16, i.kv_bytes_per_token_q8_0);
+  fmt::print("KV per token    {} bytes (f32), {} bytes (f16), {} bytes (q8_0), {} bytes (q4_0)\n",
+             i.kv_bytes_per_token_f32, i.kv_bytes_per_token_f16, i.kv_bytes_per_token_q8_0,
+             i.kv_bytes_per_token_q4_0);
   const auto mib = [&](int64_t per_token) {
     return static_cast<double>(per_token) * static_cast<double>(i.context_length) / 1048576.0;
   };
-  fmt::print("KV at context   {:.1f} MiB (f32), {:.1f} MiB (f16), {:.1f} MiB (q8_0)\n",
+  fmt::print("KV at context   {:.1f} MiB (f32), {:.1f} MiB (f16), {:.1f} MiB (q8_0), {:.1f} MiB "
+             "(q4_0)\n",
              mib(i.kv_bytes_per_token_f32), mib(i.kv_bytes_per_token_f16),
-             mib(i.kv_bytes_per_token_q8_0));
+             mib(i.kv_bytes_per_token_q8_0), mib(i.kv_bytes_per_token_q4_0));
   }
 
 }  // namespace

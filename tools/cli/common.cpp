@@ -65,9 +65,10 @@ void AddThreadsOption(CLI::App* cmd, int* threads) {
 void AddKvDtypeOption(CLI::App* cmd, std::string* dtype) {
   cmd->add_option("--kv-dtype", *dtype,
                   "Element type of cached K/V: f32 (exact), f16 (half the memory and attention "
-                  "traffic) or q8_0 (int8 with an f16 scale per 32 elements: 1.0625 bytes per "
-                  "element)")
-      ->check(CLI::IsMember({"f32", "f16", "q8_0"}))
+                  "traffic), q8_0 (int8 with an f16 scale per 32 elements: 1.0625 bytes per "
+                  "element) or q4_0 (4-bit codes with an f16 scale per 32 elements: 0.5625 "
+                  "bytes per element)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}))
       ->capture_default_str();
 }
 
