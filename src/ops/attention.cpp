@@ -25,6 +25,9 @@
 // values pass only converts the codes to f32 and takes one FMA per head;
 // with VNNI the folded weights are rounded to 15 bits and the values are
 // integer dot products of two positions at a time (SoftmaxValuesQ8Vnni).
+// q4_0 (4-bit codes, the same scales) takes q8_0's integer kernels with the
+// nibbles unpacked in registers, or elsewhere a chunk unpacked to q8_0
+// codes first (UnpackQ4).
 // Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
 // ahead (q8_0: 32, following the spans: SpanPrefetcher), which took f16 at
 // 2048 positions from ~157 to ~116 us per layer.
