@@ -467,6 +467,15 @@ def llama_rate(rates, n_prompt, n_gen, n_depth=0):
     return max(vals) if vals else None
 
 
+def llama_cells(cells, width, same_run):
+    """The `width` llama.cpp columns of a table row: `cells` (formatted
+    strings), or dashes when llama.cpp ran but has no figure for the row
+    (cells None); nothing when llama.cpp was not measured."""
+    if cells is not None:
+        return "".join(f" {c} |" for c in cells)
+    return " — |" * width if same_run else ""
+
+
 def speed_table(speed_dir, img_dir=None):
     same_run = os.path.isdir(os.path.join(speed_dir, "llama.cpp"))
     if same_run:
@@ -520,11 +529,8 @@ def speed_table(speed_dir, img_dir=None):
                    f"{tg['decode_tokens_per_s_stddev']:.0f} |")
             rates = llama_bench_rates(speed_dir, stem)
             lp, lt = llama_rate(rates, 512, 0), llama_rate(rates, 0, 128)
-            if lp and lt:
-                row += f" {lp[0]:.0f} | {lt[0]:.0f} |"
-            elif same_run:
-                row += " — | — |"
-            rows.append(row)
+            cells = [f"{lp[0]:.0f}", f"{lt[0]:.0f}"] if lp and lt else None
+            rows.append(row + llama_cells(cells, 2, same_run))
     if rows:
         if same_run:
             out += ["| other runs | pp512 tok/s | tg128 tok/s | llama.cpp here pp512 | tg128 |",
@@ -541,11 +547,9 @@ def speed_table(speed_dir, img_dir=None):
         row = f"| {kvt} | {a:.0f} | {b:.0f} | {100 * b / a:.0f}% |"
         rates = llama_bench_rates(speed_dir, f"depth-kv{kvt}")
         la, lb = llama_rate(rates, 0, 64, 128), llama_rate(rates, 0, 64, 2048)
-        if la and lb:
-            row += f" {la[0]:.0f} | {lb[0]:.0f} | {100 * lb[0] / la[0]:.0f}% | {b / lb[0]:.2f}x |"
-        elif same_run:
-            row += " — | — | — | — |"
-        depth_rows.append(row)
+        cells = ([f"{la[0]:.0f}", f"{lb[0]:.0f}", f"{100 * lb[0] / la[0]:.0f}%",
+                  f"{b / lb[0]:.2f}x"] if la and lb else None)
+        depth_rows.append(row + llama_cells(cells, 4, same_run))
     if depth_rows:
         out.append("Decode against context, the default model (SmolLM2-135M-Instruct Q4_1), "
                    "tok/s over 64 tokens decoded after 128 or 2048 tokens of context"

@@ -1096,7 +1096,7 @@ HWY_INLINE void PartialT(D d, const float* q, int group, int hd, float scale,
     pw = scratch + at.weights;
     float* widen_tmp = scratch + at.widen_tmp;
 #if KVINFER_ATTN_AVX3
-    if (hn::Lanes(d) == 16 && UsesQ8Vnni(hd)) {
+    if (UsesQ8Vnni(hd)) {  // then hd % 16 == 0: d is the full 16 lanes
       PartialQ8Vnni<false>(q, group, hd, scale, spans, total, scratch, m, l, o);
       return;
     }
@@ -1253,25 +1253,21 @@ void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales) {
 
 void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales) {
   KVINFER_CHECK(n % 2 == 0);
-  const int nb = KvQ8Blocks(n);
-  for (int b = 0; b < nb; ++b) {
-    const int end = std::min(n, (b + 1) * kKvQ8Block);
+  std::memset(packed, 0, static_cast<size_t>(n) / 2);
+  for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
+    const int end = std::min(n, b0 + kKvQ8Block);
     float xm = 0.0f;  // the element of largest magnitude, sign kept
-    for (int i = b * kKvQ8Block; i < end; ++i) {
+    for (int i = b0; i < end; ++i) {
       if (std::abs(x[i]) > std::abs(xm)) xm = x[i];
     }
     // As q8_0: codes from the stored (f16-rounded) scale.
-    scales[b] = F32ToF16(xm / -8.0f);
-  }
-  auto code = [&](int i) {
-    const float db = F16ToF32(scales[i / kKvQ8Block]);
-    const float c = db != 0.0f ? std::nearbyint(x[i] / db) : 0.0f;
-    return static_cast<uint8_t>(std::clamp(c, -8.0f, 7.0f) + 8.0f);
-  };
-  for (int s = 0; s < n; s += kKvQ4Slice) {
-    const int half = std::min(kKvQ4Slice, n - s) / 2;
-    for (int j = 0; j < half; ++j) {
-      packed[s / 2 + j] = static_cast<uint8_t>(code(s + j) | code(s + j + half) << 4);
+    const uint16_t d16 = F32ToF16(xm / -8.0f);
+    const float d = F16ToF32(d16);
+    scales[b0 / kKvQ8Block] = d16;
+    for (int i = b0; i < end; ++i) {
+      const float c = d != 0.0f ? std::clamp(std::nearbyint(x[i] / d), -8.0f, 7.0f) : 0.0f;
+      const KvQ4Place at = KvQ4PlaceOf(n, i);
+      packed[at.byte] |= static_cast<uint8_t>(static_cast<int>(c) + 8) << at.shift;
     }
   }
 }

@@ -38,13 +38,21 @@ void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales);
 // packed[n / 2], scales[KvQ8Blocks(n)] (f16 bits).
 constexpr int kKvQ4Slice = 64;
 void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales);
-// Code i in [-8, 7] of a packed row of n elements.
-inline int KvQ4Code(const uint8_t* packed, int n, int i) {
+// Where element i of a packed row of n elements lives: its byte, and the
+// shift of its nibble in it (0 low, 4 high).
+struct KvQ4Place {
+  int byte, shift;
+};
+inline KvQ4Place KvQ4PlaceOf(int n, int i) {
   const int s = i / kKvQ4Slice * kKvQ4Slice;
   const int half = (n - s < kKvQ4Slice ? n - s : kKvQ4Slice) / 2;
   const int k = i - s;
-  const uint8_t b = packed[s / 2 + k % half];
-  return (k < half ? b & 0x0F : b >> 4) - 8;
+  return {s / 2 + k % half, k < half ? 0 : 4};
+}
+// Code i in [-8, 7] of a packed row of n elements.
+inline int KvQ4Code(const uint8_t* packed, int n, int i) {
+  const KvQ4Place at = KvQ4PlaceOf(n, i);
+  return (packed[at.byte] >> at.shift & 0x0F) - 8;
 }
 
 // `n` consecutive cached positions: keys k[n, head_dim] and values
