@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "io/gguf_writer.h"
 #include "kvinfer/kvinfer.h"
 #include "test_util.h"
 
@@ -313,6 +314,58 @@ TEST_F(EngineTest, StreamedTextEqualsTheDetokenizedTokens) {
   if (!toks.empty() && r.finish[*id] == FinishReason::kStop) toks.pop_back();
   EXPECT_EQ(r.text[*id], model_->Detokenize(toks).substr(0, r.text[*id].size()));
   EXPECT_EQ(r.text[*id].rfind(", there was a little girl named Lily", 0), 0u) << r.text[*id];
+}
+
+// A q4_0 cache packs two elements per byte: a model with an odd head_dim
+// (here 3: hidden 6, 2 heads, RoPE on 2 of the 3 dims) is refused with an
+// error naming the head_dim, while q8_0 serves it.
+TEST(EngineKvPrecision, Q4NeedsAnEvenHeadDim) {
+  constexpr uint32_t kDim = 6, kFf = 4, kVocab = 4;
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  w.SetU32("llama.context_length", 32);
+  w.SetU32("llama.embedding_length", kDim);
+  w.SetU32("llama.block_count", 1);
+  w.SetU32("llama.feed_forward_length", kFf);
+  w.SetU32("llama.attention.head_count", 2);
+  w.SetU32("llama.attention.head_count_kv", 2);
+  w.SetU32("llama.rope.dimension_count", 2);
+  w.SetF32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.SetString("tokenizer.ggml.model", "gpt2");
+  w.SetString("tokenizer.ggml.pre", "gpt-2");
+  const std::vector<std::string> pieces = {"a", "b", "ab", "c"}, merges = {"a b"};
+  w.SetStringArray("tokenizer.ggml.tokens", std::span<const std::string>(pieces));
+  w.SetStringArray("tokenizer.ggml.merges", std::span<const std::string>(merges));
+  auto add = [&](const std::string& name, std::vector<uint64_t> dims) {
+    uint64_t n = 1;
+    for (uint64_t d : dims) n *= d;
+    const std::vector<float> v(n, 0.1f);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(v.data());
+    w.AddTensor(name, dims, DType::kF32, std::vector<uint8_t>(bytes, bytes + n * sizeof(float)));
+  };
+  add("token_embd.weight", {kDim, kVocab});
+  add("blk.0.attn_norm.weight", {kDim});
+  for (const char* m : {"attn_q", "attn_k", "attn_v", "attn_output"}) {
+    add(std::string("blk.0.") + m + ".weight", {kDim, kDim});
+  }
+  add("blk.0.ffn_norm.weight", {kDim});
+  add("blk.0.ffn_gate.weight", {kDim, kFf});
+  add("blk.0.ffn_up.weight", {kDim, kFf});
+  add("blk.0.ffn_down.weight", {kFf, kDim});
+  add("output_norm.weight", {kDim});
+  const std::string path = ::testing::TempDir() + "/odd_head_dim.gguf";
+  w.WriteFile(path);
+  StatusOr<Model> model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  EXPECT_EQ(model->info().kv_bytes_per_token_q4_0, 0);
+  auto q4 = Engine::Create(*model, {.kv = {.precision = KvPrecision::kQ4_0}});
+  ASSERT_FALSE(q4.ok());
+  EXPECT_EQ(q4.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(q4.status().message().find("even head_dim"), std::string::npos)
+      << q4.status().message();
+  EXPECT_NE(q4.status().message().find("3"), std::string::npos) << q4.status().message();
+  EXPECT_TRUE(Engine::Create(*model, {.kv = {.precision = KvPrecision::kQ8_0}}).ok());
+  std::remove(path.c_str());
 }
 
 }  // namespace
