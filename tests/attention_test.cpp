@@ -159,6 +159,20 @@ bool IntegerQ8Values(int64_t target, int hd, KvPrecision type) {
          __builtin_cpu_supports("avx512vnni") && hd % 64 == 0 && hd <= 256;
 }
 
+// With q8_0 or q4_0 K the kernel rounds q to int8, one scale per head.
+std::vector<float> QueryAsRead(std::vector<float> q, int group, int hd, KvPrecision type) {
+  if (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) {
+    for (int h = 0; h < group; ++h) {
+      float* x = q.data() + static_cast<size_t>(h) * hd;
+      float amax = 0;
+      for (int i = 0; i < hd; ++i) amax = std::max(amax, std::abs(x[i]));
+      const float dq = amax / 127.0f;
+      for (int i = 0; i < hd; ++i) x[i] = dq * std::nearbyint(x[i] / dq);
+    }
+  }
+  return q;
+}
+
 void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) {
   std::mt19937 rng(seed);
   // Scores spread over several units so the softmax is far from uniform.
@@ -170,17 +184,7 @@ void CheckCase(const Case& cs, uint32_t seed, KvPrecision type, int64_t target) 
   for (float& x : v) x = kd(rng);
   k = Dequantized(k, cs.hd, type);
   v = Dequantized(v, cs.hd, type);
-  // With q8_0 or q4_0 K the kernel rounds q to int8, one scale per head.
-  std::vector<float> q_read = q;
-  if (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) {
-    for (int h = 0; h < cs.group; ++h) {
-      float* x = q_read.data() + static_cast<size_t>(h) * cs.hd;
-      float amax = 0;
-      for (int i = 0; i < cs.hd; ++i) amax = std::max(amax, std::abs(x[i]));
-      const float dq = amax / 127.0f;
-      for (int i = 0; i < cs.hd; ++i) x[i] = dq * std::nearbyint(x[i] / dq);
-    }
-  }
+  const std::vector<float> q_read = QueryAsRead(q, cs.group, cs.hd, type);
   const float scale = 1.0f / std::sqrt(static_cast<float>(cs.hd));
   const std::vector<double> ref = Reference(q_read, k, v, cs.group, cs.hd, cs.len, scale);
   std::vector<float> whole;
@@ -233,6 +237,82 @@ TEST(AttentionKernelTest, MatchesFloat64ReferenceOnEveryTarget) {
       CheckCase(cs, seed, KvPrecision::kQ8_0, target);
       if (cs.hd % 2 == 0) CheckCase(cs, seed, KvPrecision::kQ4_0, target);
       ++seed;
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+// The partial's m (the largest score) and l (the sum of exp(s - m)) against
+// float64: with scores within ~+-8, where a few-ulp exp keeps l within 2e-6
+// (measured: up to 9.5e-7) and a polynomial coefficient off by 1/600 (1/25
+// for 1/24) shows (4.2e-6 and more);
+// and spread over ~+-120, so that the exponentials run from 1 down past
+// f32's smallest values (measured: up to 1.3e-6, the scores' own rounding).
+TEST(AttentionKernelTest, SoftmaxMaxAndSumMatchFloat64OnEveryTarget) {
+  constexpr int kGroup = 3, kHd = 64;
+  constexpr int32_t kLen = 700;
+  const std::pair<KvPrecision, float> kRegimes[] = {
+      {KvPrecision::kF32, 1.5f},   {KvPrecision::kF16, 1.5f},  {KvPrecision::kQ8_0, 1.5f},
+      {KvPrecision::kQ4_0, 1.5f},  {KvPrecision::kF32, 18.0f}, {KvPrecision::kF16, 18.0f},
+      {KvPrecision::kQ8_0, 18.0f}, {KvPrecision::kQ4_0, 18.0f}};
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (const auto& [type, q_sigma] : kRegimes) {
+      SCOPED_TRACE(testing::Message() << KvPrecisionName(type) << " q sigma " << q_sigma);
+      std::mt19937 rng(7);
+      std::normal_distribution<float> qd(0.0f, q_sigma), kd(0.0f, 1.0f);
+      std::vector<float> q(kGroup * kHd), k(static_cast<size_t>(kLen) * kHd), v(k.size());
+      for (float& x : q) x = qd(rng);
+      for (float& x : k) x = kd(rng);
+      for (float& x : v) x = kd(rng);
+      const Stored ks = Store(k, kHd, type), vs = Store(v, kHd, type);
+      k = Dequantized(k, kHd, type);
+      const std::vector<float> q_read = QueryAsRead(q, kGroup, kHd, type);
+      ops::KvSpan span{k.data(), v.data(), kLen};
+      if (type == KvPrecision::kF16) {
+        span.k = ks.f16.data();
+        span.v = vs.f16.data();
+      } else if (type == KvPrecision::kQ8_0) {
+        span.k = ks.codes.data();
+        span.v = vs.codes.data();
+      } else if (type == KvPrecision::kQ4_0) {
+        span.k = ks.packed.data();
+        span.v = vs.packed.data();
+      }
+      span.k_scale = ks.scales.data();
+      span.v_scale = vs.scales.data();
+      const float scale = 1.0f / std::sqrt(static_cast<float>(kHd));
+      std::vector<float> scratch(ops::AttentionScratchFloats(type, kGroup, kHd, kLen)),
+          m(kGroup), l(kGroup), o(kGroup * kHd);
+      ops::AttentionPartial(q.data(), kGroup, kHd, scale, type, std::span(&span, 1), kLen,
+                            scratch.data(), m.data(), l.data(), o.data());
+      double lowest = INFINITY;
+      for (int h = 0; h < kGroup; ++h) {
+        std::vector<double> s(kLen);
+        double mx = -INFINITY;
+        for (int32_t j = 0; j < kLen; ++j) {
+          double dot = 0;
+          for (int c = 0; c < kHd; ++c) {
+            dot += static_cast<double>(q_read[h * kHd + c]) * k[static_cast<size_t>(j) * kHd + c];
+          }
+          s[j] = dot * scale;
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (double x : s) {
+          sum += std::exp(x - mx);
+          lowest = std::min(lowest, x - mx);
+        }
+        EXPECT_NEAR(m[h], mx, 1e-5 * std::max(1.0, std::abs(mx))) << "head " << h;
+        // Scores rounded to f32 move each exp by |s| * 2^-24 relative.
+        EXPECT_NEAR(l[h], sum, (q_sigma < 5 ? 2e-6 : 1e-5) * sum) << "head " << h;
+      }
+      if (q_sigma > 5) {
+        EXPECT_LT(lowest, -104.0);  // the scores reach the underflow
+      }
     }
   }
   hwy::SetSupportedTargetsForTest(0);

@@ -469,11 +469,12 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
       __m512i a[16], b[16];
       for (int t = 0; t < 16; ++t) {
         if constexpr (kQ4) {
-          const __m256i raw =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * rs + 32 * c));
-          const __m256i nib = _mm256_set1_epi8(0x0F);
-          a[t] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, nib)),
-                                    _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib), 1);
+          // The slice's 32 bytes in both halves (a load, no shuffle), the
+          // upper half shifted to its high nibbles, then both masked.
+          const __m512i raw = _mm512_broadcast_i64x4(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * rs + 32 * c)));
+          a[t] = _mm512_and_si512(_mm512_mask_srli_epi16(raw, 0xFFFF0000u, raw, 4),
+                                  _mm512_set1_epi8(0x0F));
         } else {
           a[t] = _mm512_xor_si512(_mm512_loadu_si512(base + t * rs + 64 * c), offset);
         }
@@ -673,18 +674,40 @@ KVINFER_TARGET_VNNI HWY_INLINE void FlushValueSums(ValueSums a, const float* vmu
   }
 }
 
+// exp(x) for x <= 0 (a score less its head's maximum): x = n ln 2 + r with
+// n = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, so r keeps its
+// low bits), e^r by its Taylor polynomial of degree 6 (truncation below 2e-7
+// relative), then times 2^n by vscalefps, which goes to 0 below the
+// smallest float. x is clamped at -104 (e^-104 is 0 in f32 either way), so
+// any input gives a finite r. About half the instructions of hn::Exp, which
+// handles every sign and range.
+KVINFER_TARGET_VNNI HWY_INLINE __m512 ExpNonPositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
 // Softmax and values of a q8_0 chunk: per head, m = max_j s[h, j], p = exp(s
 // - m), l = sum p, and the weights w[h, b, j] (above) of every block, in one
 // pass; then the values. s: the scores [group][total]; vs: the V scales
-// widened, [nb][total]; wq: int16 [group][nb][total rounded up to even].
+// widened, [nb][total]; wq: int16 [group][nb][total rounded up to 32].
 // kQ4: q4_0 value rows.
 template <bool kQ4>
 KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
     int group, int hd, std::span<const KvSpan> spans, int32_t total, const float* HWY_RESTRICT s,
     float* HWY_RESTRICT vs, int16_t* HWY_RESTRICT wq, float* m, float* l, float* HWY_RESTRICT o) {
-  const hn::ScalableTag<float> d;
   const int nb = hd / kKvQ8Block;
-  const int32_t padded = total + (total & 1);
+  const int32_t padded = (total + 31) / 32 * 32;
   float vmul[kMaxTileHeadDim / kKvQ8Block];
   // Lanes [0, left) of a 16-lane vector.
   auto mask = [](int32_t left) {
@@ -716,25 +739,26 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
     const float mx = _mm512_reduce_max_ps(vm);
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512 sum = _mm512_setzero_ps();
-    for (int32_t j = 0; j < padded; j += 16) {
-      const __mmask16 valid = mask(total - j);
+    for (int32_t j = 0; j < padded; j += 32) {
+      const __mmask16 valid0 = mask(total - j), valid1 = mask(total - j - 16);
       // Lanes past the end: exp of 0 - max, then zeroed.
-      const hn::Vec<decltype(d)> x{_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, sh + j), vmx)};
-      const __m512 e = hn::Exp(d, x).raw;
-      const __m512 p = _mm512_maskz_mov_ps(valid, e);
-      sum = _mm512_add_ps(sum, p);
+      const __m512 p0 = _mm512_maskz_mov_ps(
+          valid0, ExpNonPositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid0, sh + j), vmx)));
+      const __m512 p1 = _mm512_maskz_mov_ps(
+          valid1, ExpNonPositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid1, sh + j + 16), vmx)));
+      sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
       for (int b = 0; b < nb; ++b) {
-        const __m512 w =
-            _mm512_mul_ps(p, _mm512_maskz_loadu_ps(valid, vs + static_cast<size_t>(b) * total + j));
+        const float* vb = vs + static_cast<size_t>(b) * total + j;
         // Round to nearest even (MXCSR's default), then saturate to int16:
         // p <= 1, so only a rounding past 32767 saturates.
-        const __m256i w16 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(w));
-        int16_t* dst = wq + (static_cast<size_t>(h) * nb + b) * padded + j;
-        if (j + 16 <= padded) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), w16);
-        } else {
-          _mm256_mask_storeu_epi16(dst, mask(padded - j), w16);
-        }
+        const __m512i w0 = _mm512_cvtps_epi32(_mm512_mul_ps(p0, _mm512_maskz_loadu_ps(valid0, vb)));
+        const __m512i w1 =
+            _mm512_cvtps_epi32(_mm512_mul_ps(p1, _mm512_maskz_loadu_ps(valid1, vb + 16)));
+        // vpackssdw takes 4 weights from each operand in turn; vpermq puts
+        // its 64-bit quarters back in position order.
+        _mm512_storeu_si512(wq + (static_cast<size_t>(h) * nb + b) * padded + j,
+                            _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7),
+                                                     _mm512_packs_epi32(w0, w1)));
       }
     }
     m[h] = mx;

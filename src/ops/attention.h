@@ -71,8 +71,8 @@ struct KvSpan {
 // Scratch of AttentionPartial, as offsets in floats from its start: the
 // scores [group, total] and, for q8_0, the K/V scales widened to f32 [2,
 // KvQ8Blocks(head_dim), total], the value weights with the V scales folded
-// in [group, KvQ8Blocks(head_dim), total] (before that, the VNNI dot
-// products; with VNNI, the 15-bit weights as int16 in its first half), room
+// in [group, KvQ8Blocks(head_dim), total rounded up to 32] (before that, the
+// VNNI dot products; with VNNI, the 15-bit weights as int16), room
 // to transpose one set of scales [KvQ8Blocks(head_dim), total], the rounded
 // query (f32 [group, head_dim]), a factor per head, the
 // query's VNNI operand vectors (int32 [group, head_dim / 64, 5, 16]) and
@@ -97,7 +97,7 @@ constexpr AttentionScratchLayout AttentionScratch(KvPrecision kv_type, int group
   const size_t g = static_cast<size_t>(group);
   const size_t hd = static_cast<size_t>(head_dim);
   l.weights = l.kv_scales + 2 * nb * total;
-  l.widen_tmp = l.weights + g * nb * total;
+  l.widen_tmp = l.weights + g * nb * ((static_cast<size_t>(total) + 31) / 32 * 32);
   l.query = l.widen_tmp + nb * total;
   l.query_mul = l.query + g * hd;
   l.vnni = l.query_mul + g;
