@@ -19,7 +19,8 @@
 # figures were taken: random weights of exactly the default model's shape,
 # every matrix of the one type), then per type: pp512 (one batched prefill of 512 tokens) and tg128
 # (128 tokens decoded from an empty context), 3 repetitions after a warm-up;
-# then decode at 128 and 2048 tokens of context (the default model, f32, f16, q8_0 and q4_0 KV), batched decode
+# then decode at 128 and 2048 tokens of context (the default model, f32, f16, q8_0 and q4_0 KV,
+# `bench context`), batched decode
 # throughput for 1..64 sequences (Q4_1); Q4_1 with --f32-activations, and the
 # GPT-2 124M shape (F16, F32) for reference. JSON in bench/results/speed/, the
 # table in bench/results/speed/table.md.
@@ -69,12 +70,11 @@ done
 m=$(model_for q4_1)
 real=models/SmolLM2-135M-Instruct.Q4_1.gguf
 echo "== the default model: decode at 128 and 2048 tokens of context" >&2
-for d in 128 2048; do
-  for kvt in f32 f16 q8_0 q4_0; do
-    "$K" bench speed -m "$real" -t "$THREADS" -p $d -n 65 -r 3 --kv-dtype $kvt --json \
-      >"$OUT/q4_1-depth$d-kv$kvt.json"
-  done
-done
+# Depths and K/V types interleaved in each repetition, the 2048/128 ratio
+# paired per repetition: the host's speed drifts over minutes.
+"$K" bench context -m "$real" -t "$THREADS" --depths 128,2048 -n 64 -r 5 \
+  --kv-dtype f32,f16,q8_0,q4_0 --json >"$OUT/context.json"
+rm -f "$OUT"/q4_1-depth*-kv*.json  # the per-run files of sessions before 7
 llama_bench depth-kvf16 -m "$real" -p 0 -n 64 -d 128,2048 -fa 0,1
 llama_bench depth-kvq8_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q8_0 -ctv q8_0 -fa 1
 llama_bench depth-kvq4_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q4_0 -ctv q4_0 -fa 1

@@ -135,6 +135,47 @@ TEST(Bench, SpeedJsonHasPositiveThroughput) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Bench, ContextJsonPairsEveryDepthWithTheFirst) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string dir = TempDirFor("context");
+  std::string out, err;
+  ASSERT_EQ(RunCli("bench context --json --repetitions 3 --depths 16,96,48 --gen-tokens 8 "
+                   "--kv-dtype q8_0,f32 --threads 1 --model " +
+                       testing::StoriesGguf(),
+                   dir, &out, &err),
+            0)
+      << err;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["schema"], "kvinfer.bench.context/1");
+  EXPECT_EQ(j["repetitions"], 3);
+  EXPECT_EQ(j["gen_tokens"], 8);
+  ASSERT_EQ(j["results"].size(), 2u);
+  EXPECT_EQ(j["results"][0]["kv_dtype"], "q8_0");  // in the order given
+  EXPECT_EQ(j["results"][1]["kv_dtype"], "f32");
+  for (const nlohmann::json& r : j["results"]) {
+    const nlohmann::json& ds = r["depths"];
+    ASSERT_EQ(ds.size(), 3u);
+    EXPECT_EQ(ds[0]["depth"], 16);
+    EXPECT_EQ(ds[1]["depth"], 96);
+    EXPECT_EQ(ds[2]["depth"], 48);
+    for (const nlohmann::json& d : ds) {
+      ASSERT_EQ(d["runs"].size(), 3u);
+      ASSERT_EQ(d["ratio_runs"].size(), 3u);
+      double sum = 0;
+      for (size_t k = 0; k < 3; ++k) {
+        const double tps = d["runs"][k].get<double>();
+        EXPECT_GT(tps, 0);
+        // Each ratio is this depth's run over the first depth's in the same repetition.
+        EXPECT_DOUBLE_EQ(d["ratio_runs"][k].get<double>(), tps / ds[0]["runs"][k].get<double>());
+        sum += d["ratio_runs"][k].get<double>();
+      }
+      EXPECT_NEAR(d["ratio_to_first_depth"].get<double>(), sum / 3, 1e-12);
+    }
+    EXPECT_EQ(ds[0]["ratio_to_first_depth"].get<double>(), 1.0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Bench, MemoryAdmitsMoreWithPaging) {
   KVINFER_REQUIRE_FILE(testing::StoriesGguf());
   const std::string dir = TempDirFor("memory");
@@ -169,6 +210,10 @@ TEST(Bench, BadArgumentsAreClearErrors) {
   EXPECT_NE(err.find("--out"), std::string::npos) << err;
   EXPECT_NE(RunCli("bench speed --kv sideways", dir, &out, &err), 0);
   EXPECT_NE(err.find("sideways"), std::string::npos) << err;
+  EXPECT_NE(RunCli("bench context --depths 128,0", dir, &out, &err), 0);
+  EXPECT_NE(err.find("--depths"), std::string::npos) << err;
+  EXPECT_NE(RunCli("bench context --kv-dtype f32,q3", dir, &out, &err), 0);
+  EXPECT_NE(err.find("q3"), std::string::npos) << err;
   EXPECT_EQ(RunCli("bench speed --model /nonexistent/m.gguf", dir, &out, &err), 1);
   EXPECT_NE(err.find("/nonexistent/m.gguf"), std::string::npos) << err;
   if (std::filesystem::exists(testing::StoriesGguf())) {
@@ -178,6 +223,11 @@ TEST(Bench, BadArgumentsAreClearErrors) {
                      dir, &out, &err),
               1);
     EXPECT_NE(err.find("context"), std::string::npos) << err;
+    EXPECT_EQ(RunCli("bench context --depths 128,2040 --gen-tokens 16 --model " +
+                         testing::StoriesGguf(),
+                     dir, &out, &err),
+              1);
+    EXPECT_NE(err.find("2040"), std::string::npos) << err;
   }
   std::filesystem::remove_all(dir);
 }

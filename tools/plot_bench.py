@@ -539,12 +539,19 @@ def speed_table(speed_dir, img_dir=None):
             out += ["| other runs | pp512 tok/s | tg128 tok/s |", "|---|---:|---:|"]
         out += rows + [""]
     depth_rows = []
-    for kvt in ("f32", "f16", "q8_0", "q4_0"):
-        depth = {d: os.path.join(speed_dir, f"q4_1-depth{d}-kv{kvt}.json") for d in (128, 2048)}
-        if not all(os.path.exists(p) for p in depth.values()):
+    ctx_path = os.path.join(speed_dir, "context.json")
+    ctx = load(ctx_path)["results"] if os.path.exists(ctx_path) else []
+    for r in ctx:
+        kvt = r["kv_dtype"]
+        by_depth = {d["depth"]: d for d in r["depths"]}
+        if 128 not in by_depth or 2048 not in by_depth:
             continue
-        a, b = (load(depth[d])["decode_tokens_per_s"] for d in (128, 2048))
-        row = f"| {kvt} | {a:.0f} | {b:.0f} | {100 * b / a:.0f}% |"
+        a = by_depth[128]["decode_tokens_per_s"]
+        deep = by_depth[2048]
+        b = deep["decode_tokens_per_s"]
+        # The paired ratio (per repetition, then averaged) when 128 came first.
+        ratio = (deep["ratio_to_first_depth"] if r["depths"][0]["depth"] == 128 else b / a)
+        row = f"| {kvt} | {a:.0f} | {b:.0f} | {100 * ratio:.0f}% |"
         rates = llama_bench_rates(speed_dir, f"depth-kv{kvt}")
         la, lb = llama_rate(rates, 0, 64, 128), llama_rate(rates, 0, 64, 2048)
         cells = ([f"{la[0]:.0f}", f"{lb[0]:.0f}", f"{100 * lb[0] / la[0]:.0f}%",
@@ -552,7 +559,9 @@ def speed_table(speed_dir, img_dir=None):
         depth_rows.append(row + llama_cells(cells, 4, same_run))
     if depth_rows:
         out.append("Decode against context, the default model (SmolLM2-135M-Instruct Q4_1), "
-                   "tok/s over 64 tokens decoded after 128 or 2048 tokens of context"
+                   "tok/s over 64 tokens decoded after 128 or 2048 tokens of context "
+                   "(kvinfer: `bench context`, depths and K/V types interleaved in each "
+                   "repetition, the ratio paired per repetition)"
                    + (" (llama.cpp: llama-bench tg64 at that depth, the better of flash "
                       "attention off/on where both run):\n" if same_run else ":\n"))
         if same_run:

@@ -1,12 +1,16 @@
 // kvinfer bench: measurements of the engine through the public API.
 //
 //   bench speed     llama-bench style prefill / decode throughput (mean ± sd)
+//   bench context   decode speed at several context depths, the depths and
+//                   K/V types interleaved per repetition, with the paired
+//                   ratio of each depth's speed to the first depth's
 //   bench kv-modes  none vs contiguous vs paged over generated and prompt
 //                   lengths: latency, per-step cost, KV bytes, RSS
 //                   (bench_kv_modes.cpp)
 //   bench memory    contiguous vs paged under a mixed-length workload with a
 //                   fixed KV budget: admitted sequences, throughput, waste
 //                   (bench_memory.cpp)
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -171,6 +175,129 @@ void RunSpeed(const SpeedOptions& o) {
              o.repetitions);
 }
 
+struct ContextOptions {
+  std::string model;
+  std::string kv = "contiguous";
+  std::vector<std::string> kv_dtypes{"f32", "f16", "q8_0", "q4_0"};
+  std::vector<int> depths{128, 2048};
+  int threads = 0;
+  int gen_tokens = 64;
+  int repetitions = 5;
+  bool json = false;
+};
+
+// Decode speed against context: per repetition, for each K/V type a fresh
+// engine prefills a synthetic prompt of each depth and decodes gen_tokens
+// more (tg n at depth d, as llama-bench -d counts it). The host's speed
+// drifts over minutes (shared L3, memory bandwidth, clock), so the
+// depths and types are interleaved within every repetition, and the ratio
+// of a depth's speed to the first depth's is taken per repetition (paired)
+// before it is averaged: separate runs minutes apart gave the 2048 / 128
+// ratio of one binary anywhere from 57% to 74%.
+void RunContext(const ContextOptions& o) {
+  const std::string path = o.model.empty() ? DefaultModelPath() : o.model;
+  Model model = LoadModel(path);
+  const ModelInfo& info = model.info();
+  const int max_depth = *std::max_element(o.depths.begin(), o.depths.end());
+  // The first token comes from the prefill: gen_tokens decode steps follow it.
+  const int gen = o.gen_tokens + 1;
+  if (max_depth + gen > info.context_length) {
+    Die(fmt::format("depth {} + {} generated tokens exceeds the model's context of {} tokens",
+                    max_depth, gen, info.context_length));
+  }
+  const size_t nt = o.kv_dtypes.size(), nd = o.depths.size();
+  // tps[type][depth][repetition]
+  std::vector<std::vector<std::vector<double>>> tps(nt, std::vector<std::vector<double>>(nd));
+  int threads = 0;
+  for (int r = 0; r < o.repetitions; ++r) {
+    for (size_t t = 0; t < nt; ++t) {
+      EngineOptions eo;
+      eo.kv.strategy = *ParseKvStrategy(o.kv);
+      eo.kv.precision = *ParseKvPrecision(o.kv_dtypes[t]);
+      eo.kv.max_seq_len = max_depth + gen;
+      eo.num_threads = o.threads;
+      eo.max_seqs = 1;
+      eo.max_batch_tokens = max_depth;  // every prompt one batched forward
+      auto engine = Engine::Create(model, eo);
+      DieIf(engine.status(), "engine");
+      threads = (*engine)->options().num_threads;
+      // Warm-up: pages in the weights and the K/V pool, wakes the pool.
+      RunOnce(**engine, bench::SyntheticPrompt(model, 8), 4);
+      for (size_t d = 0; d < nd; ++d) {
+        bench::Progress(fmt::format("bench context: repetition {}/{}, kv {} {}, depth {} + tg{}",
+                                    r + 1, o.repetitions, o.kv, o.kv_dtypes[t], o.depths[d],
+                                    o.gen_tokens));
+        const std::vector<int32_t> prompt = bench::SyntheticPrompt(model, o.depths[d]);
+        tps[t][d].push_back(RunOnce(**engine, prompt, gen).decode_tps);
+      }
+    }
+  }
+  bench::ProgressDone();
+
+  auto median = [](std::vector<double> xs) {
+    std::sort(xs.begin(), xs.end());
+    const size_t n = xs.size();
+    return n % 2 == 1 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
+  };
+  // ratio[type][depth][repetition] = tps at the depth / tps at depths[0], same repetition.
+  auto ratios = [&](size_t t, size_t d) {
+    std::vector<double> xs;
+    for (int r = 0; r < o.repetitions; ++r) xs.push_back(tps[t][d][r] / tps[t][0][r]);
+    return xs;
+  };
+  if (o.json) {
+    nlohmann::json results = nlohmann::json::array();
+    for (size_t t = 0; t < nt; ++t) {
+      nlohmann::json per_depth = nlohmann::json::array();
+      for (size_t d = 0; d < nd; ++d) {
+        const bench::MeanStd m = bench::Summarize(tps[t][d]);
+        const std::vector<double> rs = ratios(t, d);
+        const bench::MeanStd rm = bench::Summarize(rs);
+        per_depth.push_back({{"depth", o.depths[d]},
+                             {"decode_tokens_per_s", m.mean},
+                             {"decode_tokens_per_s_stddev", m.stddev},
+                             {"runs", tps[t][d]},
+                             {"ratio_to_first_depth", rm.mean},
+                             {"ratio_to_first_depth_stddev", rm.stddev},
+                             {"ratio_to_first_depth_median", median(rs)},
+                             {"ratio_runs", rs}});
+      }
+      results.push_back({{"kv_dtype", o.kv_dtypes[t]}, {"depths", per_depth}});
+    }
+    const nlohmann::json j = {{"schema", "kvinfer.bench.context/1"},
+                              {"kvinfer_version", Version()},
+                              {"command", bench::CommandLine()},
+                              {"machine", bench::MachineInfo()},
+                              {"model", info.path},
+                              {"model_name", info.name},
+                              {"threads", threads},
+                              {"kv", o.kv},
+                              {"gen_tokens", o.gen_tokens},
+                              {"repetitions", o.repetitions},
+                              {"results", results}};
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  fmt::print("| {:<8} | {:>7} | {:>20} | {:>22} | {:>8} |\n", "kv dtype", "depth", "tg tok/s",
+             fmt::format("ratio to depth {}", o.depths[0]), "median");
+  fmt::print("| {:-<8} | {:->7} | {:->20} | {:->22} | {:->8} |\n", "", "", "", "", "");
+  for (size_t t = 0; t < nt; ++t) {
+    for (size_t d = 0; d < nd; ++d) {
+      const bench::MeanStd m = bench::Summarize(tps[t][d]);
+      const std::vector<double> rs = ratios(t, d);
+      const bench::MeanStd rm = bench::Summarize(rs);
+      fmt::print("| {:<8} | {:>7} | {:>20} | {:>22} | {:>8} |\n", o.kv_dtypes[t], o.depths[d],
+                 fmt::format("{:.1f} ± {:.1f}", m.mean, m.stddev),
+                 fmt::format("{:.1f}% ± {:.1f}", 100 * rm.mean, 100 * rm.stddev),
+                 fmt::format("{:.1f}%", 100 * median(rs)));
+    }
+  }
+  fmt::print("\n{} ({} threads, kv {}): tg{} after each depth; {} repetitions after a warm-up, "
+             "types and depths interleaved in each; ratios paired per repetition.\n",
+             std::filesystem::path(info.path).stem().string(), threads, o.kv, o.gen_tokens,
+             o.repetitions);
+}
+
 }  // namespace
 
 void AddBenchCommand(CLI::App& app) {
@@ -197,6 +324,34 @@ void AddBenchCommand(CLI::App& app) {
       ->capture_default_str();
   speed->add_flag("--json", o->json, "Print one JSON object instead of the table");
   speed->callback([o] { RunSpeed(*o); });
+
+  auto c = std::make_shared<ContextOptions>();
+  CLI::App* context = bench->add_subcommand(
+      "context",
+      "Decode speed after several context depths, the depths and K/V types interleaved per "
+      "repetition, with each depth's speed as a paired ratio to the first depth's");
+  AddModelOption(context, &c->model);
+  AddThreadsOption(context, &c->threads);
+  context->add_option("--kv-dtype", c->kv_dtypes, "K/V element types to measure, in turn")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}))
+      ->delimiter(',')
+      ->capture_default_str();
+  context->add_option("--depths,-d", c->depths,
+                      "Context depths (prompt tokens before the decode); ratios are to the first")
+      ->check(CLI::Range(1, 1 << 20))
+      ->delimiter(',')
+      ->capture_default_str();
+  context->add_option("--gen-tokens,-n", c->gen_tokens, "Tokens decoded after each depth")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  context->add_option("--repetitions,-r", c->repetitions, "Measured repetitions after a warm-up")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  context->add_option("--kv", c->kv, "KV cache strategy")
+      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
+      ->capture_default_str();
+  context->add_flag("--json", c->json, "Print one JSON object instead of the table");
+  context->callback([c] { RunContext(*c); });
 
   AddBenchKvModesCommand(bench);
   AddBenchMemoryCommand(bench);
