@@ -193,7 +193,7 @@ struct ContextOptions {
 // depths and types are interleaved within every repetition, and the ratio
 // of a depth's speed to the first depth's is taken per repetition (paired)
 // before it is averaged: separate runs minutes apart gave the 2048 / 128
-// ratio of one binary anywhere from 57% to 74%.
+// ratio of one binary anywhere from 57% to 71%.
 void RunContext(const ContextOptions& o) {
   const std::string path = o.model.empty() ? DefaultModelPath() : o.model;
   Model model = LoadModel(path);
