@@ -12,10 +12,13 @@
 //   pair, folding its chunks as it goes;
 // - few pairs (decode of one or two sequences, where 3 KV heads would leave
 //   a core idle a third of the time): one task per chunk, partials stored,
-//   then folded in the same order — flash-decoding's split-KV.
+//   then folded in the same order — flash-decoding's split-KV — by
+//   whichever thread computes a pair's last chunk, so the folds of
+//   different pairs run side by side and alongside other chunks.
 // So a token's attention output has the same bits in decode and in a
 // prefill batch, on one thread or many.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -125,16 +128,28 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
     return;
   }
 
-  // Split-KV: one task per chunk, then the folds in chunk order.
+  // Split-KV: one task per chunk; a pair's folds, in chunk order, by the
+  // thread that finishes its last chunk.
   attn_first_chunk_.resize(static_cast<size_t>(pairs) + 1);
+  attn_chunks_left_.resize(static_cast<size_t>(pairs));
   int32_t total_chunks = 0;
   for (int64_t p = 0; p < pairs; ++p) {
+    const int32_t chunks = NumChunks(batch.positions[p / n_kv] + 1);
     attn_first_chunk_[static_cast<size_t>(p)] = total_chunks;
-    total_chunks += NumChunks(batch.positions[p / n_kv] + 1);
+    attn_chunks_left_[static_cast<size_t>(p)] = chunks;
+    total_chunks += chunks;
   }
   attn_first_chunk_[static_cast<size_t>(pairs)] = total_chunks;
   const size_t need = static_cast<size_t>(total_chunks) * part_floats;
   if (attn_partials_.size() < need) attn_partials_.resize(need);
+  auto fold_pair = [&](int64_t p) {
+    const int32_t first = attn_first_chunk_[static_cast<size_t>(p)];
+    float* state = attn_partials_.data() + static_cast<size_t>(first) * part_floats;
+    for (int32_t t = first + 1; t < attn_first_chunk_[static_cast<size_t>(p) + 1]; ++t) {
+      fold(attn_partials_.data() + static_cast<size_t>(t) * part_floats, state);
+    }
+    finish(static_cast<int32_t>(p / n_kv), static_cast<int>(p % n_kv), state);
+  };
   pool_->ParallelFor(total_chunks, 1, [&](int64_t begin, int64_t end, int thread) {
     for (int64_t t = begin; t < end; ++t) {
       // The pair owning chunk t (pairs is small: a linear scan).
@@ -143,17 +158,12 @@ void ModelRunner::Attention(int layer, const ForwardBatch& batch, const KvCache&
       const int32_t ch = static_cast<int32_t>(t) - attn_first_chunk_[static_cast<size_t>(p)];
       compute_chunk(static_cast<int32_t>(p / n_kv), static_cast<int>(p % n_kv), ch, thread,
                     attn_partials_.data() + static_cast<size_t>(t) * part_floats);
+      // The release half publishes this chunk's partial; the acquire half
+      // of the last decrement sees every other chunk's.
+      std::atomic_ref<int32_t> left(attn_chunks_left_[static_cast<size_t>(p)]);
+      if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) fold_pair(p);
     }
   });
-  for (int64_t p = 0; p < pairs; ++p) {
-    float* state = attn_partials_.data() +
-                   static_cast<size_t>(attn_first_chunk_[static_cast<size_t>(p)]) * part_floats;
-    for (int32_t t = attn_first_chunk_[static_cast<size_t>(p)] + 1;
-         t < attn_first_chunk_[static_cast<size_t>(p) + 1]; ++t) {
-      fold(attn_partials_.data() + static_cast<size_t>(t) * part_floats, state);
-    }
-    finish(static_cast<int32_t>(p / n_kv), static_cast<int>(p % n_kv), state);
-  }
 }
 
 }  // namespace kvinfer

@@ -104,6 +104,7 @@ class ModelRunner {
   // results, each (token, KV head)'s first chunk, per-thread span lists.
   std::vector<float> attn_partials_;
   std::vector<int32_t> attn_first_chunk_;
+  std::vector<int32_t> attn_chunks_left_;  // split-KV: per pair, chunks not yet computed
   std::vector<std::vector<ops::KvSpan>> attn_spans_;
 };
 
