@@ -707,7 +707,7 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void SoftmaxValuesQ8Vnni(
     int group, int hd, std::span<const KvSpan> spans, int32_t total, const float* HWY_RESTRICT s,
     float* HWY_RESTRICT vs, int16_t* HWY_RESTRICT wq, float* m, float* l, float* HWY_RESTRICT o) {
   const int nb = hd / kKvQ8Block;
-  const int32_t padded = (total + 31) / 32 * 32;
+  const int32_t padded = WeightRowPositions(total);
   float vmul[kMaxTileHeadDim / kKvQ8Block];
   // Lanes [0, left) of a 16-lane vector.
   auto mask = [](int32_t left) {

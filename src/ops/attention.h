@@ -81,6 +81,9 @@ struct KvSpan {
 // V unpacked to q8_0 codes [2, total, head_dim] and their scales gathered
 // [2, total, KvQ8Blocks(head_dim)]: the q8_0 kernel then runs on those. The
 // one definition of the layout: the kernel carves its scratch from it.
+// The value weights' rows are padded to whole groups of 32 positions (the
+// AVX-512 softmax writes 32 positions' int16 weights per store).
+constexpr int32_t WeightRowPositions(int32_t total) { return (total + 31) / 32 * 32; }
 struct AttentionScratchLayout {
   size_t kv_scales, weights, widen_tmp, query, query_mul, vnni, codes, unpacked, end;
 };
@@ -97,7 +100,7 @@ constexpr AttentionScratchLayout AttentionScratch(KvPrecision kv_type, int group
   const size_t g = static_cast<size_t>(group);
   const size_t hd = static_cast<size_t>(head_dim);
   l.weights = l.kv_scales + 2 * nb * total;
-  l.widen_tmp = l.weights + g * nb * ((static_cast<size_t>(total) + 31) / 32 * 32);
+  l.widen_tmp = l.weights + g * nb * static_cast<size_t>(WeightRowPositions(total));
   l.query = l.widen_tmp + nb * total;
   l.query_mul = l.query + g * hd;
   l.vnni = l.query_mul + g;

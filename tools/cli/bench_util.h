@@ -1,4 +1,5 @@
-// Pieces shared by the `kvinfer bench` commands (speed, kv-modes, memory):
+// Pieces shared by the `kvinfer bench` commands (speed, context, kv-modes,
+// memory, concurrency):
 // synthetic prompts, statistics, machine and process facts, result files.
 // Everything here uses only the public API.
 #pragma once
@@ -25,6 +26,9 @@ struct MeanStd {
   double stddev = 0;  // sample standard deviation (n - 1); 0 for n < 2
 };
 MeanStd Summarize(const std::vector<double>& xs);
+// The middle value (the mean of the two middle ones for an even count); 0
+// when empty.
+double Median(std::vector<double> xs);
 
 // `n_tokens` valid token ids: the tokenized text of a short story, repeated
 // (BOS first when the vocabulary asks for it). Deterministic per model, so

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -51,7 +52,10 @@ struct RunFlags {
 void AddModelOption(CLI::App* cmd, std::string* model);       // --model,-m
 void AddThreadsOption(CLI::App* cmd, int* threads);           // --threads,-t
 void AddOutDirOption(CLI::App* cmd, std::string* out);        // --out,-o (required)
-void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16|q8_0
+void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16|q8_0|q4_0
+// --kv-dtype as a comma-separated list of those types (bench context).
+void AddKvDtypeListOption(CLI::App* cmd, std::vector<std::string>* dtypes);
+void AddKvStrategyOption(CLI::App* cmd, std::string* kv);    // --kv none|contiguous|paged
 
 nlohmann::json KvStatsJson(const KvCacheStats& s);
 

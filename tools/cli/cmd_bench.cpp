@@ -206,6 +206,8 @@ void RunContext(const ContextOptions& o) {
                     max_depth, gen, info.context_length));
   }
   const size_t nt = o.kv_dtypes.size(), nd = o.depths.size();
+  std::vector<std::vector<int32_t>> prompts;
+  for (int depth : o.depths) prompts.push_back(bench::SyntheticPrompt(model, depth));
   // tps[type][depth][repetition]
   std::vector<std::vector<std::vector<double>>> tps(nt, std::vector<std::vector<double>>(nd));
   int threads = 0;
@@ -227,40 +229,41 @@ void RunContext(const ContextOptions& o) {
         bench::Progress(fmt::format("bench context: repetition {}/{}, kv {} {}, depth {} + tg{}",
                                     r + 1, o.repetitions, o.kv, o.kv_dtypes[t], o.depths[d],
                                     o.gen_tokens));
-        const std::vector<int32_t> prompt = bench::SyntheticPrompt(model, o.depths[d]);
-        tps[t][d].push_back(RunOnce(**engine, prompt, gen).decode_tps);
+        tps[t][d].push_back(RunOnce(**engine, prompts[d], gen).decode_tps);
       }
     }
   }
   bench::ProgressDone();
 
-  auto median = [](std::vector<double> xs) {
-    std::sort(xs.begin(), xs.end());
-    const size_t n = xs.size();
-    return n % 2 == 1 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
+  // One type at one depth: its speeds and, per repetition, their ratio to
+  // the first depth's speed in the same repetition.
+  struct DepthStats {
+    bench::MeanStd tps, ratio;
+    double ratio_median;
+    std::vector<double> ratios;
   };
-  // ratio[type][depth][repetition] = tps at the depth / tps at depths[0], same repetition.
-  auto ratios = [&](size_t t, size_t d) {
-    std::vector<double> xs;
-    for (int r = 0; r < o.repetitions; ++r) xs.push_back(tps[t][d][r] / tps[t][0][r]);
-    return xs;
+  auto stats = [&](size_t t, size_t d) {
+    DepthStats st;
+    for (int r = 0; r < o.repetitions; ++r) st.ratios.push_back(tps[t][d][r] / tps[t][0][r]);
+    st.tps = bench::Summarize(tps[t][d]);
+    st.ratio = bench::Summarize(st.ratios);
+    st.ratio_median = bench::Median(st.ratios);
+    return st;
   };
   if (o.json) {
     nlohmann::json results = nlohmann::json::array();
     for (size_t t = 0; t < nt; ++t) {
       nlohmann::json per_depth = nlohmann::json::array();
       for (size_t d = 0; d < nd; ++d) {
-        const bench::MeanStd m = bench::Summarize(tps[t][d]);
-        const std::vector<double> rs = ratios(t, d);
-        const bench::MeanStd rm = bench::Summarize(rs);
+        const DepthStats st = stats(t, d);
         per_depth.push_back({{"depth", o.depths[d]},
-                             {"decode_tokens_per_s", m.mean},
-                             {"decode_tokens_per_s_stddev", m.stddev},
+                             {"decode_tokens_per_s", st.tps.mean},
+                             {"decode_tokens_per_s_stddev", st.tps.stddev},
                              {"runs", tps[t][d]},
-                             {"ratio_to_first_depth", rm.mean},
-                             {"ratio_to_first_depth_stddev", rm.stddev},
-                             {"ratio_to_first_depth_median", median(rs)},
-                             {"ratio_runs", rs}});
+                             {"ratio_to_first_depth", st.ratio.mean},
+                             {"ratio_to_first_depth_stddev", st.ratio.stddev},
+                             {"ratio_to_first_depth_median", st.ratio_median},
+                             {"ratio_runs", st.ratios}});
       }
       results.push_back({{"kv_dtype", o.kv_dtypes[t]}, {"depths", per_depth}});
     }
@@ -283,13 +286,11 @@ void RunContext(const ContextOptions& o) {
   fmt::print("| {:-<8} | {:->7} | {:->20} | {:->22} | {:->8} |\n", "", "", "", "", "");
   for (size_t t = 0; t < nt; ++t) {
     for (size_t d = 0; d < nd; ++d) {
-      const bench::MeanStd m = bench::Summarize(tps[t][d]);
-      const std::vector<double> rs = ratios(t, d);
-      const bench::MeanStd rm = bench::Summarize(rs);
+      const DepthStats st = stats(t, d);
       fmt::print("| {:<8} | {:>7} | {:>20} | {:>22} | {:>8} |\n", o.kv_dtypes[t], o.depths[d],
-                 fmt::format("{:.1f} ± {:.1f}", m.mean, m.stddev),
-                 fmt::format("{:.1f}% ± {:.1f}", 100 * rm.mean, 100 * rm.stddev),
-                 fmt::format("{:.1f}%", 100 * median(rs)));
+                 fmt::format("{:.1f} ± {:.1f}", st.tps.mean, st.tps.stddev),
+                 fmt::format("{:.1f}% ± {:.1f}", 100 * st.ratio.mean, 100 * st.ratio.stddev),
+                 fmt::format("{:.1f}%", 100 * st.ratio_median));
     }
   }
   fmt::print("\n{} ({} threads, kv {}): tg{} after each depth; {} repetitions after a warm-up, "
@@ -298,10 +299,18 @@ void RunContext(const ContextOptions& o) {
              o.repetitions);
 }
 
+// --repetitions and --json, as speed and context spell them.
+void AddRepetitionsAndJsonOptions(CLI::App* cmd, int* repetitions, bool* json) {
+  cmd->add_option("--repetitions,-r", *repetitions, "Measured repetitions after a warm-up")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_flag("--json", *json, "Print one JSON object instead of the table");
+}
+
 }  // namespace
 
 void AddBenchCommand(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, kv-modes, memory, concurrency");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, context, kv-modes, memory, concurrency");
   bench->require_subcommand(1);
 
   auto o = std::make_shared<SpeedOptions>();
@@ -316,13 +325,8 @@ void AddBenchCommand(CLI::App& app) {
   speed->add_option("--gen-tokens,-n", o->gen_tokens, "Tokens to generate (EOS ignored)")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  speed->add_option("--repetitions,-r", o->repetitions, "Measured repetitions after a warm-up")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  speed->add_option("--kv", o->kv, "KV cache strategy")
-      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
-      ->capture_default_str();
-  speed->add_flag("--json", o->json, "Print one JSON object instead of the table");
+  AddRepetitionsAndJsonOptions(speed, &o->repetitions, &o->json);
+  AddKvStrategyOption(speed, &o->kv);
   speed->callback([o] { RunSpeed(*o); });
 
   auto c = std::make_shared<ContextOptions>();
@@ -332,10 +336,7 @@ void AddBenchCommand(CLI::App& app) {
       "repetition, with each depth's speed as a paired ratio to the first depth's");
   AddModelOption(context, &c->model);
   AddThreadsOption(context, &c->threads);
-  context->add_option("--kv-dtype", c->kv_dtypes, "K/V element types to measure, in turn")
-      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}))
-      ->delimiter(',')
-      ->capture_default_str();
+  AddKvDtypeListOption(context, &c->kv_dtypes);
   context->add_option("--depths,-d", c->depths,
                       "Context depths (prompt tokens before the decode); ratios are to the first")
       ->check(CLI::Range(1, 1 << 20))
@@ -344,13 +345,8 @@ void AddBenchCommand(CLI::App& app) {
   context->add_option("--gen-tokens,-n", c->gen_tokens, "Tokens decoded after each depth")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  context->add_option("--repetitions,-r", c->repetitions, "Measured repetitions after a warm-up")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  context->add_option("--kv", c->kv, "KV cache strategy")
-      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
-      ->capture_default_str();
-  context->add_flag("--json", c->json, "Print one JSON object instead of the table");
+  AddRepetitionsAndJsonOptions(context, &c->repetitions, &c->json);
+  AddKvStrategyOption(context, &c->kv);
   context->callback([c] { RunContext(*c); });
 
   AddBenchKvModesCommand(bench);

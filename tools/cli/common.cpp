@@ -62,13 +62,29 @@ void AddThreadsOption(CLI::App* cmd, int* threads) {
       "activations quantized to int8 per 32-block (the default)");
 }
 
+// The K/V element types --kv-dtype accepts (ParseKvPrecision's names).
+const std::vector<std::string> kKvDtypes = {"f32", "f16", "q8_0", "q4_0"};
+
 void AddKvDtypeOption(CLI::App* cmd, std::string* dtype) {
   cmd->add_option("--kv-dtype", *dtype,
                   "Element type of cached K/V: f32 (exact), f16 (half the memory and attention "
                   "traffic), q8_0 (int8 with an f16 scale per 32 elements: 1.0625 bytes per "
                   "element) or q4_0 (4-bit codes with an f16 scale per 32 elements: 0.5625 "
                   "bytes per element)")
-      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}))
+      ->check(CLI::IsMember(kKvDtypes))
+      ->capture_default_str();
+}
+
+void AddKvDtypeListOption(CLI::App* cmd, std::vector<std::string>* dtypes) {
+  cmd->add_option("--kv-dtype", *dtypes, "K/V element types to measure, in turn, comma-separated")
+      ->check(CLI::IsMember(kKvDtypes))
+      ->delimiter(',')
+      ->capture_default_str();
+}
+
+void AddKvStrategyOption(CLI::App* cmd, std::string* kv) {
+  cmd->add_option("--kv", *kv, "KV cache strategy")
+      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
       ->capture_default_str();
 }
 
@@ -78,9 +94,7 @@ void AddOutDirOption(CLI::App* cmd, std::string* out) {
 
 void RunFlags::Add(CLI::App* app, bool sampling) {
   AddModelOption(app, &model);
-  app->add_option("--kv", kv, "KV cache strategy")
-      ->check(CLI::IsMember({"none", "contiguous", "paged"}))
-      ->capture_default_str();
+  AddKvStrategyOption(app, &kv);
   AddKvDtypeOption(app, &kv_dtype);
   AddThreadsOption(app, &threads);
   app->add_option("--max-seq-len", max_seq_len,
