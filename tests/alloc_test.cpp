@@ -1,8 +1,8 @@
 // The forward pass allocates nothing once its scratch is warm: a decode
 // step, a batched decode step and a prefill of a size seen before run
-// without a single operator new (issue 6: no allocation per token). Every
-// allocation of this test binary is counted by the replaced global
-// operator new below; the count is read around the steps under test only.
+// without a single operator new (no allocation per token). Every allocation
+// of this test binary is counted by the replaced global operator new below;
+// the count is read around the steps under test only.
 #include <algorithm>
 #include <atomic>
 #include <memory>

@@ -28,9 +28,8 @@
 // q4_0 (4-bit codes, the same scales) takes q8_0's integer kernels with the
 // nibbles unpacked in registers, or elsewhere a chunk unpacked to q8_0
 // codes first (UnpackQ4).
-// Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
-// ahead (q8_0: 32, following the spans: SpanPrefetcher), which took f16 at
-// 2048 positions from ~157 to ~116 us per layer.
+// Long contexts stream K/V from L3 or memory, so the passes prefetch 16 rows
+// ahead (q8_0: 32, following the spans: SpanPrefetcher).
 
 #include "ops/attention.h"
 
@@ -210,12 +209,11 @@ HWY_INLINE KvRow<T> RowOf(const KvSpan& sp, int kv, int32_t t, int hd, const flo
 // Prefetches K (kv = 0) or V (kv = 1) rows a fixed number of positions
 // ahead of a pass over the spans, following the spans rather than the
 // memory after the current row: a paged cache's next block lies anywhere in
-// the pool. BM_AttentionDecode with scattered 16-row blocks, 2048
-// positions: q8_0 ~118 -> ~77 us, where "the row 32 ahead in memory"
-// missed, and blocks in order within ~2%. Used for q8_0 only: for f32 and
-// f16 (4 and 2 lines per row) the bursts of hints cost 6-20% with blocks in
-// order and at short contexts (f32 at 128 positions ~9 -> ~10.4 us), more
-// than they gain for f16 on scattered blocks (~195 -> ~163 us).
+// the pool, where "the row 32 ahead in memory" misses. Used for q8_0 only:
+// for f32 and f16 (4 and 2 cache lines per row) the bursts of hints cost
+// more with blocks in order and at short contexts than they gain on
+// scattered blocks (bench/attention_bench.cpp, BM_AttentionDecode, compares
+// the layouts).
 class SpanPrefetcher {
  public:
   SpanPrefetcher(std::span<const KvSpan> spans, int kv, size_t row_bytes, int32_t ahead)
@@ -410,9 +408,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
   alignas(64) int8_t gathered[16 * kMaxTileHeadDim];
   size_t si = 0;
   int32_t t_in_span = 0;
-  // The tile after next (32 rows ahead: q8_0 rows take so little time that
-  // one tile ahead is too late for memory at long contexts, ~455 -> ~400 us
-  // at 8192 positions).
+  // The tile after next (32 rows ahead): q8_0 rows take so little time that
+  // a hint one tile ahead reaches memory too late at long contexts.
   SpanPrefetcher prefetch(spans, 0, static_cast<size_t>(rs), 32);
   for (int32_t j0 = 0; j0 < total; j0 += 16) {
     prefetch.Next(16);
