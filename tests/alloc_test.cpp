@@ -78,7 +78,8 @@ TEST(NoAllocationPerToken, DecodeBatchedDecodeAndPrefill) {
   for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     SCOPED_TRACE(KvPrecisionName(precision));
     constexpr int32_t kSeqs = 4, kPrompt = 300, kSteps = 8;
-    KvCache cache(m.config(), 16, kSeqs * ((kPrompt + kSteps + 15) / 16 + 1), precision);
+    KvCache cache(m.config().kv_shape(), 16, kSeqs * ((kPrompt + kSteps + 15) / 16 + 1),
+                  precision);
     ModelRunner runner(m.config(), m.weights(), &pool);
     std::vector<int32_t> seqs;
     for (int32_t s = 0; s < kSeqs; ++s) {

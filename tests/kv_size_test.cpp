@@ -1,7 +1,7 @@
-// The KV-cache memory calculator (src/kv/kv_size.h) and `kvinfer kv-size`.
+// The KV-cache memory calculator (src/model/kv_size.h) and `kvinfer kv-size`.
 // Every expected number is worked out by hand in the comment beside it:
 // bytes/token = 2 (K and V) x layers x kv_heads x head_dim x bytes/element.
-#include "kv/kv_size.h"
+#include "model/kv_size.h"
 
 #include <sys/wait.h>
 
@@ -530,6 +530,22 @@ TEST(KvSizeCli, ConfigFile) {
   CmdResult bad = RunKvSize("--config " + dir + "/bad.json");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_TRUE(Contains(bad.err, "n_head")) << bad.err;
+}
+
+// A number no double holds is malformed JSON: a clear error naming the file
+// and the number, not an abort.
+TEST(KvSizeCli, NumberTooLargeForADouble) {
+  const std::string path = ::testing::TempDir() + "/kv_size_huge.json";
+  std::ofstream(path) << R"({"num_hidden_layers": 1e400, "num_attention_heads": 32,
+                             "hidden_size": 4096})";
+  CmdResult r = RunKvSize("-c " + path);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(Contains(r.err, "kv_size_huge.json")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "not valid JSON")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "1e400")) << r.err;
+  Error e = Thrown([] { KvSizeSpecFromHfConfig(R"({"num_hidden_layers": 1e400})", "huge.json"); });
+  EXPECT_EQ(e.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(e.what(), "1e400")) << e.what();
 }
 
 TEST(KvSizeCli, BadInputIsAClearError) {

@@ -292,4 +292,9 @@ class Engine {
 // Library version, "0.1.0".
 const char* Version();
 
+// Multiplies Q4_0 / Q4_1 / Q8_0 weights by f32 activations (exact, slower)
+// instead of activations quantized to int8 per 32-block (the default).
+// Process-wide: call it before creating engines, not while one runs.
+void UseF32Activations();
+
 }  // namespace kvinfer

@@ -1254,45 +1254,6 @@ void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPr
                                              scratch, m, l, o);
 }
 
-void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales) {
-  for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
-    const int end = std::min(n, b0 + kKvQ8Block);
-    float amax = 0.0f;
-    for (int i = b0; i < end; ++i) amax = std::max(amax, std::abs(x[i]));
-    // Codes from the stored (f16-rounded) scale, so each element is off by
-    // at most half a step of the scale it is read back with (+ a clamp when
-    // the rounding shrank the scale, by at most 2^-11 of max|x|).
-    const uint16_t d16 = F32ToF16(amax / 127.0f);
-    const float d = F16ToF32(d16);
-    for (int i = b0; i < end; ++i) {
-      const float c = d > 0.0f ? std::nearbyint(x[i] / d) : 0.0f;
-      codes[i] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
-    }
-    scales[b0 / kKvQ8Block] = d16;
-  }
-}
-
-void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales) {
-  KVINFER_CHECK(n % 2 == 0);
-  std::memset(packed, 0, static_cast<size_t>(n) / 2);
-  for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
-    const int end = std::min(n, b0 + kKvQ8Block);
-    float xm = 0.0f;  // the element of largest magnitude, sign kept
-    for (int i = b0; i < end; ++i) {
-      if (std::abs(x[i]) > std::abs(xm)) xm = x[i];
-    }
-    // As q8_0: codes from the stored (f16-rounded) scale.
-    const uint16_t d16 = F32ToF16(xm / -8.0f);
-    const float d = F16ToF32(d16);
-    scales[b0 / kKvQ8Block] = d16;
-    for (int i = b0; i < end; ++i) {
-      const float c = d != 0.0f ? std::clamp(std::nearbyint(x[i] / d), -8.0f, 7.0f) : 0.0f;
-      const KvQ4Place at = KvQ4PlaceOf(n, i);
-      packed[at.byte] |= static_cast<uint8_t>(static_cast<int>(c) + 8) << at.shift;
-    }
-  }
-}
-
 void MergePartial(int group, int head_dim, const float* m2, const float* l2, const float* o2,
                   float* m, float* l, float* o) {
   for (int h = 0; h < group; ++h) {
