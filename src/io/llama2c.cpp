@@ -1,6 +1,5 @@
 #include "io/llama2c.h"
 
-#include <cmath>
 #include <cstring>
 #include <utility>
 

@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "ops/ops.h"
 
 #undef HWY_TARGET_INCLUDE
