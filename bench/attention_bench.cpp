@@ -34,7 +34,7 @@ void BM_AttentionDecode(benchmark::State& state) {
   const int32_t len = static_cast<int32_t>(state.range(0));
   const KvPrecision type = static_cast<KvPrecision>(state.range(1));
   constexpr int kKvHeads = 3, kGroup = 3, kHd = 64, kBlock = 16, kChunk = 256;
-  constexpr int kNb = ops::KvQ8Blocks(kHd);
+  constexpr int kNb = KvQ8Blocks(kHd);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   const int layers = static_cast<int>(state.range(3));
@@ -71,9 +71,9 @@ void BM_AttentionDecode(benchmark::State& state) {
         const size_t codes = KvCodeRowBytes(type, kHd);
         auto* scales = reinterpret_cast<uint16_t*>(base + kBlock * codes) + t * kNb;
         if (type == KvPrecision::kQ8_0) {
-          ops::QuantizeKvQ8(row.data(), kHd, reinterpret_cast<int8_t*>(base + t * codes), scales);
+          QuantizeKvQ8(row.data(), kHd, reinterpret_cast<int8_t*>(base + t * codes), scales);
         } else {
-          ops::QuantizeKvQ4(row.data(), kHd, reinterpret_cast<uint8_t*>(base + t * codes), scales);
+          QuantizeKvQ4(row.data(), kHd, reinterpret_cast<uint8_t*>(base + t * codes), scales);
         }
       }
     }

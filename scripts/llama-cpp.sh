@@ -5,10 +5,10 @@
 #
 #   ./scripts/llama-cpp.sh        # prints the directory holding the binaries
 #
-# The only registries reachable here are Debian's and PyPI, and PyPI's
-# source distribution of the Python binding llama-cpp-python carries the
-# whole llama.cpp tree (vendor/llama.cpp): that tree is what gets built,
-# pinned by version and checksum. Nothing of it is linked into kvinfer or
+# The only registries reachable here are Debian's and Python's package
+# index, and the source distribution of the Python binding llama-cpp-python
+# on the latter carries the whole llama.cpp tree (vendor/llama.cpp): that
+# tree is what gets built, pinned by version and checksum. Nothing of it is linked into kvinfer or
 # committed; it lives in build-llama.cpp/ (git-ignored). The build is
 # llama.cpp's own CMake with GGML_NATIVE=ON, as a user building it on this
 # machine would; ~4 minutes on 2 cores the first time, nothing afterwards.
@@ -24,22 +24,13 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ]; then
   mkdir -p "$DIR"
   sdist="$DIR/llama_cpp_python-$VERSION.tar.gz"
   if [ ! -f "$sdist" ] || ! echo "$SHA256  $sdist" | sha256sum --check --status; then
-    echo "llama-cpp: fetching llama-cpp-python $VERSION's source from PyPI" >&2
-    # The file's address from PyPI's simple index (PEP 503); pip itself
-    # would build the package's build backends from source just to read
-    # its metadata.
-    /usr/bin/python3 - "$VERSION" "$sdist" <<'PY'
-import re, shutil, sys, urllib.request
-version, dest = sys.argv[1], sys.argv[2]
-index = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/", timeout=60)
-links = re.findall(r'href="([^"#]+)', index.read().decode())
-want = f"llama_cpp_python-{version}.tar.gz"
-url = next((u for u in links if u.endswith("/" + want)), None)
-if url is None:
-    sys.exit(f"llama-cpp: {want} is not on PyPI's index")
-with urllib.request.urlopen(url, timeout=600) as r, open(dest, "wb") as f:
-    shutil.copyfileobj(r, f)
-PY
+    echo "llama-cpp: fetching llama-cpp-python $VERSION's source distribution with pip" >&2
+    # Through pip and its own configuration (index, proxy), as setup.sh
+    # fetches the model. Only this package comes as source: pip prepares
+    # its metadata with the build backend, which it may take as a wheel.
+    rm -f "$sdist"
+    /usr/bin/python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+      --no-binary llama-cpp-python --dest "$DIR" "llama-cpp-python==$VERSION"
     echo "$SHA256  $sdist" | sha256sum --check --status ||
       { echo "llama-cpp: $sdist does not have the expected checksum" >&2; exit 1; }
   fi

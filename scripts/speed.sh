@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speed table of docs/performance.md: kvinfer vs llama.cpp for every
 # weight type at the default model's shape, llama.cpp measured on this
-# machine in the same run (and issue #6's published figures beside it).
+# machine in the same run (and the published reference figures beside it).
 #
 #   ./scripts/speed.sh            # THREADS=2 by default; ~12 minutes on 2 cores
 #   LLAMA_CPP=0 ./scripts/speed.sh    # kvinfer only (~5 minutes)
@@ -74,7 +74,7 @@ echo "== the default model: decode at 128 and 2048 tokens of context" >&2
 # paired per repetition: the host's speed drifts over minutes.
 "$K" bench context -m "$real" -t "$THREADS" --depths 128,2048 -n 64 -r 5 \
   --kv-dtype f32,f16,q8_0,q4_0 --json >"$OUT/context.json"
-rm -f "$OUT"/q4_1-depth*-kv*.json  # the per-run files of sessions before 7
+rm -f "$OUT"/q4_1-depth*-kv*.json  # per-depth files that context.json replaces
 llama_bench depth-kvf16 -m "$real" -p 0 -n 64 -d 128,2048 -fa 0,1
 llama_bench depth-kvq8_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q8_0 -ctv q8_0 -fa 1
 llama_bench depth-kvq4_0 -m "$real" -p 0 -n 64 -d 128,2048 -ctk q4_0 -ctv q4_0 -fa 1

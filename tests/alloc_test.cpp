@@ -1,8 +1,8 @@
 // The forward pass allocates nothing once its scratch is warm: a decode
 // step, a batched decode step and a prefill of a size seen before run
-// without a single operator new (issue 6: no allocation per token). Every
-// allocation of this test binary is counted by the replaced global
-// operator new below; the count is read around the steps under test only.
+// without a single operator new (no allocation per token). Every allocation
+// of this test binary is counted by the replaced global operator new below;
+// the count is read around the steps under test only.
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -78,7 +78,8 @@ TEST(NoAllocationPerToken, DecodeBatchedDecodeAndPrefill) {
   for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     SCOPED_TRACE(KvPrecisionName(precision));
     constexpr int32_t kSeqs = 4, kPrompt = 300, kSteps = 8;
-    KvCache cache(m.config(), 16, kSeqs * ((kPrompt + kSteps + 15) / 16 + 1), precision);
+    KvCache cache(m.config().kv_shape(), 16, kSeqs * ((kPrompt + kSteps + 15) / 16 + 1),
+                  precision);
     ModelRunner runner(m.config(), m.weights(), &pool);
     std::vector<int32_t> seqs;
     for (int32_t s = 0; s < kSeqs; ++s) {

@@ -64,18 +64,18 @@ Stored Store(const std::vector<float>& x, int hd, KvPrecision type) {
   if (type == KvPrecision::kF16) {
     for (float f : x) st.f16.push_back(F32ToF16(f));
   } else if (type == KvPrecision::kQ8_0) {
-    const int nb = ops::KvQ8Blocks(hd);
+    const int nb = KvQ8Blocks(hd);
     st.codes.resize(x.size());
     st.scales.resize(rows * static_cast<size_t>(nb));
     for (size_t r = 0; r < rows; ++r) {
-      ops::QuantizeKvQ8(x.data() + r * hd, hd, st.codes.data() + r * hd, st.scales.data() + r * nb);
+      QuantizeKvQ8(x.data() + r * hd, hd, st.codes.data() + r * hd, st.scales.data() + r * nb);
     }
   } else if (type == KvPrecision::kQ4_0) {
-    const int nb = ops::KvQ8Blocks(hd);
+    const int nb = KvQ8Blocks(hd);
     st.packed.resize(x.size() / 2);
     st.scales.resize(rows * static_cast<size_t>(nb));
     for (size_t r = 0; r < rows; ++r) {
-      ops::QuantizeKvQ4(x.data() + r * hd, hd, st.packed.data() + r * hd / 2,
+      QuantizeKvQ4(x.data() + r * hd, hd, st.packed.data() + r * hd / 2,
                         st.scales.data() + r * nb);
     }
   }
@@ -86,19 +86,19 @@ Stored Store(const std::vector<float>& x, int hd, KvPrecision type) {
 std::vector<float> Dequantized(const std::vector<float>& x, int hd, KvPrecision type) {
   const Stored st = Store(x, hd, type);
   std::vector<float> out(x);
-  const int nb = ops::KvQ8Blocks(hd);
+  const int nb = KvQ8Blocks(hd);
   for (size_t i = 0; i < x.size(); ++i) {
     if (type == KvPrecision::kF16) out[i] = F16ToF32(st.f16[i]);
     if (type == KvPrecision::kQ8_0) {
       const size_t r = i / static_cast<size_t>(hd);
       const int c = static_cast<int>(i % static_cast<size_t>(hd));
-      out[i] = F16ToF32(st.scales[r * nb + c / ops::kKvQ8Block]) * st.codes[i];
+      out[i] = F16ToF32(st.scales[r * nb + c / kKvQ8Block]) * st.codes[i];
     }
     if (type == KvPrecision::kQ4_0) {
       const size_t r = i / static_cast<size_t>(hd);
       const int c = static_cast<int>(i % static_cast<size_t>(hd));
-      out[i] = F16ToF32(st.scales[r * nb + c / ops::kKvQ8Block]) *
-               static_cast<float>(ops::KvQ4Code(st.packed.data() + r * hd / 2, hd, c));
+      out[i] = F16ToF32(st.scales[r * nb + c / kKvQ8Block]) *
+               static_cast<float>(KvQ4Code(st.packed.data() + r * hd / 2, hd, c));
     }
   }
   return out;
@@ -113,7 +113,7 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
                           const std::vector<float>& v, int group, int hd, int32_t len, float scale,
                           int32_t chunk, int32_t span, KvPrecision type = KvPrecision::kF32) {
   const Stored ks = Store(k, hd, type), vs = Store(v, hd, type);
-  const size_t nb = static_cast<size_t>(ops::KvQ8Blocks(hd));
+  const size_t nb = static_cast<size_t>(KvQ8Blocks(hd));
   auto at = [&](const std::vector<float>& f32, const Stored& st, int32_t j) -> const void* {
     const size_t off = static_cast<size_t>(j) * hd;
     switch (type) {
@@ -333,17 +333,17 @@ TEST(AttentionKernelTest, Q8RoundTripStaysWithinHalfAStep) {
       x[static_cast<size_t>(n) / 2] *= 20.0f;  // an outlier, as K has in a few channels
       if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // block 1 all zero
       std::vector<int8_t> codes(x.size());
-      std::vector<uint16_t> scales(static_cast<size_t>(ops::KvQ8Blocks(n)));
-      ops::QuantizeKvQ8(x.data(), n, codes.data(), scales.data());
-      for (int b0 = 0; b0 < n; b0 += ops::kKvQ8Block) {
-        const int end = std::min(n, b0 + ops::kKvQ8Block);
+      std::vector<uint16_t> scales(static_cast<size_t>(KvQ8Blocks(n)));
+      QuantizeKvQ8(x.data(), n, codes.data(), scales.data());
+      for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
+        const int end = std::min(n, b0 + kKvQ8Block);
         float amax = 0;
         int cmax = 0;
         for (int i = b0; i < end; ++i) {
           amax = std::max(amax, std::abs(x[static_cast<size_t>(i)]));
           cmax = std::max(cmax, std::abs(static_cast<int>(codes[static_cast<size_t>(i)])));
         }
-        const uint16_t d16 = scales[static_cast<size_t>(b0 / ops::kKvQ8Block)];
+        const uint16_t d16 = scales[static_cast<size_t>(b0 / kKvQ8Block)];
         EXPECT_EQ(d16, F32ToF16(amax / 127.0f)) << n << " block " << b0;
         const float d = F16ToF32(d16);
         if (amax == 0) {
@@ -381,33 +381,33 @@ TEST(AttentionKernelTest, Q4RoundTripStaysWithinHalfAStep) {
         x[static_cast<size_t>(n) / 2] = outlier * spread;
         if (n >= 64) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // block 1 all zero
         std::vector<uint8_t> packed(static_cast<size_t>(n) / 2);
-        std::vector<uint16_t> scales(static_cast<size_t>(ops::KvQ8Blocks(n)));
-        ops::QuantizeKvQ4(x.data(), n, packed.data(), scales.data());
+        std::vector<uint16_t> scales(static_cast<size_t>(KvQ8Blocks(n)));
+        QuantizeKvQ4(x.data(), n, packed.data(), scales.data());
         for (int s = 0; s < n; s += 64) {
           const int half = std::min(64, n - s) / 2;
           for (int j = 0; j < half; ++j) {
             const uint8_t byte = packed[static_cast<size_t>(s / 2 + j)];
-            ASSERT_EQ(byte & 0x0F, ops::KvQ4Code(packed.data(), n, s + j) + 8);
-            ASSERT_EQ(byte >> 4, ops::KvQ4Code(packed.data(), n, s + j + half) + 8);
+            ASSERT_EQ(byte & 0x0F, KvQ4Code(packed.data(), n, s + j) + 8);
+            ASSERT_EQ(byte >> 4, KvQ4Code(packed.data(), n, s + j + half) + 8);
           }
         }
-        for (int b0 = 0; b0 < n; b0 += ops::kKvQ8Block) {
-          const int end = std::min(n, b0 + ops::kKvQ8Block);
+        for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
+          const int end = std::min(n, b0 + kKvQ8Block);
           int im = b0;
           for (int i = b0; i < end; ++i) {
             if (std::abs(x[static_cast<size_t>(i)]) > std::abs(x[static_cast<size_t>(im)])) im = i;
           }
           const float xm = x[static_cast<size_t>(im)];
-          const uint16_t d16 = scales[static_cast<size_t>(b0 / ops::kKvQ8Block)];
+          const uint16_t d16 = scales[static_cast<size_t>(b0 / kKvQ8Block)];
           EXPECT_EQ(d16, F32ToF16(xm / -8.0f)) << n << " block " << b0;
           const float d = F16ToF32(d16);
           if (xm == 0) {
-            for (int i = b0; i < end; ++i) EXPECT_EQ(ops::KvQ4Code(packed.data(), n, i), 0);
+            for (int i = b0; i < end; ++i) EXPECT_EQ(KvQ4Code(packed.data(), n, i), 0);
             continue;
           }
-          EXPECT_EQ(ops::KvQ4Code(packed.data(), n, im), -8) << n << " block " << b0;
+          EXPECT_EQ(KvQ4Code(packed.data(), n, im), -8) << n << " block " << b0;
           for (int i = b0; i < end; ++i) {
-            const int c = ops::KvQ4Code(packed.data(), n, i);
+            const int c = KvQ4Code(packed.data(), n, i);
             ASSERT_GE(c, -8);
             ASSERT_LE(c, 7);
             const double steps = c == 7 ? 1.0 : 0.5;

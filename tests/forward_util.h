@@ -20,7 +20,8 @@ inline std::vector<float> ForwardLogits(const ModelImpl& m, const std::vector<in
                                         const std::vector<int32_t>& logit_rows,
                                         KvPrecision precision = KvPrecision::kF32) {
   ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16, precision);
+  KvCache cache(m.config().kv_shape(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16,
+                precision);
   ModelRunner runner(m.config(), m.weights(), &pool);
   const int32_t seq = cache.CreateSequence();
   EXPECT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));

@@ -328,7 +328,7 @@ constexpr double kQ4NoiseOverF16 = 1448.15 / 8;    // 2^10.5 / 8
 double BlockMaxOverRms(const ModelImpl& m, const std::vector<int32_t>& tokens) {
   const int32_t n = static_cast<int32_t>(tokens.size());
   ThreadPool pool(2);
-  KvCache cache(m.config(), 16, (n + 15) / 16, KvPrecision::kF32);
+  KvCache cache(m.config().kv_shape(), 16, (n + 15) / 16, KvPrecision::kF32);
   ModelRunner runner(m.config(), m.weights(), &pool);
   const int32_t seq = cache.CreateSequence();
   EXPECT_TRUE(cache.Reserve(seq, n));
@@ -349,8 +349,8 @@ double BlockMaxOverRms(const ModelImpl& m, const std::vector<int32_t>& tokens) {
       for (int h = 0; h < cache.num_kv_heads(); ++h) {
         for (int32_t p = 0; p < n; ++p) {
           const int32_t block = cache.block_table(seq)[p / 16];
-          for (int b0 = 0; b0 < hd; b0 += ops::kKvQ8Block) {
-            const int end = std::min(hd, b0 + ops::kKvQ8Block);
+          for (int b0 = 0; b0 < hd; b0 += kKvQ8Block) {
+            const int end = std::min(hd, b0 + kKvQ8Block);
             double mx = 0;
             for (int i = b0; i < end; ++i) {
               const double x = cache.ReadElement(l, block, kv, h, p % 16, i);
@@ -436,7 +436,7 @@ TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
     SCOPED_TRACE(KvPrecisionName(precision));
     const std::vector<float> whole = testing::ForwardLogits(m, tokens, {len - 1}, precision);
     ThreadPool pool(2);
-    KvCache cache(m.config(), 16, (len + 15) / 16, precision);
+    KvCache cache(m.config().kv_shape(), 16, (len + 15) / 16, precision);
     ModelRunner runner(m.config(), m.weights(), &pool);
     const int32_t seq = cache.CreateSequence();
     ASSERT_TRUE(cache.Reserve(seq, len));

@@ -1,7 +1,7 @@
-// The KV-cache memory calculator (src/kv/kv_size.h) and `kvinfer kv-size`.
+// The KV-cache memory calculator (src/model/kv_size.h) and `kvinfer kv-size`.
 // Every expected number is worked out by hand in the comment beside it:
 // bytes/token = 2 (K and V) x layers x kv_heads x head_dim x bytes/element.
-#include "kv/kv_size.h"
+#include "model/kv_size.h"
 
 #include <sys/wait.h>
 
@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -471,6 +472,73 @@ TEST(KvSizeGguf, MissingKeyIsNamed) {
   EXPECT_TRUE(Contains(e.what(), "kv_size_missing.gguf")) << e.what();
 }
 
+// --- One reader of model metadata (model/config.h) ---------------------------------
+
+// The loader (kRun) and the calculator (kShape) read one config the same way,
+// and kv-size's bytes per token for it are the cache's own.
+TEST(ConfigReader, LoaderAndCalculatorAgree) {
+  // HuggingFaceTB/SmolLM2-135M (abridged).
+  const char* cfg = R"({"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+    "max_position_embeddings": 8192, "vocab_size": 49152, "rms_norm_eps": 1e-05,
+    "rope_theta": 100000.0, "tie_word_embeddings": true})";
+  const ModelConfig run = ConfigFromHfJson(cfg, "c.json", ConfigUse::kRun);
+  const ModelConfig shape = ConfigFromHfJson(cfg, "c.json", ConfigUse::kShape);
+  EXPECT_EQ(run.n_layers, 30);
+  EXPECT_EQ(run.n_kv_heads, 3);
+  EXPECT_EQ(run.head_dim, 64);
+  EXPECT_EQ(run.d_ff, 1536);
+  EXPECT_FLOAT_EQ(run.rope_theta, 100000.0f);
+  EXPECT_EQ(shape.n_layers, run.n_layers);
+  EXPECT_EQ(shape.n_heads, run.n_heads);
+  EXPECT_EQ(shape.n_kv_heads, run.n_kv_heads);
+  EXPECT_EQ(shape.head_dim, run.head_dim);
+  EXPECT_EQ(shape.v_head_dim, run.head_dim);
+  EXPECT_EQ(shape.context_length, run.context_length);
+  const KvSizeSpec spec = KvSizeSpecFromHfConfig(cfg);
+  for (auto [dtype, precision] : {std::pair{KvDtype::kF32, KvPrecision::kF32},
+                                  std::pair{KvDtype::kF16, KvPrecision::kF16},
+                                  std::pair{KvDtype::kQ8_0, KvPrecision::kQ8_0},
+                                  std::pair{KvDtype::kQ4_0, KvPrecision::kQ4_0}}) {
+    EXPECT_EQ(ComputeKvSize(spec, {.seq_len = 1, .dtype = dtype}).bytes_per_token,
+              static_cast<uint64_t>(KvBytesPerToken(run.kv_shape(), precision)))
+        << KvDtypeName(dtype);
+  }
+}
+
+// What kv-size can size but the forward pass does not compute is read for
+// the shape and refused for running, naming the key.
+TEST(ConfigReader, RunRefusesAttentionItDoesNotCompute) {
+  const std::string base = R"({"model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "max_position_embeddings": 32768, "vocab_size": 32000, )";
+  const std::string window = base + R"("sliding_window": 4096})";
+  EXPECT_EQ(ConfigFromHfJson(window, "w.json", ConfigUse::kShape).sliding_window, 4096);
+  Error e = Thrown([&] { ConfigFromHfJson(window, "w.json"); });
+  EXPECT_EQ(e.code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(Contains(e.what(), "sliding_window")) << e.what();
+  const std::string mla = base + R"("kv_lora_rank": 512, "qk_rope_head_dim": 64})";
+  EXPECT_TRUE(ConfigFromHfJson(mla, "m.json", ConfigUse::kShape).mla);
+  e = Thrown([&] { ConfigFromHfJson(mla, "m.json"); });
+  EXPECT_EQ(e.code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(Contains(e.what(), "kv_lora_rank")) << e.what();
+
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  w.SetU32("llama.block_count", 32);
+  w.SetU32("llama.embedding_length", 4096);
+  w.SetU32("llama.attention.head_count", 32);
+  w.SetU32("llama.attention.head_count_kv", 8);
+  w.SetU32("llama.feed_forward_length", 14336);
+  w.SetU32("llama.context_length", 32768);
+  w.SetU32("llama.attention.sliding_window", 4096);
+  GgufFile f = GgufFile::Open(WriteTempGguf(w, "config_window.gguf"));
+  EXPECT_EQ(ConfigFromGguf(f, ConfigUse::kShape).sliding_window, 4096);
+  e = Thrown([&] { ConfigFromGguf(f); });
+  EXPECT_EQ(e.code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(Contains(e.what(), "llama.attention.sliding_window")) << e.what();
+}
+
 // --- The command line, end to end --------------------------------------------------
 
 using testing::CmdResult;
@@ -530,6 +598,22 @@ TEST(KvSizeCli, ConfigFile) {
   CmdResult bad = RunKvSize("--config " + dir + "/bad.json");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_TRUE(Contains(bad.err, "n_head")) << bad.err;
+}
+
+// A number no double holds is malformed JSON: a clear error naming the file
+// and the number, not an abort.
+TEST(KvSizeCli, NumberTooLargeForADouble) {
+  const std::string path = ::testing::TempDir() + "/kv_size_huge.json";
+  std::ofstream(path) << R"({"num_hidden_layers": 1e400, "num_attention_heads": 32,
+                             "hidden_size": 4096})";
+  CmdResult r = RunKvSize("-c " + path);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(Contains(r.err, "kv_size_huge.json")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "not valid JSON")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "1e400")) << r.err;
+  Error e = Thrown([] { KvSizeSpecFromHfConfig(R"({"num_hidden_layers": 1e400})", "huge.json"); });
+  EXPECT_EQ(e.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(e.what(), "1e400")) << e.what();
 }
 
 TEST(KvSizeCli, BadInputIsAClearError) {

@@ -10,6 +10,7 @@
 
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
+#include "model/config.h"
 
 namespace kvinfer {
 namespace {
@@ -118,14 +119,14 @@ ModelConfig TinyConfig() {
 }
 
 TEST(KvCache, BytesPerTokenFollowsTheFormula) {
-  KvCache cache(TinyConfig(), 4, 8);
+  KvCache cache(TinyConfig().kv_shape(), 4, 8);
   // 2 (K and V) x layers x kv_heads x head_dim x 4 bytes
   EXPECT_EQ(cache.bytes_per_token(), 2 * 2 * 2 * 4 * 4);
   EXPECT_EQ(cache.Stats().bytes_total, 8 * 4 * cache.bytes_per_token());
 }
 
 TEST(KvCache, ReserveAllocatesBlocksOnlyWhenTheLastIsFull) {
-  KvCache cache(TinyConfig(), 4, 8);
+  KvCache cache(TinyConfig().kv_shape(), 4, 8);
   const int32_t a = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 1));
   EXPECT_THAT(std::vector<int32_t>(cache.block_table(a).begin(), cache.block_table(a).end()),
@@ -146,7 +147,7 @@ TEST(KvCache, ReserveAllocatesBlocksOnlyWhenTheLastIsFull) {
 }
 
 TEST(KvCache, StatsCountReservedAndUsedBytes) {
-  KvCache cache(TinyConfig(), 4, 8);
+  KvCache cache(TinyConfig().kv_shape(), 4, 8);
   const int32_t a = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 6));
   cache.SetNumTokens(a, 6);
@@ -160,7 +161,7 @@ TEST(KvCache, StatsCountReservedAndUsedBytes) {
 }
 
 TEST(KvCache, TruncateAndFreeReturnBlocks) {
-  KvCache cache(TinyConfig(), 4, 8);
+  KvCache cache(TinyConfig().kv_shape(), 4, 8);
   const int32_t a = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 12));
   cache.SetNumTokens(a, 12);
@@ -203,7 +204,7 @@ class KvCachePrecision : public ::testing::TestWithParam<KvPrecision> {
 
 TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
   ModelConfig c = TinyConfig();
-  KvCache cache(c, 4, 6, GetParam());
+  KvCache cache(c.kv_shape(), 4, 6, GetParam());
   const int32_t a = cache.CreateSequence();
   const int32_t b = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 8));
@@ -238,7 +239,7 @@ TEST_P(KvCachePrecision, BlocksOfDifferentSequencesDoNotOverlap) {
 
 TEST_P(KvCachePrecision, BytesPerTokenAndRounding) {
   ModelConfig c = TinyConfig();
-  KvCache cache(c, 4, 6, GetParam());
+  KvCache cache(c.kv_shape(), 4, 6, GetParam());
   // Bytes of one head's K (or V) vector: f32 4 per element, f16 2, q8_0 one
   // code per element and an f16 scale per 32 (head_dim 4: one scale), q4_0
   // half a byte per element and the scale.
@@ -247,7 +248,7 @@ TEST_P(KvCachePrecision, BytesPerTokenAndRounding) {
                       : GetParam() == KvPrecision::kQ8_0 ? c.head_dim + 2
                                                          : c.head_dim / 2 + 2;
   EXPECT_EQ(cache.bytes_per_token(), 2 * c.n_layers * c.n_kv_heads * row);
-  EXPECT_EQ(cache.bytes_per_token(), KvBytesPerToken(c, GetParam()));
+  EXPECT_EQ(cache.bytes_per_token(), KvBytesPerToken(c.kv_shape(), GetParam()));
   EXPECT_EQ(cache.Stats().bytes_per_token, cache.bytes_per_token());
   EXPECT_EQ(cache.Stats().precision, KvPrecisionName(GetParam()));
   // f16 rounds to nearest: 1/3 comes back within half an f16 ulp; q8_0
@@ -281,7 +282,7 @@ TEST(KvCache, RandomizedForksAndCopyOnWriteKeepRefCountsExact) {
   ModelConfig c = TinyConfig();
   constexpr int32_t kBlocks = 48;
   constexpr int32_t kBlockSize = 4;
-  KvCache cache(c, kBlockSize, kBlocks);
+  KvCache cache(c.kv_shape(), kBlockSize, kBlocks);
   std::vector<int32_t> live;
   std::mt19937 rng(11);
   int64_t copies = 0;
@@ -340,7 +341,7 @@ TEST(KvCache, RandomizedForksAndCopyOnWriteKeepRefCountsExact) {
 
 TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   ModelConfig c = TinyConfig();
-  KvCache cache(c, 4, 8, GetParam());
+  KvCache cache(c.kv_shape(), 4, 8, GetParam());
   const int32_t a = cache.CreateSequence();
   ASSERT_TRUE(cache.Reserve(a, 6));
   ASSERT_TRUE(cache.PrepareWrite(a, 0, 6));
@@ -382,7 +383,7 @@ TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   EXPECT_EQ(st.bytes_saved_by_sharing, 1 * 4 * cache.bytes_per_token());
   EXPECT_EQ(st.num_cow_copies, 1);
   // With no free block, a copy-on-write fails cleanly.
-  KvCache tight(c, 4, 1);
+  KvCache tight(c.kv_shape(), 4, 1);
   const int32_t x = tight.CreateSequence();
   ASSERT_TRUE(tight.Reserve(x, 2));
   tight.SetNumTokens(x, 2);

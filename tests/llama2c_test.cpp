@@ -14,7 +14,9 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "model/config.h"
 #include "test_util.h"
+#include "tokenizer/llama2c_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvinfer {
@@ -75,7 +77,7 @@ std::string ParseError(const Bytes& b) {
 TEST(Llama2cTest, SyntheticShared) {
   const Bytes file = MakeCheckpoint(kSmall, /*shared=*/true);
   const Llama2cCheckpoint c = Llama2cCheckpoint::Parse(MappedFile::FromBytes(file));
-  const ModelConfig& cfg = c.config();
+  const ModelConfig cfg = ConfigFromLlama2c(c.header());
   EXPECT_EQ(cfg.arch, Arch::kLlama);
   EXPECT_EQ(cfg.arch_name, "llama");
   EXPECT_EQ(cfg.d_model, 8);
@@ -129,8 +131,8 @@ TEST(Llama2cTest, SyntheticSeparateClassifier) {
   const Bytes file = MakeCheckpoint(kSmall, /*shared=*/false);
   const Llama2cCheckpoint c = Llama2cCheckpoint::Parse(MappedFile::FromBytes(file));
   EXPECT_FALSE(c.shared_classifier());
-  EXPECT_FALSE(c.config().tied_output);
-  EXPECT_EQ(c.config().vocab_size, 10);
+  EXPECT_FALSE(ConfigFromLlama2c(c.header()).tied_output);
+  EXPECT_EQ(ConfigFromLlama2c(c.header()).vocab_size, 10);
   EXPECT_EQ(c.header().vocab_size, -10);
   EXPECT_EQ(First(c.output()), 13.0f);
   EXPECT_EQ(Last(c.output()), 13.0f);
@@ -200,7 +202,7 @@ TEST(Llama2cTest, Stories260KMatchesGguf) {
   const Llama2cCheckpoint c = Llama2cCheckpoint::Open(kStoriesBin);
   const GgufFile g = GgufFile::Open(testing::StoriesGguf());
   const ModelConfig gc = ConfigFromGguf(g);
-  const ModelConfig& lc = c.config();
+  const ModelConfig lc = ConfigFromLlama2c(c.header());
   EXPECT_EQ(lc.n_layers, 5);
   EXPECT_EQ(lc.d_model, 64);
   EXPECT_EQ(lc.context_length, 512);

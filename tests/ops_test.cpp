@@ -21,6 +21,7 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
+#include "kv/kv_format.h"
 #include "ops/matmul_int8.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
@@ -967,7 +968,7 @@ TEST(ElementwiseTest, F32ToF16RowMatchesScalarOnEveryTarget) {
     SCOPED_TRACE(hwy::TargetName(target));
     for (size_t n : {x.size(), size_t{1}, size_t{15}, size_t{17}, size_t{33}}) {
       std::vector<uint16_t> got(n + 1, 0xABCD);
-      ops::F32ToF16Row(x.data() + x.size() - n, static_cast<int64_t>(n), got.data());
+      F32ToF16Row(x.data() + x.size() - n, static_cast<int64_t>(n), got.data());
       for (size_t i = 0; i < n; ++i) {
         const float xi = x[x.size() - n + i];
         if (std::isnan(xi)) {

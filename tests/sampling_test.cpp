@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "engine/chat_template.h"
+#include "model/chat_template.h"
 #include "engine/sampler.h"
 #include "engine/utf8_stream.h"
 

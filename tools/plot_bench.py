@@ -444,7 +444,8 @@ def tables(results_dir):
 
 # llama.cpp's figures on this machine kind (build 4748, CPU backend, 2 threads,
 # llama-bench pp512 / tg128 and llama-batched-bench 128 + 128 per sequence),
-# as given in issue #6; the same model shape and weight types.
+# as published with the comparison this table follows (the reference
+# figures); the same model shape and weight types.
 LLAMACPP = {"q4_1": (429, 173), "q4_0": (931, 225), "q8_0": (718, 147), "f16": (862, 120)}
 LLAMACPP_BATCHED_Q4_1 = {1: 160, 4: 199, 16: 206, 32: 122}
 
@@ -480,13 +481,13 @@ def speed_table(speed_dir, img_dir=None):
     same_run = os.path.isdir(os.path.join(speed_dir, "llama.cpp"))
     if same_run:
         out = ["llama.cpp measured on this machine in the same run (scripts/llama-cpp.sh: "
-               "llama-bench, its defaults, 2 threads), with issue #6's published figures "
+               "llama-bench, its defaults, 2 threads), with the published reference figures "
                "beside it.\n",
-               "| weights | kvinfer pp512 tok/s | llama.cpp here | ratio | issue's | "
-               "kvinfer tg128 tok/s | llama.cpp here | ratio | issue's |",
+               "| weights | kvinfer pp512 tok/s | llama.cpp here | ratio | reference | "
+               "kvinfer tg128 tok/s | llama.cpp here | ratio | reference |",
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     else:
-        out = ["llama.cpp: issue #6's published figures (not measured in this run).\n",
+        out = ["llama.cpp: the published reference figures (not measured in this run).\n",
                "| weights | kvinfer pp512 tok/s | llama.cpp | ratio | kvinfer tg128 tok/s | "
                "llama.cpp | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
     bars = []
@@ -583,7 +584,7 @@ def speed_table(speed_dir, img_dir=None):
                    f"generated tokens per sequence ({c['kv']} KV; llama.cpp: "
                    f"llama-batched-bench's S_TG):\n")
         if here:
-            out.append("| sequences | kvinfer decode tok/s | llama.cpp here | ratio | issue's |")
+            out.append("| sequences | kvinfer decode tok/s | llama.cpp here | ratio | reference |")
             out.append("|---:|---:|---:|---:|---:|")
         else:
             out.append("| sequences | kvinfer decode tok/s | llama.cpp | ratio |")
@@ -632,7 +633,7 @@ def speed_table(speed_dir, img_dir=None):
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
         title = ("kvinfer vs llama.cpp measured in the same run" if same_run else
-                 "kvinfer vs llama.cpp's published figures (issue 6)")
+                 "kvinfer vs llama.cpp's published reference figures")
         title += ", SmolLM2-135M shape, 2 threads"
         if read2:
             # Decode is memory-bound: say what the machine could read then.

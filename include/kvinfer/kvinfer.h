@@ -70,8 +70,11 @@ class ModelImpl;
 // Cheap to copy (shared, immutable).
 class Model {
  public:
-  // Accepts a GGUF file or a llama2.c checkpoint (.bin, with tok<vocab>.bin
-  // or tokenizer.bin beside it). Errors name the file and what is wrong.
+  // Accepts a GGUF file, a Hugging Face checkpoint directory (config.json,
+  // model.safetensors or a sharded index, and the tokenizer files; also
+  // given as the path of one of those files), or a llama2.c checkpoint
+  // (.bin, with tok<vocab>.bin or tokenizer.bin beside it). Errors name the
+  // file and what is wrong.
   static StatusOr<Model> Load(const std::string& path);
 
   const ModelInfo& info() const;
@@ -141,7 +144,7 @@ struct KvSequenceStats {
 
 struct KvCacheStats {
   std::string strategy;
-  std::string precision;            // "f32" or "f16"
+  std::string precision;            // "f32", "f16", "q8_0" or "q4_0" (KvPrecisionName)
   int block_size_tokens = 0;
   int64_t num_blocks_total = 0;
   int64_t num_blocks_used = 0;
@@ -288,5 +291,10 @@ class Engine {
 
 // Library version, "0.1.0".
 const char* Version();
+
+// Multiplies Q4_0 / Q4_1 / Q8_0 weights by f32 activations (exact, slower)
+// instead of activations quantized to int8 per 32-block (the default).
+// Process-wide: call it before creating engines, not while one runs.
+void UseF32Activations();
 
 }  // namespace kvinfer

@@ -18,9 +18,8 @@ constexpr int64_t kTasksPerThread = 4;
 
 }  // namespace
 
-// Equal tasks where the grains allow: 8 tasks of 2 or 3 grains for 18 left
-// one thread idle for up to a 3-grain task, ~15% of a 576-row F16 prefill
-// matmul; 6 tasks of 3 do not.
+// Equal tasks where the grains allow: 18 grains as 8 tasks of 2 or 3 leave
+// one thread idle for up to a 3-grain task at the end; 6 tasks of 3 do not.
 int64_t ThreadPool::TaskCount(int64_t chunks, int64_t threads) {
   const int64_t cap = threads * kTasksPerThread;
   if (chunks <= cap) return chunks;

@@ -19,7 +19,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
       m_(*model.impl()),
       options_(options),
       pool_(options.num_threads),
-      cache_(m_.config(), block_size, num_blocks, options.kv.precision),
+      cache_(m_.config().kv_shape(), block_size, num_blocks, options.kv.precision),
       runner_(m_.config(), m_.weights(), &pool_) {}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
@@ -464,7 +464,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
                            "head_dim; this model's is {}",
                            c.head_dim));
   }
-  const int64_t kv_token_bytes = KvBytesPerToken(c, o.kv.precision);
+  const int64_t kv_token_bytes = KvBytesPerToken(c.kv_shape(), o.kv.precision);
   const int64_t block_bytes = static_cast<int64_t>(block_size) * kv_token_bytes;
   int64_t num_blocks = 0;
   if (o.kv.num_blocks > 0) {

@@ -2,6 +2,7 @@
 #include "core/error.h"
 #include "kvinfer/kvinfer.h"
 #include "model/model_impl.h"
+#include "ops/ops.h"
 
 namespace kvinfer {
 
@@ -52,6 +53,8 @@ const char* FinishReasonName(FinishReason r) {
   }
   return "?";
 }
+
+void UseF32Activations() { ops::SetActivationPrecision(ops::ActivationPrecision::kF32); }
 
 double RequestTimings::prefill_tokens_per_s() const {
   const double n = static_cast<double>(prompt_tokens - cached_prompt_tokens);

@@ -1,5 +1,6 @@
-// llama2.c checkpoints (Karpathy's run.c format, "version 0") and its
-// tokenizer.bin.
+// llama2.c checkpoints (Karpathy's run.c format, "version 0"). Its
+// tokenizer.bin is read by tokenizer/llama2c_tokenizer.h, and the header
+// becomes a ModelConfig in model/config.h (ConfigFromLlama2c).
 //
 // Checkpoint: 7 x int32 header (dim, hidden_dim, n_layers, n_heads,
 // n_kv_heads, vocab_size, seq_len; a negative vocab_size means the
@@ -30,9 +31,7 @@
 #include <vector>
 
 #include "core/mapped_file.h"
-#include "model/config.h"
-#include "ops/weights.h"
-#include "tokenizer/tokenizer.h"
+#include "core/weight_view.h"
 
 namespace kvinfer {
 
@@ -69,10 +68,8 @@ class Llama2cCheckpoint {
 
   const std::string& path() const { return file_.path(); }
   const Llama2cHeader& header() const { return header_; }
-  // arch llama, rope_dims = head_dim, rope_theta 10000, eps 1e-5,
-  // context_length = seq_len, tied_output = shared classifier.
-  const ModelConfig& config() const { return config_; }
-  bool shared_classifier() const { return config_.tied_output; }
+  // The classifier is the token embedding (vocab_size > 0 in the header).
+  bool shared_classifier() const { return header_.vocab_size > 0; }
 
   const WeightView& token_embedding() const { return token_embedding_; }  // [vocab, dim]
   const std::vector<Layer>& layers() const { return layers_; }
@@ -90,22 +87,10 @@ class Llama2cCheckpoint {
 
   MappedFile file_;
   Llama2cHeader header_;
-  ModelConfig config_;
   WeightView token_embedding_;
   std::vector<Layer> layers_;
   WeightView output_norm_;
   WeightView output_;
 };
-
-// llama2.c's tokenizer.bin: int32 max_token_length, then per token f32
-// score, int32 byte length, the bytes. `vocab_size` tokens are read (0: read
-// to the end of the file); the file must end exactly after them. llama2.c's
-// exporter wrote "▁" as " " and BOS/EOS as "\n<s>\n" / "\n</s>\n"; the spec
-// restores SentencePiece's pieces ("▁", "<s>", "</s>") so it matches the
-// same vocabulary in a GGUF. kind kSpm; "<unk>" unknown, "<s>" "</s>"
-// control, "<0xXX>" byte, the rest normal; unk 0, bos 1, eos 2, add_bos,
-// add_space_prefix. Throws Error(kNotFound / kDataLoss).
-TokenizerSpec Llama2cTokenizerSpec(const std::string& path, int32_t vocab_size = 0);
-TokenizerSpec Llama2cTokenizerSpecFromBytes(const MappedFile& file, int32_t vocab_size = 0);
 
 }  // namespace kvinfer

@@ -30,7 +30,7 @@
 
 #include "core/dtype.h"
 #include "core/mapped_file.h"
-#include "ops/weights.h"
+#include "core/weight_view.h"
 
 namespace kvinfer {
 

@@ -5,22 +5,20 @@
 
 #include "core/error.h"
 #include "core/half.h"
-#include "ops/attention.h"
-#include "ops/ops.h"
 
 namespace kvinfer {
 
-KvCache::KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks,
+KvCache::KvCache(const KvShape& shape, int32_t block_size_tokens, int32_t num_blocks,
                  KvPrecision precision)
-    : n_layers_(config.n_layers),
-      n_kv_heads_(config.n_kv_heads),
-      head_dim_(config.head_dim),
+    : n_layers_(shape.n_layers),
+      n_kv_heads_(shape.n_kv_heads),
+      head_dim_(shape.head_dim),
       block_size_(block_size_tokens),
       precision_(precision),
-      code_row_bytes_(KvCodeRowBytes(precision, config.head_dim)),
-      row_bytes_(KvRowBytes(precision, config.head_dim)),
-      q8_blocks_(ops::KvQ8Blocks(config.head_dim)),
-      bytes_per_token_(KvBytesPerToken(config, precision)),
+      code_row_bytes_(KvCodeRowBytes(precision, shape.head_dim)),
+      row_bytes_(KvRowBytes(precision, shape.head_dim)),
+      q8_blocks_(KvQ8Blocks(shape.head_dim)),
+      bytes_per_token_(KvBytesPerToken(shape, precision)),
       pool_(num_blocks) {
   KVINFER_CHECK(block_size_tokens > 0 && num_blocks >= 0);
   KVINFER_CHECK(precision != KvPrecision::kQ4_0 || head_dim_ % 2 == 0);
@@ -41,12 +39,12 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
       if (precision_ == KvPrecision::kF32) {
         std::memcpy(dst, s, sizeof(float) * head_dim_);
       } else if (precision_ == KvPrecision::kF16) {
-        ops::F32ToF16Row(s, head_dim_, reinterpret_cast<uint16_t*>(dst));
+        F32ToF16Row(s, head_dim_, reinterpret_cast<uint16_t*>(dst));
       } else if (precision_ == KvPrecision::kQ8_0) {
-        ops::QuantizeKvQ8(s, head_dim_, reinterpret_cast<int8_t*>(dst),
+        QuantizeKvQ8(s, head_dim_, reinterpret_cast<int8_t*>(dst),
                           Scales(layer, block, kv, h, slot));
       } else {
-        ops::QuantizeKvQ4(s, head_dim_, reinterpret_cast<uint8_t*>(dst),
+        QuantizeKvQ4(s, head_dim_, reinterpret_cast<uint8_t*>(dst),
                           Scales(layer, block, kv, h, slot));
       }
     }
@@ -56,8 +54,8 @@ void KvCache::WriteToken(int layer, int32_t block, int32_t slot, const float* k,
 float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const {
   const std::byte* row = Row(layer, block, kv, kv_head, slot);
   if (precision_ == KvPrecision::kQ4_0) {
-    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / ops::kKvQ8Block];
-    return F16ToF32(d) * static_cast<float>(ops::KvQ4Code(reinterpret_cast<const uint8_t*>(row),
+    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / kKvQ8Block];
+    return F16ToF32(d) * static_cast<float>(KvQ4Code(reinterpret_cast<const uint8_t*>(row),
                                                           head_dim_, i));
   }
   const std::byte* p = row + static_cast<size_t>(i) * (code_row_bytes_ / head_dim_);
@@ -67,7 +65,7 @@ float KvCache::ReadElement(int layer, int32_t block, int kv, int kv_head, int32_
     return f;
   }
   if (precision_ == KvPrecision::kQ8_0) {
-    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / ops::kKvQ8Block];
+    const uint16_t d = Scales(layer, block, kv, kv_head, slot)[i / kKvQ8Block];
     return F16ToF32(d) * static_cast<float>(static_cast<int8_t>(*p));
   }
   uint16_t h;

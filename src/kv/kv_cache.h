@@ -14,7 +14,8 @@
 // head_dim elements each. q8_0: the head's int8 codes [block_size, head_dim]
 // come first, then its f16 scales [block_size, ceil(head_dim / 32)], so code
 // rows stay 64-byte aligned for head_dim 64. q4_0: the same with rows of
-// head_dim / 2 bytes of packed 4-bit codes (ops::QuantizeKvQ4).
+// head_dim / 2 bytes of packed 4-bit codes (QuantizeKvQ4). Row formats:
+// kv/kv_format.h.
 #pragma once
 
 #include <cstdint>
@@ -23,39 +24,14 @@
 
 #include "core/aligned_buffer.h"
 #include "kv/block_pool.h"
+#include "kv/kv_format.h"
 #include "kvinfer/kvinfer.h"
-#include "model/config.h"
 
 namespace kvinfer {
 
-// Bytes of one token's K (or V) elements of one head, without the q8_0 /
-// q4_0 scales.
-constexpr size_t KvCodeRowBytes(KvPrecision p, int head_dim) {
-  const size_t hd = static_cast<size_t>(head_dim);
-  switch (p) {
-    case KvPrecision::kF16: return 2 * hd;
-    case KvPrecision::kQ8_0: return hd;
-    case KvPrecision::kQ4_0: return hd / 2;
-    case KvPrecision::kF32: break;
-  }
-  return 4 * hd;
-}
-
-// Bytes of one token's K (or V) vector of one head: its elements, and for
-// q8_0 / q4_0 their f16 scales (one per 32 elements).
-constexpr size_t KvRowBytes(KvPrecision p, int head_dim) {
-  const bool scaled = p == KvPrecision::kQ8_0 || p == KvPrecision::kQ4_0;
-  return KvCodeRowBytes(p, head_dim) + (scaled ? 2 * ((static_cast<size_t>(head_dim) + 31) / 32) : 0);
-}
-
-// K and V of one token across all layers and KV heads.
-inline int64_t KvBytesPerToken(const ModelConfig& c, KvPrecision p) {
-  return 2 * static_cast<int64_t>(c.n_layers) * c.n_kv_heads * static_cast<int64_t>(KvRowBytes(p, c.head_dim));
-}
-
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int32_t block_size_tokens, int32_t num_blocks,
+  KvCache(const KvShape& shape, int32_t block_size_tokens, int32_t num_blocks,
           KvPrecision precision = KvPrecision::kF32);
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;

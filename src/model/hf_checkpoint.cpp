@@ -5,159 +5,12 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "ops/ops.h"
 
 namespace kvinfer {
 namespace {
-
-using Json = nlohmann::json;
-
-// config.json keys, each read with its file named in every message.
-class ConfigReader {
- public:
-  ConfigReader(const Json& j, const std::string& path) : j_(j), path_(path) {}
-
-  bool Has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
-
-  int Int(const char* key, int64_t limit) const {
-    if (!Has(key)) Fail(StatusCode::kDataLoss, "{}: missing key '{}'", path_, key);
-    return IntValue(key, limit);
-  }
-  int IntOr(const char* key, int64_t limit, int fallback) const {
-    return Has(key) ? IntValue(key, limit) : fallback;
-  }
-  double Number(const char* key, double fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_number()) {
-      Fail(StatusCode::kDataLoss, "{}: '{}' is a {}, expected a number", path_, key,
-           j_[key].type_name());
-    }
-    return j_[key].get<double>();
-  }
-  bool Bool(const char* key, bool fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_boolean()) {
-      Fail(StatusCode::kDataLoss, "{}: '{}' is a {}, expected true or false", path_, key,
-           j_[key].type_name());
-    }
-    return j_[key].get<bool>();
-  }
-  std::string String(const char* key, const std::string& fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_string()) {
-      Fail(StatusCode::kDataLoss, "{}: '{}' is a {}, expected a string", path_, key,
-           j_[key].type_name());
-    }
-    return j_[key].get<std::string>();
-  }
-
- private:
-  int IntValue(const char* key, int64_t limit) const {
-    const Json& v = j_[key];
-    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > limit) {
-      Fail(StatusCode::kDataLoss, "{}: '{}' = {} is not an integer in 1..{}", path_, key,
-           v.dump().substr(0, 40), limit);
-    }
-    return static_cast<int>(v.get<int64_t>());
-  }
-
-  const Json& j_;
-  const std::string& path_;
-};
-
-void CheckEps(const ModelConfig& c, const std::string& path, const char* key) {
-  if (!(c.norm_eps > 0.0f && c.norm_eps < 1.0f)) {
-    Fail(StatusCode::kDataLoss, "{}: '{}' = {} is out of range (expected 0 < eps < 1)", path, key,
-         c.norm_eps);
-  }
-}
-
-void LlamaConfig(const ConfigReader& r, const std::string& path, ModelConfig& c) {
-  c.d_model = r.Int("hidden_size", 1 << 17);
-  c.d_ff = r.Int("intermediate_size", 1 << 20);
-  c.n_layers = r.Int("num_hidden_layers", 4096);
-  c.n_heads = r.Int("num_attention_heads", 4096);
-  c.n_kv_heads = r.IntOr("num_key_value_heads", 4096, c.n_heads);
-  c.vocab_size = r.Int("vocab_size", 1 << 22);
-  c.context_length = r.Int("max_position_embeddings", 1 << 24);
-  c.norm_eps = static_cast<float>(r.Number("rms_norm_eps", 1e-6));
-  CheckEps(c, path, "rms_norm_eps");
-  c.rope_theta = static_cast<float>(r.Number("rope_theta", 10000.0));
-  if (!(c.rope_theta > 0.0f)) {
-    Fail(StatusCode::kDataLoss, "{}: 'rope_theta' = {} must be positive", path, c.rope_theta);
-  }
-  c.tied_output = r.Bool("tie_word_embeddings", false);
-  if (c.d_model % c.n_heads != 0) {
-    Fail(StatusCode::kDataLoss, "{}: hidden_size {} is not a multiple of num_attention_heads {}",
-         path, c.d_model, c.n_heads);
-  }
-  if (c.n_heads % c.n_kv_heads != 0) {
-    Fail(StatusCode::kDataLoss,
-         "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", path,
-         c.n_heads, c.n_kv_heads);
-  }
-  c.head_dim = c.d_model / c.n_heads;
-  c.rope_dims = c.head_dim;
-  if (c.head_dim % 2 != 0) {
-    Fail(StatusCode::kDataLoss, "{}: head size {} must be even for rotary embeddings", path,
-         c.head_dim);
-  }
-  if (r.Has("head_dim") && r.Int("head_dim", 1 << 16) != c.head_dim) {
-    Fail(StatusCode::kUnimplemented,
-         "{}: 'head_dim' = {} differs from hidden_size / num_attention_heads = {} (not supported)",
-         path, r.Int("head_dim", 1 << 16), c.head_dim);
-  }
-  // Options that change the computation and that kvinfer does not implement:
-  // refuse rather than compute something else.
-  const std::string act = r.String("hidden_act", "silu");
-  if (act != "silu") {
-    Fail(StatusCode::kUnimplemented, "{}: 'hidden_act' = '{}' is not supported (llama: silu)",
-         path, act);
-  }
-  if (r.Has("rope_scaling")) {
-    Fail(StatusCode::kUnimplemented, "{}: 'rope_scaling' is not supported (only plain RoPE)", path);
-  }
-  for (const char* key : {"attention_bias", "mlp_bias"}) {
-    if (r.Bool(key, false)) {
-      Fail(StatusCode::kUnimplemented, "{}: '{}' = true is not supported (llama without biases)",
-           path, key);
-    }
-  }
-}
-
-void Gpt2Config(const ConfigReader& r, const std::string& path, ModelConfig& c) {
-  c.d_model = r.Int("n_embd", 1 << 17);
-  c.n_layers = r.Int("n_layer", 4096);
-  c.n_heads = r.Int("n_head", 4096);
-  c.n_kv_heads = c.n_heads;
-  c.vocab_size = r.Int("vocab_size", 1 << 22);
-  c.context_length = r.Has("n_positions") ? r.Int("n_positions", 1 << 24) : r.Int("n_ctx", 1 << 24);
-  c.d_ff = r.IntOr("n_inner", 1 << 20, 4 * c.d_model);
-  c.norm_eps = static_cast<float>(r.Number("layer_norm_epsilon", 1e-5));
-  CheckEps(c, path, "layer_norm_epsilon");
-  c.tied_output = true;  // GPT2LMHeadModel always ties lm_head to wte
-  if (c.d_model % c.n_heads != 0) {
-    Fail(StatusCode::kDataLoss, "{}: n_embd {} is not a multiple of n_head {}", path, c.d_model,
-         c.n_heads);
-  }
-  c.head_dim = c.d_model / c.n_heads;
-  const std::string act = r.String("activation_function", "gelu_new");
-  if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
-    Fail(StatusCode::kUnimplemented,
-         "{}: 'activation_function' = '{}' is not supported (gpt2: gelu_new or gelu_pytorch_tanh, "
-         "the tanh approximation)",
-         path, act);
-  }
-  if (!r.Bool("scale_attn_weights", true) || r.Bool("scale_attn_by_inverse_layer_idx", false)) {
-    Fail(StatusCode::kUnimplemented,
-         "{}: attention scaling other than 1/sqrt(head_dim) is not supported "
-         "(scale_attn_weights / scale_attn_by_inverse_layer_idx)",
-         path);
-  }
-}
 
 std::string Dims(const std::vector<uint64_t>& shape) { return fmt::format("{}", fmt::join(shape, ", ")); }
 
@@ -313,30 +166,6 @@ ModelWeights BindGpt2(const SafetensorsModel& st, const ModelConfig& c) {
 }
 
 }  // namespace
-
-ModelConfig ConfigFromHfJson(std::string_view text, const std::string& path) {
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) Fail(StatusCode::kDataLoss, "{}: not valid JSON", path);
-  if (!j.is_object()) Fail(StatusCode::kDataLoss, "{}: expected a JSON object", path);
-  const ConfigReader r(j, path);
-  if (!r.Has("model_type")) {
-    Fail(StatusCode::kDataLoss, "{}: missing key 'model_type' (expected \"llama\" or \"gpt2\")",
-         path);
-  }
-  ModelConfig c;
-  c.arch_name = r.String("model_type", "");
-  if (c.arch_name == "llama") {
-    c.arch = Arch::kLlama;
-    LlamaConfig(r, path, c);
-  } else if (c.arch_name == "gpt2") {
-    c.arch = Arch::kGpt2;
-    Gpt2Config(r, path, c);
-  } else {
-    Fail(StatusCode::kUnimplemented,
-         "{}: model_type '{}' is not supported (supported: llama, gpt2)", path, c.arch_name);
-  }
-  return c;
-}
 
 ModelWeights BindHfWeights(const SafetensorsModel& checkpoint, const ModelConfig& config) {
   switch (config.arch) {

@@ -1,5 +1,6 @@
 // Hugging Face checkpoint directories (Llama and GPT-2 families):
-// config.json -> ModelConfig, safetensors tensors -> ModelWeights.
+// config.json -> ModelConfig (ConfigFromHfJson, model/config.h), safetensors
+// tensors -> ModelWeights.
 //
 // A directory holds config.json, model.safetensors or a sharded
 // model.safetensors.index.json (io/safetensors.h), and the tokenizer files
@@ -42,9 +43,6 @@
 #include "model/weights.h"
 
 namespace kvinfer {
-
-// `text` is config.json's contents; `path` names it in messages.
-ModelConfig ConfigFromHfJson(std::string_view text, const std::string& path);
 
 // Checks every tensor against `config` (shape, dtype) and binds it.
 ModelWeights BindHfWeights(const SafetensorsModel& checkpoint, const ModelConfig& config);

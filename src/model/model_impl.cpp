@@ -12,6 +12,7 @@
 #include "kv/kv_cache.h"
 #include "model/hf_checkpoint.h"
 #include "tokenizer/hf_tokenizer.h"
+#include "tokenizer/llama2c_tokenizer.h"
 
 namespace kvinfer {
 
@@ -129,7 +130,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadLlama2c(const std::string& path)
   std::shared_ptr<ModelImpl> m(new ModelImpl());
   m->llama2c_.emplace(Llama2cCheckpoint::Open(path));
   const Llama2cCheckpoint& ck = *m->llama2c_;
-  m->config_ = ck.config();
+  m->config_ = ConfigFromLlama2c(ck.header());
   const ModelConfig& c = m->config_;
   ModelWeights& w = m->weights_;
   w.token_embd = ck.token_embedding();
@@ -240,10 +241,11 @@ void ModelImpl::FillInfo(const std::string& path, const std::string& format) {
   info.bos_id = tok.bos_id();
   info.eos_id = tok.eos_id();
   info.eot_id = tok.eot_id();
-  info.kv_bytes_per_token_f32 = KvBytesPerToken(c, KvPrecision::kF32);
-  info.kv_bytes_per_token_f16 = KvBytesPerToken(c, KvPrecision::kF16);
-  info.kv_bytes_per_token_q8_0 = KvBytesPerToken(c, KvPrecision::kQ8_0);
-  info.kv_bytes_per_token_q4_0 = c.head_dim % 2 == 0 ? KvBytesPerToken(c, KvPrecision::kQ4_0) : 0;
+  info.kv_bytes_per_token_f32 = KvBytesPerToken(c.kv_shape(), KvPrecision::kF32);
+  info.kv_bytes_per_token_f16 = KvBytesPerToken(c.kv_shape(), KvPrecision::kF16);
+  info.kv_bytes_per_token_q8_0 = KvBytesPerToken(c.kv_shape(), KvPrecision::kQ8_0);
+  info.kv_bytes_per_token_q4_0 =
+      c.head_dim % 2 == 0 ? KvBytesPerToken(c.kv_shape(), KvPrecision::kQ4_0) : 0;
 }
 
 }  // namespace kvinfer

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "engine/chat_template.h"
+#include "model/chat_template.h"
 #include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"

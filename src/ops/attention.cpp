@@ -28,9 +28,8 @@
 // q4_0 (4-bit codes, the same scales) takes q8_0's integer kernels with the
 // nibbles unpacked in registers, or elsewhere a chunk unpacked to q8_0
 // codes first (UnpackQ4).
-// Long contexts stream K/V from L3 or memory: the passes prefetch 16 rows
-// ahead (q8_0: 32, following the spans: SpanPrefetcher), which took f16 at
-// 2048 positions from ~157 to ~116 us per layer.
+// Long contexts stream K/V from L3 or memory, so the passes prefetch 16 rows
+// ahead (q8_0: 32, following the spans: SpanPrefetcher).
 
 #include "ops/attention.h"
 
@@ -210,12 +209,11 @@ HWY_INLINE KvRow<T> RowOf(const KvSpan& sp, int kv, int32_t t, int hd, const flo
 // Prefetches K (kv = 0) or V (kv = 1) rows a fixed number of positions
 // ahead of a pass over the spans, following the spans rather than the
 // memory after the current row: a paged cache's next block lies anywhere in
-// the pool. BM_AttentionDecode with scattered 16-row blocks, 2048
-// positions: q8_0 ~118 -> ~77 us, where "the row 32 ahead in memory"
-// missed, and blocks in order within ~2%. Used for q8_0 only: for f32 and
-// f16 (4 and 2 lines per row) the bursts of hints cost 6-20% with blocks in
-// order and at short contexts (f32 at 128 positions ~9 -> ~10.4 us), more
-// than they gain for f16 on scattered blocks (~195 -> ~163 us).
+// the pool, where "the row 32 ahead in memory" misses. Used for q8_0 only:
+// for f32 and f16 (4 and 2 cache lines per row) the bursts of hints cost
+// more with blocks in order and at short contexts than they gain on
+// scattered blocks (bench/attention_bench.cpp, BM_AttentionDecode, compares
+// the layouts).
 class SpanPrefetcher {
  public:
   SpanPrefetcher(std::span<const KvSpan> spans, int kv, size_t row_bytes, int32_t ahead)
@@ -410,9 +408,8 @@ KVINFER_TARGET_VNNI HWY_NOINLINE void DotsQ8Vnni(const int8_t* HWY_RESTRICT qc, 
   alignas(64) int8_t gathered[16 * kMaxTileHeadDim];
   size_t si = 0;
   int32_t t_in_span = 0;
-  // The tile after next (32 rows ahead: q8_0 rows take so little time that
-  // one tile ahead is too late for memory at long contexts, ~455 -> ~400 us
-  // at 8192 positions).
+  // The tile after next (32 rows ahead): q8_0 rows take so little time that
+  // a hint one tile ahead reaches memory too late at long contexts.
   SpanPrefetcher prefetch(spans, 0, static_cast<size_t>(rs), 32);
   for (int32_t j0 = 0; j0 < total; j0 += 16) {
     prefetch.Next(16);
@@ -1255,45 +1252,6 @@ void AttentionPartial(const float* q, int group, int head_dim, float scale, KvPr
   KVINFER_CHECK(group > 0 && head_dim > 0 && total > 0);
   HWY_DYNAMIC_DISPATCH(AttentionPartialImpl)(q, group, head_dim, scale, kv_type, spans, total,
                                              scratch, m, l, o);
-}
-
-void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales) {
-  for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
-    const int end = std::min(n, b0 + kKvQ8Block);
-    float amax = 0.0f;
-    for (int i = b0; i < end; ++i) amax = std::max(amax, std::abs(x[i]));
-    // Codes from the stored (f16-rounded) scale, so each element is off by
-    // at most half a step of the scale it is read back with (+ a clamp when
-    // the rounding shrank the scale, by at most 2^-11 of max|x|).
-    const uint16_t d16 = F32ToF16(amax / 127.0f);
-    const float d = F16ToF32(d16);
-    for (int i = b0; i < end; ++i) {
-      const float c = d > 0.0f ? std::nearbyint(x[i] / d) : 0.0f;
-      codes[i] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
-    }
-    scales[b0 / kKvQ8Block] = d16;
-  }
-}
-
-void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales) {
-  KVINFER_CHECK(n % 2 == 0);
-  std::memset(packed, 0, static_cast<size_t>(n) / 2);
-  for (int b0 = 0; b0 < n; b0 += kKvQ8Block) {
-    const int end = std::min(n, b0 + kKvQ8Block);
-    float xm = 0.0f;  // the element of largest magnitude, sign kept
-    for (int i = b0; i < end; ++i) {
-      if (std::abs(x[i]) > std::abs(xm)) xm = x[i];
-    }
-    // As q8_0: codes from the stored (f16-rounded) scale.
-    const uint16_t d16 = F32ToF16(xm / -8.0f);
-    const float d = F16ToF32(d16);
-    scales[b0 / kKvQ8Block] = d16;
-    for (int i = b0; i < end; ++i) {
-      const float c = d != 0.0f ? std::clamp(std::nearbyint(x[i] / d), -8.0f, 7.0f) : 0.0f;
-      const KvQ4Place at = KvQ4PlaceOf(n, i);
-      packed[at.byte] |= static_cast<uint8_t>(static_cast<int>(c) + 8) << at.shift;
-    }
-  }
 }
 
 void MergePartial(int group, int head_dim, const float* m2, const float* l2, const float* o2,

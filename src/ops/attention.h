@@ -12,48 +12,10 @@
 #include <cstdint>
 #include <span>
 
+#include "kv/kv_format.h"
 #include "kvinfer/kvinfer.h"
 
 namespace kvinfer::ops {
-
-// q8_0 K/V rows: a head's vector x[head_dim] in blocks of kKvQ8Block
-// elements (the last one shorter when head_dim is not a multiple), each
-// block b stored as int8 codes c and an f16 scale d_b = f16(max|x_b| / 127),
-// with x_i ~= d_b * c_i and c_i = round(x_i / d_b) (0 for an all-zero block).
-constexpr int kKvQ8Block = 32;
-constexpr int KvQ8Blocks(int head_dim) { return (head_dim + kKvQ8Block - 1) / kKvQ8Block; }
-// codes[n], scales[KvQ8Blocks(n)] (f16 bits).
-void QuantizeKvQ8(const float* x, int n, int8_t* codes, uint16_t* scales);
-
-// q4_0 K/V rows: the same blocks, GGML's Q4_0 rounding: with x_m the
-// block's element of largest magnitude, d_b = f16(x_m / -8) (negative when
-// x_m > 0) and codes c_i = clamp(round(x_i / d_b), -8, 7), so x_m is exact
-// and every other element is off by at most half a step, |x_m| / 16, but
-// for elements of the opposite sign beyond 15/16 |x_m|, clamped to code 7:
-// at most a step, |x_m| / 8. A row is n / 2
-// bytes (n even), in slices of 64 elements (the last one r = n mod 64 when
-// that is not 0) of 32 (r / 2) bytes: byte j of a slice holds the slice's
-// code j + 8 in its low nibble and code j + 32 (j + r / 2) + 8 in its high
-// one, so a slice unpacks in order by a mask and a shift, no shuffle.
-// packed[n / 2], scales[KvQ8Blocks(n)] (f16 bits).
-constexpr int kKvQ4Slice = 64;
-void QuantizeKvQ4(const float* x, int n, uint8_t* packed, uint16_t* scales);
-// Where element i of a packed row of n elements lives: its byte, and the
-// shift of its nibble in it (0 low, 4 high).
-struct KvQ4Place {
-  int byte, shift;
-};
-inline KvQ4Place KvQ4PlaceOf(int n, int i) {
-  const int s = i / kKvQ4Slice * kKvQ4Slice;
-  const int half = (n - s < kKvQ4Slice ? n - s : kKvQ4Slice) / 2;
-  const int k = i - s;
-  return {s / 2 + k % half, k < half ? 0 : 4};
-}
-// Code i in [-8, 7] of a packed row of n elements.
-inline int KvQ4Code(const uint8_t* packed, int n, int i) {
-  const KvQ4Place at = KvQ4PlaceOf(n, i);
-  return (packed[at.byte] >> at.shift & 0x0F) - 8;
-}
 
 // `n` consecutive cached positions: keys k[n, head_dim] and values
 // v[n, head_dim], each row contiguous (one block's slice of a KV head), in

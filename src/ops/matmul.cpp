@@ -497,10 +497,10 @@ HWY_INLINE void RowTileN(const WeightView& w, const float* f16_table, const floa
 
 // The largest n that streams the weights (TileQ: decoded in registers once
 // per token tile) instead of dequantizing each row tile to f32 once per token
-// block (TileF32). Measured with AVX-512: streaming wins while there is one
+// block (TileF32). With AVX-512, streaming is faster while there is one
 // token tile (n <= 4: no scratch round trip); from n = 5 decoding once is
-// better for every type (at n = 16: 1.1-1.35x), with one exception (Q4_1 at
-// 1536 columns, ~1.2x the other way). Either way the bits are the same.
+// faster for every type but Q4_1 at 1536 columns (bench/ops_bench.cpp
+// compares them). Either way the bits are the same.
 constexpr size_t kStreamMaxN = kTokTile;
 
 // Rows [r_begin, r_end) for tokens [a.t0, a.t0 + T), streaming the weights.

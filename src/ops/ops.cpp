@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "ops/ops.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -98,21 +97,6 @@ void AxpyImpl(float a, const float* x, float* y, int64_t n) {
 
 void AddImpl(float* y, const float* x, int64_t n) {
   Map(y, x, static_cast<size_t>(n), [](DF, VF yv, VF xv) { return hn::Add(yv, xv); });
-}
-
-void F32ToF16RowImpl(const float* x, int64_t n64, uint16_t* out) {
-  const size_t n = static_cast<size_t>(n64);
-  size_t i = 0;
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-  // F16C's vcvtps2ph. (Highway's emulation on older targets drops the sign
-  // of -0, so they take the scalar loop.)
-  const DF df;
-  const hn::Rebind<hwy::float16_t, DF> dh;
-  const size_t N = hn::Lanes(df);
-  auto* o = reinterpret_cast<hwy::float16_t*>(out);
-  for (; i + N <= n; i += N) hn::StoreU(hn::DemoteTo(dh, hn::LoadU(df, x + i)), dh, o + i);
-#endif
-  for (; i < n; ++i) out[i] = F32ToF16(x[i]);
 }
 
 void RmsNormImpl(const float* x, const float* weight, int64_t n64, float eps, float* out) {
@@ -212,7 +196,6 @@ HWY_EXPORT(AddImpl);
 HWY_EXPORT(RmsNormImpl);
 HWY_EXPORT(LayerNormImpl);
 HWY_EXPORT(SiluMulImpl);
-HWY_EXPORT(F32ToF16RowImpl);
 HWY_EXPORT(GeluTanhImpl);
 HWY_EXPORT(SoftmaxImpl);
 
@@ -236,10 +219,6 @@ void SiluMul(float* gate, const float* up, int64_t n) {
 void GeluTanh(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhImpl)(x, n); }
 
 void Add(float* y, const float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(AddImpl)(y, x, n); }
-
-void F32ToF16Row(const float* x, int64_t n, uint16_t* out) {
-  HWY_DYNAMIC_DISPATCH(F32ToF16RowImpl)(x, n, out);
-}
 
 void RopeTable(int32_t pos, int rope_dims, float theta_base, float* cs, float* sn) {
   KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0, "RopeTable: rope_dims {}", rope_dims);

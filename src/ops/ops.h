@@ -59,11 +59,6 @@ void GeluTanh(float* x, int64_t n);
 // y[n] += x[n].
 void Add(float* y, const float* x, int64_t n);
 
-// out[n] = x[n] as IEEE fp16, rounded to nearest even: F32ToF16's bits for
-// every input but NaN (a NaN stays a NaN; its payload may differ). Writes
-// the rows of an f16 KV cache (F16C where the target has it).
-void F32ToF16Row(const float* x, int64_t n, uint16_t* out);
-
 // Rotary embedding, GGML "normal" mode (the Llama layout after GGUF's Q/K
 // permutation): for each head, pairs (x[2i], x[2i+1]) for 2i < rope_dims are
 // rotated by pos * theta_base^(-2i / rope_dims). x is [num_heads, head_dim].

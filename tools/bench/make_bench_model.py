@@ -2,7 +2,7 @@
 """Writes a RANDOM-weight Llama GGUF of the default model's shape, for speed
 measurements of weight types no real file here has.
 
-Shape (issue #6's comparison files): SmolLM2-135M — Llama, 30 layers, hidden
+Shape (the reference comparison's files): SmolLM2-135M — Llama, 30 layers, hidden
 576, 9 heads / 3 KV heads (head dim 64), FFN 1536, tied embeddings, RoPE theta
 100000, context 8192; vocabulary 50257 with the real GPT-2 byte-level BPE
 tokenizer (taken from ../shared/models/tokenizers/llamacpp-vocab/

@@ -192,8 +192,8 @@ struct ContextOptions {
 // drifts over minutes (shared L3, memory bandwidth, clock), so the
 // depths and types are interleaved within every repetition, and the ratio
 // of a depth's speed to the first depth's is taken per repetition (paired)
-// before it is averaged: separate runs minutes apart gave the 2048 / 128
-// ratio of one binary anywhere from 57% to 71%.
+// before it is averaged: unpaired runs minutes apart can differ by more
+// than the effects the ratio is meant to show.
 void RunContext(const ContextOptions& o) {
   const std::string path = o.model.empty() ? DefaultModelPath() : o.model;
   Model model = LoadModel(path);

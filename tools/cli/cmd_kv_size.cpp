@@ -31,10 +31,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "core/error.h"
-#include "io/gguf.h"
-#include "io/llama2c.h"
-#include "kv/kv_size.h"
+#include "kvinfer/kv_size.h"
 
 extern char** environ;
 
@@ -59,87 +56,40 @@ struct Entry {
   std::string source;  // "preset", or the file it was read from
 };
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Die(fmt::format("cannot read '{}'", path));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The value, or exit with the error's message.
+template <typename T>
+T OrDie(StatusOr<T> v) {
+  if (!v.ok()) Die(v.status().message());
+  return std::move(v).value();
 }
 
 std::vector<Entry> LoadSpecs(const KvSizeFlags& f) {
   std::vector<Entry> out;
   // --model takes what every command's --model takes: a GGUF file (its
   // metadata), a Hugging Face checkpoint directory (its config.json) or a
-  // llama2.c checkpoint (its header). No weights are read.
+  // llama2.c checkpoint (its header). No weights are read. Checkpoint
+  // directories join the --config rows.
   std::vector<std::string> configs = f.configs;
   for (const std::string& path : f.models) {
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
-      if (!std::filesystem::is_regular_file(std::filesystem::path(path) / "config.json", ec)) {
-        Die(fmt::format("'{}' is a directory without config.json: not a Hugging Face checkpoint",
-                        path));
-      }
       configs.push_back(path);
       continue;
     }
-    if (!std::filesystem::is_regular_file(path, ec)) {
-      Die(fmt::format("model file '{}' does not exist", path));
-    }
-    char magic[4] = {};
-    std::ifstream(path, std::ios::binary).read(magic, 4);
-    try {
-      if (std::string_view(magic, 4) == "GGUF") {
-        GgufFile gguf = GgufFile::Open(path);
-        out.push_back({KvSizeSpecFromGguf(gguf), path});
-      } else if (path.ends_with(".bin")) {
-        const ModelConfig c = Llama2cCheckpoint::Open(path).config();
-        KvSizeSpec s;
-        s.name = std::filesystem::path(path).stem().string();
-        s.n_layers = c.n_layers;
-        s.n_heads = c.n_heads;
-        s.n_kv_heads = c.n_kv_heads;
-        s.head_dim = c.head_dim;
-        s.v_head_dim = c.head_dim;
-        s.context_length = c.context_length;
-        out.push_back({std::move(s), path});
-      } else {
-        Die(fmt::format(
-            "'{}' is not a model kvinfer knows (a GGUF file, a Hugging Face checkpoint directory "
-            "or a llama2.c .bin)",
-            path));
-      }
-    } catch (const Error& e) {
-      Die(fmt::format("cannot read the model config from '{}': {}", path, e.what()));
-    }
+    out.push_back({OrDie(KvSizeSpecForModel(path)), path});
   }
-  for (std::string path : configs) {
+  for (const std::string& path : configs) {
     std::error_code ec;
-    if (std::filesystem::is_directory(path, ec))
-      path = (std::filesystem::path(path) / "config.json").string();
-    if (!std::filesystem::is_regular_file(path, ec)) {
-      Die(fmt::format("config file '{}' does not exist", path));
-    }
-    // Name the row after the checkpoint folder when the file is config.json.
-    std::filesystem::path p(path);
-    std::string name =
-        p.filename() == "config.json" && p.has_parent_path() && !p.parent_path().filename().empty()
-            ? p.parent_path().filename().string()
-            : p.filename().string();
-    try {
-      KvSizeSpec spec = KvSizeSpecFromHfConfig(ReadText(path), path);
-      spec.name = name;
-      out.push_back({std::move(spec), path});
-    } catch (const Error& e) {
-      Die(e.what());
-    }
+    const bool dir = std::filesystem::is_directory(path, ec);
+    const std::string source = dir ? (std::filesystem::path(path) / "config.json").string() : path;
+    // A directory as --model is checked to be a checkpoint directory.
+    const bool as_model =
+        dir && std::find(f.models.begin(), f.models.end(), path) != f.models.end();
+    out.push_back({OrDie(as_model ? KvSizeSpecForModel(path) : KvSizeSpecForConfigFile(path)),
+                   source});
   }
   for (const std::string& name : f.presets) {
-    try {
-      out.push_back({KvSizeSpecFromPreset(name), "preset"});
-    } catch (const Error& e) {
-      Die(e.what());
-    }
+    out.push_back({OrDie(KvSizeSpecForPreset(name)), "preset"});
   }
   return out;
 }
@@ -157,11 +107,9 @@ std::string Grouped(uint64_t v) {
 }
 
 KvSizeResult ComputeOrDie(const KvSizeSpec& spec, const KvSizeOptions& o) {
-  try {
-    return ComputeKvSize(spec, o);
-  } catch (const Error& e) {
-    Die(fmt::format("{}: {}", spec.name, e.what()));
-  }
+  StatusOr<KvSizeResult> r = KvSizeFor(spec, o);
+  if (!r.ok()) Die(fmt::format("{}: {}", spec.name, r.status().message()));
+  return std::move(r).value();
 }
 
 std::string HeadDimText(const KvSizeSpec& s) {
@@ -363,11 +311,7 @@ void RunKvSize(const KvSizeFlags& f) {
   o.seq_len = f.seq_len;
   o.batch = f.batch;
   o.block_size = f.block_size;
-  try {
-    o.dtype = ParseKvDtype(f.dtype);
-  } catch (const Error& e) {
-    Die(e.what());
-  }
+  o.dtype = OrDie(KvDtypeFromName(f.dtype));
   std::vector<Entry> entries = LoadSpecs(f);
   if (entries.empty()) {
     std::string known;

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include "cli.h"
-#include "ops/ops.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -57,7 +56,7 @@ void AddThreadsOption(CLI::App* cmd, int* threads) {
   cmd->add_option("--threads,-t", *threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
   // Every command that runs a model has --threads, so it gets this too.
   cmd->add_flag_callback(
-      "--f32-activations", [] { ops::SetActivationPrecision(ops::ActivationPrecision::kF32); },
+      "--f32-activations", [] { UseF32Activations(); },
       "Multiply Q4_0/Q4_1/Q8_0 weights by f32 activations (exact, slower) instead of "
       "activations quantized to int8 per 32-block (the default)");
 }

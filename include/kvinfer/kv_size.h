@@ -1,9 +1,11 @@
-// KV-cache memory calculator: how many bytes a model's K/V cache needs for a
-// given sequence length, batch, cache element type and paging granularity.
+// kvinfer's KV-cache memory calculator, public: how many bytes a model's
+// K/V cache needs for a given sequence length, batch, cache element type and
+// paging granularity. The `kvinfer kv-size` command is built on this header.
 //
 // Nothing here allocates a cache or loads weights; it is arithmetic over the
 // attention shape, which comes from a named preset (published configs), a
-// Hugging Face config.json, or a GGUF file's metadata.
+// Hugging Face config.json, or a model file's metadata (GGUF, a Hugging Face
+// checkpoint directory, a llama2.c checkpoint's header).
 //
 // Per layer and per token the cache stores (elements):
 //   MHA/GQA/MQA  n_kv_heads * (head_dim + v_head_dim)    K and V of each KV head
@@ -13,17 +15,18 @@
 //                                                       from it) + the decoupled
 //                                                       RoPE key, also shared
 // Sliding-window layers keep only the last `sliding_window` tokens.
+//
+// Nothing here throws; failures come back as Status.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace kvinfer {
+#include "kvinfer/status.h"
 
-class GgufFile;
+namespace kvinfer {
 
 // The element type of the cache, with the storage cost of each:
 //   f32 4 B; f16, bf16 2 B; fp8 1 B (one per-tensor scale, negligible, not counted);
@@ -38,11 +41,11 @@ class GgufFile;
 enum class KvDtype { kF32, kF16, kBF16, kFP8, kInt8, kQ8_0, kQ4_0 };
 
 std::string_view KvDtypeName(KvDtype t);
-// "f16", "FP16", "bf16", "fp8", "int8", "q8_0", ... (case-insensitive).
-// Throws Error(kInvalidArgument) listing the known names.
-KvDtype ParseKvDtype(std::string_view name);
 // "f32, f16, bf16, fp8, int8, q8_0, q4_0"
 std::string KvDtypeNames();
+// "f16", "FP16", "bf16", "fp8", "int8", "q8_0", ... (case-insensitive);
+// kInvalidArgument listing the known names.
+StatusOr<KvDtype> KvDtypeFromName(std::string_view name);
 
 enum class KvAttention { kMHA, kGQA, kMQA, kMLA };
 std::string_view KvAttentionName(KvAttention a);
@@ -68,19 +71,20 @@ struct KvSizeSpec {
   KvAttention attention() const;
 };
 
-// Throws Error(kInvalidArgument) naming the first inconsistent field.
-void ValidateKvSizeSpec(const KvSizeSpec& spec);
-
 // Presets from published configs; names are case-insensitive.
 std::vector<std::string> KvSizePresetNames();
-// Throws Error(kNotFound) listing the known presets.
-KvSizeSpec KvSizeSpecFromPreset(std::string_view name);
-// A Hugging Face config.json (its text). Throws Error(kInvalidArgument) for
-// malformed JSON or a missing/invalid key, naming the key.
-KvSizeSpec KvSizeSpecFromHfConfig(std::string_view json_text, std::string name = "config.json");
-// GGUF metadata only (no weights, no tensors needed). Throws Error(kDataLoss)
-// naming the file and key.
-KvSizeSpec KvSizeSpecFromGguf(const GgufFile& file);
+// kNotFound listing the known presets.
+StatusOr<KvSizeSpec> KvSizeSpecForPreset(std::string_view name);
+// A Hugging Face config.json, or a directory holding one; the spec is named
+// after the checkpoint directory. kNotFound for a missing file,
+// kInvalidArgument for malformed JSON or a missing/invalid key, naming the
+// file and the key.
+StatusOr<KvSizeSpec> KvSizeSpecForConfigFile(const std::string& path);
+// A model as Model::Load takes it, metadata only (no weights are read): a
+// GGUF file, a Hugging Face checkpoint directory (its config.json) or a
+// llama2.c checkpoint (.bin, its header). Errors name the file and the
+// problem.
+StatusOr<KvSizeSpec> KvSizeSpecForModel(const std::string& path);
 
 struct KvSizeOptions {
   int64_t seq_len = 4096;  // tokens per sequence (prompt + generated)
@@ -111,14 +115,9 @@ struct KvSizeResult {
   bool exceeds_context = false;  // seq_len > context_length (when known)
 };
 
-// Throws Error(kInvalidArgument) for non-positive options or an invalid spec,
-// Error(kOutOfRange) when the total does not fit in 64 bits.
-KvSizeResult ComputeKvSize(const KvSizeSpec& spec, const KvSizeOptions& options);
-
-// Slots a windowed layer holds for a sequence of `seq_len` tokens: the
-// blocks that overlap the last `window` positions [seq_len - window, seq_len)
-// (blocks wholly outside the window are freed), times block_size.
-int64_t WindowTokens(int64_t seq_len, int64_t window, int64_t block_size);
+// kInvalidArgument for non-positive options or an inconsistent spec (naming
+// the first bad field), kOutOfRange when the total does not fit in 64 bits.
+StatusOr<KvSizeResult> KvSizeFor(const KvSizeSpec& spec, const KvSizeOptions& options);
 
 // "512.0 KiB", "1.00 GiB", "900 B" (binary units).
 std::string FormatBytes(uint64_t bytes);

@@ -1,17 +1,20 @@
-#include "kv/kv_size.h"
+#include "model/kv_size.h"
 
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/llama2c.h"
+#include "kv/kv_format.h"
 
 namespace kvinfer {
 namespace {
@@ -51,13 +54,21 @@ struct VectorBytes {
   uint64_t scale = 0;
 };
 
+// Bytes of a vector in kvinfer's own K/V row format (kv/kv_format.h): the
+// codes, then the scales.
+VectorBytes StoredBytes(KvPrecision p, uint64_t elems) {
+  const int n = static_cast<int>(elems);
+  const uint64_t code = KvCodeRowBytes(p, n);
+  return {code, KvRowBytes(p, n) - code};
+}
+
 VectorBytes BytesOfVector(uint64_t elems, KvDtype t) {
   const uint64_t blocks = (elems + kBlockElems - 1) / kBlockElems;
   switch (t) {
     case KvDtype::kF32:
-      return {4 * elems, 0};
+      return StoredBytes(KvPrecision::kF32, elems);
     case KvDtype::kF16:
-      return {2 * elems, 0};
+      return StoredBytes(KvPrecision::kF16, elems);
     case KvDtype::kBF16:
       return {2 * elems, 0};
     case KvDtype::kFP8:
@@ -65,13 +76,14 @@ VectorBytes BytesOfVector(uint64_t elems, KvDtype t) {
     case KvDtype::kInt8:
       return {elems, 2};  // one f16 scale per vector
     case KvDtype::kQ8_0:
-      // As kvinfer's q8_0 cache stores it (KvRowBytes): one int8 code per
-      // element and an f16 scale per started block of 32, the last block's
-      // codes not padded.
-      return {elems, blocks * 2};
+      // One int8 code per element and an f16 scale per started block of 32,
+      // the last block's codes not padded.
+      return StoredBytes(KvPrecision::kQ8_0, elems);
     case KvDtype::kQ4_0:
-      // As kvinfer's q4_0 cache stores it (KvRowBytes): two codes per byte
-      // and an f16 scale per started block of 32, nothing padded.
+      // Two codes per byte and an f16 scale per started block of 32, nothing
+      // padded. kvinfer stores even lengths only; an odd one is sized with
+      // its last byte half used.
+      if (elems % 2 == 0) return StoredBytes(KvPrecision::kQ4_0, elems);
       return {(elems + 1) / 2, blocks * 2};
   }
   KVINFER_CHECK_MSG(false, "unknown KvDtype {}", static_cast<int>(t));
@@ -155,56 +167,6 @@ std::vector<KvSizeSpec> MakePresets() {
 const std::vector<KvSizeSpec>& Presets() {
   static const std::vector<KvSizeSpec> presets = MakePresets();
   return presets;
-}
-
-// ---------------------------------------------------------------------------
-// Hugging Face config.json
-
-using Json = nlohmann::json;
-
-bool Has(const Json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
-
-// The first of `keys` present (non-null) as an integer in [lo, hi]; nullopt
-// when none is present. A present key with a bad value is an error.
-std::optional<int64_t> OptInt(const Json& j, std::initializer_list<const char*> keys, int64_t lo,
-                              int64_t hi, const std::string& where) {
-  for (const char* key : keys) {
-    if (!Has(j, key)) continue;
-    const Json& v = j.at(key);
-    int64_t n = 0;
-    if (v.is_number_integer()) {
-      // number_unsigned beyond int64 would wrap; compare as unsigned first.
-      if (v.is_number_unsigned() &&
-          v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        Fail(StatusCode::kInvalidArgument, "{}: '{}' = {} is out of range (expected {}..{})", where,
-             key, v.dump(), lo, hi);
-      }
-      n = v.get<int64_t>();
-    } else if (v.is_number_float() && std::abs(v.get<double>()) < 0x1p62 &&
-               v.get<double>() == std::floor(v.get<double>())) {
-      n = static_cast<int64_t>(v.get<double>());  // 4096.0 written by some exporters
-    } else {
-      Fail(StatusCode::kInvalidArgument, "{}: '{}' must be an integer, got {}", where, key,
-           v.dump());
-    }
-    if (n < lo || n > hi) {
-      Fail(StatusCode::kInvalidArgument, "{}: '{}' = {} is out of range (expected {}..{})", where,
-           key, n, lo, hi);
-    }
-    return n;
-  }
-  return std::nullopt;
-}
-
-int64_t ReqInt(const Json& j, std::initializer_list<const char*> keys, int64_t lo, int64_t hi,
-               const std::string& where) {
-  std::optional<int64_t> v = OptInt(j, keys, lo, hi, where);
-  if (!v) {
-    std::string names;
-    for (const char* k : keys) names += fmt::format("{}'{}'", names.empty() ? "" : " or ", k);
-    Fail(StatusCode::kInvalidArgument, "{}: missing key {}", where, names);
-  }
-  return *v;
 }
 
 }  // namespace
@@ -310,180 +272,43 @@ KvSizeSpec KvSizeSpecFromPreset(std::string_view name) {
   Fail(StatusCode::kNotFound, "unknown preset '{}' (known presets: {})", name, known);
 }
 
-KvSizeSpec KvSizeSpecFromHfConfig(std::string_view json_text, std::string name) {
-  Json root;
-  try {
-    root = Json::parse(json_text.begin(), json_text.end());
-  } catch (const Json::parse_error& e) {
-    Fail(StatusCode::kInvalidArgument, "{}: not valid JSON: {}", name, e.what());
-  }
-  if (!root.is_object()) {
-    Fail(StatusCode::kInvalidArgument, "{}: expected a JSON object at the top level", name);
-  }
-  // Multimodal checkpoints (Llava, Gemma-3, ...) nest the language model's
-  // config under text_config.
-  const Json* cfg = &root;
-  if (!Has(root, "num_hidden_layers") && !Has(root, "n_layer") && Has(root, "text_config") &&
-      root.at("text_config").is_object()) {
-    cfg = &root.at("text_config");
-  }
-  const Json& j = *cfg;
-  const std::string where = name;  // a copy: name is moved into the spec below
-
-  std::string model_type;
-  if (Has(j, "model_type") && j.at("model_type").is_string()) {
-    model_type = j.at("model_type").get<std::string>();
-  } else if (Has(root, "model_type") && root.at("model_type").is_string()) {
-    model_type = root.at("model_type").get<std::string>();
-  }
-
+KvSizeSpec KvSizeSpecFromConfig(const ModelConfig& c, std::string name) {
   KvSizeSpec s;
   s.name = std::move(name);
-  s.n_layers = static_cast<int>(
-      ReqInt(j, {"num_hidden_layers", "n_layer", "n_layers", "num_layers"}, 1, kMaxLayers, where));
-  s.n_heads = static_cast<int>(
-      ReqInt(j, {"num_attention_heads", "n_head", "n_heads"}, 1, kMaxHeads, where));
-  // Falcon/BigCode spell MQA as a flag.
-  const bool multi_query =
-      Has(j, "multi_query") && j.at("multi_query").is_boolean() && j.at("multi_query").get<bool>();
-  s.n_kv_heads = static_cast<int>(
-      OptInt(j, {"num_key_value_heads", "n_head_kv", "num_kv_heads"}, 1, kMaxHeads, where)
-          .value_or(multi_query ? 1 : s.n_heads));
-  if (std::optional<int64_t> ctx =
-          OptInt(j, {"max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"}, 1,
-                 kMaxContext, where)) {
-    s.context_length = static_cast<int>(std::min<int64_t>(*ctx, std::numeric_limits<int>::max()));
-  }
-
-  const bool is_deepseek = model_type == "deepseek_v2" || model_type == "deepseek_v3";
-  if (is_deepseek || Has(j, "kv_lora_rank")) {
-    s.mla = true;
-    s.kv_lora_rank = static_cast<int>(ReqInt(j, {"kv_lora_rank"}, 1, kMaxHeadDim, where));
-    s.qk_rope_head_dim = static_cast<int>(ReqInt(j, {"qk_rope_head_dim"}, 0, kMaxHeadDim, where));
-    const int64_t nope = OptInt(j, {"qk_nope_head_dim"}, 0, kMaxHeadDim, where).value_or(0);
-    s.head_dim = static_cast<int>(nope + s.qk_rope_head_dim);
-    s.v_head_dim =
-        static_cast<int>(OptInt(j, {"v_head_dim"}, 0, kMaxHeadDim, where).value_or(s.head_dim));
-  } else {
-    std::optional<int64_t> head_dim = OptInt(j, {"head_dim"}, 1, kMaxHeadDim, where);
-    if (!head_dim) {
-      const int64_t hidden =
-          ReqInt(j, {"hidden_size", "n_embd", "d_model"}, 1, kMaxHeadDim * kMaxHeads, where);
-      if (hidden % s.n_heads != 0) {
-        Fail(StatusCode::kInvalidArgument,
-             "{}: hidden_size {} is not a multiple of num_attention_heads {} (give head_dim)",
-             where, hidden, s.n_heads);
-      }
-      head_dim = hidden / s.n_heads;
-    }
-    s.head_dim = static_cast<int>(*head_dim);
-    s.v_head_dim = s.head_dim;
-  }
-
-  // Sliding windows. Qwen2 configs carry a window that is off unless
-  // use_sliding_window is true.
-  const bool window_disabled = Has(j, "use_sliding_window") &&
-                               j.at("use_sliding_window").is_boolean() &&
-                               !j.at("use_sliding_window").get<bool>();
-  std::optional<int64_t> window = OptInt(j, {"sliding_window"}, 1, kMaxContext, where);
-  if (window && !window_disabled) {
-    s.sliding_window =
-        static_cast<int>(std::min<int64_t>(*window, std::numeric_limits<int>::max()));
-    s.n_window_layers = s.n_layers;
-    if (Has(j, "layer_types") && j.at("layer_types").is_array()) {
-      // Newer configs list each layer: "sliding_attention" / "full_attention".
-      int sliding = 0;
-      for (const Json& t : j.at("layer_types")) {
-        if (t.is_string() && t.get<std::string>() == "sliding_attention") ++sliding;
-      }
-      s.n_window_layers = sliding;
-    } else if (model_type == "gemma2") {
-      s.n_window_layers = (s.n_layers + 1) / 2;  // even-numbered layers are local
-    } else if (Has(j, "sliding_window_pattern")) {
-      // Gemma-3: every pattern-th layer is global, the rest local.
-      const int64_t pattern = ReqInt(j, {"sliding_window_pattern"}, 1, kMaxLayers, where);
-      s.n_window_layers = s.n_layers - static_cast<int>(s.n_layers / pattern);
-    } else if (Has(j, "max_window_layers") && Has(j, "use_sliding_window")) {
-      // Qwen2: layers at index >= max_window_layers use the window.
-      const int64_t first = ReqInt(j, {"max_window_layers"}, 0, kMaxLayers, where);
-      s.n_window_layers = static_cast<int>(std::max<int64_t>(0, s.n_layers - first));
-    }
-    if (s.n_window_layers == 0) s.sliding_window = 0;
-  }
+  s.n_layers = c.n_layers;
+  s.n_heads = c.n_heads;
+  s.n_kv_heads = c.n_kv_heads;
+  s.head_dim = c.head_dim;
+  s.v_head_dim = c.v_head_dim;
+  s.mla = c.mla;
+  s.kv_lora_rank = c.kv_lora_rank;
+  s.qk_rope_head_dim = c.qk_rope_head_dim;
+  s.sliding_window = c.sliding_window;
+  s.n_window_layers = c.n_window_layers;
+  s.context_length = c.context_length;
   ValidateKvSizeSpec(s);
   return s;
 }
 
-KvSizeSpec KvSizeSpecFromGguf(const GgufFile& f) {
-  std::optional<std::string_view> arch = f.GetString("general.architecture");
-  if (!arch)
-    Fail(StatusCode::kDataLoss, "{}: missing metadata key 'general.architecture'", f.path());
-  const std::string a(*arch);
-  auto get = [&](const std::string& key, int64_t lo, int64_t hi) -> std::optional<int64_t> {
-    std::optional<uint64_t> v = f.GetUint(key);
-    if (!v) return std::nullopt;
-    if (*v < static_cast<uint64_t>(lo) || *v > static_cast<uint64_t>(hi)) {
-      Fail(StatusCode::kDataLoss, "{}: '{}' = {} is out of range (expected {}..{})", f.path(), key,
-           *v, lo, hi);
-    }
-    return static_cast<int64_t>(*v);
-  };
-  auto req = [&](const std::string& key, int64_t lo, int64_t hi) -> int64_t {
-    std::optional<int64_t> v = get(key, lo, hi);
-    if (!v) Fail(StatusCode::kDataLoss, "{}: missing metadata key '{}'", f.path(), key);
-    return *v;
-  };
-
-  KvSizeSpec s;
-  if (std::optional<std::string_view> n = f.GetString("general.name"); n && !n->empty()) {
-    s.name = std::string(*n);
-  } else {
-    s.name = std::filesystem::path(f.path()).stem().string();
-  }
-  s.n_layers = static_cast<int>(req(a + ".block_count", 1, kMaxLayers));
-  s.n_heads = static_cast<int>(req(a + ".attention.head_count", 1, kMaxHeads));
-  s.n_kv_heads =
-      static_cast<int>(get(a + ".attention.head_count_kv", 1, kMaxHeads).value_or(s.n_heads));
-  if (std::optional<int64_t> ctx = get(a + ".context_length", 1, kMaxContext)) {
-    s.context_length = static_cast<int>(std::min<int64_t>(*ctx, std::numeric_limits<int>::max()));
-  }
-  std::optional<int64_t> k_len = get(a + ".attention.key_length", 1, kMaxHeadDim);
-  std::optional<int64_t> v_len = get(a + ".attention.value_length", 1, kMaxHeadDim);
-  if (!k_len || !v_len) {
-    const int64_t embd = req(a + ".embedding_length", 1, kMaxHeadDim * kMaxHeads);
-    if (embd % s.n_heads != 0) {
-      Fail(StatusCode::kDataLoss,
-           "{}: '{}.embedding_length' {} is not a multiple of head_count {} (and no key_length)",
-           f.path(), a, embd, s.n_heads);
-    }
-    if (!k_len) k_len = embd / s.n_heads;
-    if (!v_len) v_len = embd / s.n_heads;
-  }
-  s.head_dim = static_cast<int>(*k_len);
-  s.v_head_dim = static_cast<int>(*v_len);
-
-  if (a == "deepseek2" || f.Find(a + ".attention.kv_lora_rank") != nullptr) {
-    s.mla = true;
-    s.kv_lora_rank = static_cast<int>(req(a + ".attention.kv_lora_rank", 1, kMaxHeadDim));
-    s.qk_rope_head_dim = static_cast<int>(req(a + ".rope.dimension_count", 1, kMaxHeadDim));
-  }
-  if (std::optional<int64_t> w = get(a + ".attention.sliding_window", 0, kMaxContext);
-      w && *w > 0) {
-    s.sliding_window = static_cast<int>(std::min<int64_t>(*w, std::numeric_limits<int>::max()));
-    if (a == "gemma2") {
-      s.n_window_layers = (s.n_layers + 1) / 2;  // even-numbered layers are local
-    } else if (a == "gemma3") {
-      s.n_window_layers = s.n_layers - s.n_layers / 6;  // every 6th layer is global
-    } else {
-      s.n_window_layers = s.n_layers;
-    }
-  }
+KvSizeSpec KvSizeSpecFromHfConfig(std::string_view json_text, std::string name) {
+  // The text is the caller's argument, so a bad one is an invalid argument
+  // (the reader reports a malformed file as kDataLoss).
   try {
-    ValidateKvSizeSpec(s);
+    return KvSizeSpecFromConfig(ConfigFromHfJson(json_text, name, ConfigUse::kShape), name);
+  } catch (const Error& e) {
+    if (e.code() != StatusCode::kDataLoss) throw;
+    Fail(StatusCode::kInvalidArgument, "{}", e.what());
+  }
+}
+
+KvSizeSpec KvSizeSpecFromGguf(const GgufFile& f) {
+  const ModelConfig c = ConfigFromGguf(f, ConfigUse::kShape);
+  std::string name = !c.name.empty() ? c.name : std::filesystem::path(f.path()).stem().string();
+  try {
+    return KvSizeSpecFromConfig(c, std::move(name));
   } catch (const Error& e) {
     Fail(StatusCode::kDataLoss, "{}: {}", f.path(), e.what());
   }
-  return s;
 }
 
 int64_t WindowTokens(int64_t seq_len, int64_t window, int64_t block_size) {
@@ -567,6 +392,97 @@ std::string FormatBytes(uint64_t bytes) {
   if (v >= 100) return fmt::format("{:.0f} {}", v, kUnits[unit]);
   if (v >= 10) return fmt::format("{:.1f} {}", v, kUnits[unit]);
   return fmt::format("{:.2f} {}", v, kUnits[unit]);
+}
+
+// ---------------------------------------------------------------------------
+// The public, non-throwing API (include/kvinfer/kv_size.h).
+
+namespace {
+
+template <typename T, typename Fn>
+StatusOr<T> Catching(Fn&& fn) {
+  std::optional<T> out;
+  Status st = CatchToStatus([&] { out.emplace(fn()); });
+  if (!st.ok()) return st;
+  return std::move(*out);
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Fail(StatusCode::kNotFound, "cannot read '{}'", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A config.json, or a directory holding one, named after the checkpoint
+// directory when the file is config.json.
+KvSizeSpec SpecOfConfigFile(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::is_directory(p, ec)) p /= "config.json";
+  if (!fs::is_regular_file(p, ec)) {
+    Fail(StatusCode::kNotFound, "config file '{}' does not exist", p.string());
+  }
+  const std::string name =
+      p.filename() == "config.json" && p.has_parent_path() && !p.parent_path().filename().empty()
+          ? p.parent_path().filename().string()
+          : p.filename().string();
+  KvSizeSpec spec = KvSizeSpecFromHfConfig(ReadText(p.string()), p.string());
+  spec.name = name;
+  return spec;
+}
+
+}  // namespace
+
+StatusOr<KvDtype> KvDtypeFromName(std::string_view name) {
+  return Catching<KvDtype>([&] { return ParseKvDtype(name); });
+}
+
+StatusOr<KvSizeSpec> KvSizeSpecForPreset(std::string_view name) {
+  return Catching<KvSizeSpec>([&] { return KvSizeSpecFromPreset(name); });
+}
+
+StatusOr<KvSizeSpec> KvSizeSpecForConfigFile(const std::string& path) {
+  return Catching<KvSizeSpec>([&] { return SpecOfConfigFile(path); });
+}
+
+StatusOr<KvSizeSpec> KvSizeSpecForModel(const std::string& path) {
+  return Catching<KvSizeSpec>([&] {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      if (!fs::is_regular_file(fs::path(path) / "config.json", ec)) {
+        Fail(StatusCode::kNotFound,
+             "'{}' is a directory without config.json: not a Hugging Face checkpoint", path);
+      }
+      return SpecOfConfigFile(path);
+    }
+    if (!fs::is_regular_file(path, ec)) {
+      Fail(StatusCode::kNotFound, "model file '{}' does not exist", path);
+    }
+    char magic[4] = {};
+    std::ifstream(path, std::ios::binary).read(magic, 4);
+    try {
+      if (std::string_view(magic, 4) == "GGUF") return KvSizeSpecFromGguf(GgufFile::Open(path));
+      if (path.ends_with(".bin")) {
+        const Llama2cCheckpoint ck = Llama2cCheckpoint::Open(path);
+        return KvSizeSpecFromConfig(ConfigFromLlama2c(ck.header()),
+                                    fs::path(path).stem().string());
+      }
+    } catch (const Error& e) {
+      Fail(e.code(), "cannot read the model config from '{}': {}", path, e.what());
+    }
+    Fail(StatusCode::kInvalidArgument,
+         "'{}' is not a model kvinfer knows (a GGUF file, a Hugging Face checkpoint directory "
+         "or a llama2.c .bin)",
+         path);
+  });
+}
+
+StatusOr<KvSizeResult> KvSizeFor(const KvSizeSpec& spec, const KvSizeOptions& options) {
+  return Catching<KvSizeResult>([&] { return ComputeKvSize(spec, options); });
 }
 
 }  // namespace kvinfer

@@ -1,4 +1,4 @@
-#include "engine/chat_template.h"
+#include "model/chat_template.h"
 
 #include "core/error.h"
 
