@@ -296,5 +296,58 @@ TEST(Scheduler, RemoveReleasesTheKv) {
   EXPECT_THAT(Ids(s.running()), ElementsAre(2));
 }
 
+TEST(Scheduler, AFailedAllocationEndsOnlyThatRequest) {
+  KvManager kv(4, 8);
+  Scheduler s(Config(KvStrategy::kPaged, 4, 100), kv);
+  s.Add(Fake(1, 4));
+  s.Add(Fake(2, 4));
+  s.Add(Fake(3, 4));
+  PlayStep(s, kv, s.Schedule());
+  EXPECT_EQ(kv.num_free_blocks(), 5);
+  // 2's next block allocation fails as memory would (once: 4 reuses the
+  // sequence id that 2 frees).
+  const int32_t seq2 = Running(s, 2).seq;
+  bool failed_once = false;
+  kv.SetAllocateHookForTest([&](int32_t seq) {
+    if (seq == seq2 && !failed_once) {
+      failed_once = true;
+      throw std::bad_alloc();
+    }
+  });
+  s.Add(Fake(4, 4));
+  SchedulerOutput out = s.Schedule();
+  EXPECT_THAT(Chunks(out), ElementsAre("1:[4,5)*", "3:[4,5)*", "4:[0,4)*"));
+  ASSERT_EQ(out.finished.size(), 1u);
+  const Request& failed = *out.finished[0];
+  EXPECT_EQ(failed.id, 2u);
+  EXPECT_EQ(failed.finish, FinishReason::kError);
+  EXPECT_THAT(failed.error, ::testing::HasSubstr("out of memory"));
+  EXPECT_EQ(failed.seq, -1);
+  EXPECT_THAT(Ids(s.running()), ElementsAre(1, 3, 4));
+  // 2's block is free again: 8 - (1 and 3: two each) - (4: one).
+  EXPECT_EQ(kv.num_free_blocks(), 3);
+  EXPECT_EQ(kv.num_sequences(), 3);
+}
+
+TEST(Scheduler, AFailedSessionRequestDropsTheSessionsCache) {
+  KvManager kv(4, 8);
+  Scheduler s(Config(KvStrategy::kPaged, 4, 100), kv);
+  const SessionId sid = s.CreateSession();
+  s.FindSession(sid)->busy = true;
+  s.Add(Fake(1, 4, 1, sid));
+  PlayStep(s, kv, s.Schedule());
+  ASSERT_GE(s.FindSession(sid)->seq, 0);
+  s.FindSession(sid)->busy = true;
+  s.Add(Fake(2, 9, 1, sid));
+  kv.SetAllocateHookForTest([](int32_t) { throw std::bad_alloc(); });
+  SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0]->finish, FinishReason::kError);
+  EXPECT_EQ(s.FindSession(sid)->seq, -1);
+  EXPECT_FALSE(s.FindSession(sid)->busy);
+  EXPECT_EQ(kv.num_free_blocks(), 8);
+  EXPECT_EQ(kv.num_sequences(), 0);
+}
+
 }  // namespace
 }  // namespace kvinfer

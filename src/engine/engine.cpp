@@ -1,8 +1,10 @@
 #include <algorithm>
+#include <new>
 #include <thread>
 
 #include "core/error.h"
 #include "engine/engine_impl.h"
+#include "engine/engine_testing.h"
 
 namespace kvinfer {
 namespace {
@@ -90,6 +92,7 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
   out.text_delta += r.text.Flush();
   out.finished = true;
   out.finish_reason = reason;
+  if (reason == FinishReason::kError) out.error = r.error;
   out.timings = r.timings;
 }
 
@@ -137,9 +140,42 @@ void EngineImpl::Fork(Request& parent, std::span<const float> logits,
     child->added = parent.added;
     child->scheduled = parent.scheduled;
     child->timings = parent.timings;
-    Sample(*child, logits, now, outputs);
+    Request& c = *child;
     scheduler_.AddRunning(std::move(child));
+    Guard(c, [&] { Sample(c, logits, now, outputs); });
   }
+}
+
+template <class Fn>
+void EngineImpl::Guard(Request& r, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::bad_alloc&) {
+    r.finish = FinishReason::kError;
+    r.error = "out of memory while sampling or reporting the request's output";
+  } catch (const std::exception& e) {
+    r.finish = FinishReason::kError;
+    r.error = fmt::format("sampling the request failed: {}", e.what());
+  }
+}
+
+void EngineImpl::FailBlockAllocationForTest(RequestId id, int nth) {
+  fault_ = {.id = id, .countdown = nth};
+  cache_.manager().SetAllocateHookForTest([this](int32_t seq) {
+    if (fault_.countdown <= 0) return;
+    auto owns = [&](const std::unique_ptr<Request>& r) { return r->id == fault_.id && r->seq == seq; };
+    const auto& running = scheduler_.running();
+    const auto& waiting = scheduler_.waiting();
+    if (std::none_of(running.begin(), running.end(), owns) &&
+        std::none_of(waiting.begin(), waiting.end(), owns)) {
+      return;
+    }
+    if (--fault_.countdown == 0) throw std::bad_alloc();
+  });
+}
+
+void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth) {
+  engine.impl_->FailBlockAllocationForTest(id, nth);
 }
 
 std::vector<RequestOutput> EngineImpl::Step() {
@@ -154,6 +190,51 @@ std::vector<RequestOutput> EngineImpl::Step() {
   cache_.storage().CopyBlocks(sched.copies);
   batch_.Clear();
   sampled_.clear();
+
+  // 2. One forward pass over the ragged batch.
+  const Clock::time_point t0 = Clock::now();
+  try {
+    BuildAndForward(sched);
+  } catch (const std::exception& e) {
+    // Every request in the batch has K/V of unknown state: each ends with
+    // the error; the engine and the requests not in this batch go on.
+    const std::string reason = fmt::format("the forward pass over this request's batch failed: {}",
+                                           e.what());
+    for (const ScheduledChunk& c : sched.scheduled) {
+      c.request->finish = FinishReason::kError;
+      c.request->error = reason;
+    }
+    sampled_.clear();
+  }
+  const Clock::time_point t1 = Clock::now();
+  tokens_computed_ += batch_.size();
+  const double step_ms = Ms(t1 - t0);
+  for (const std::unique_ptr<Request>& rp : scheduler_.running()) {
+    if (rp->seq < 0 && !recompute()) continue;
+    (rp->first_token ? rp->timings.decode_ms : rp->timings.prefill_ms) += step_ms;
+  }
+
+  // 3. Sample.
+  const int32_t vocab = m_.config().vocab_size;
+  for (size_t i = 0; i < sampled_.size(); ++i) {
+    Request& r = *sampled_[i];
+    const std::span<const float> row(logits_.data() + i * vocab, vocab);
+    if (r.params.max_tokens == 0) {
+      r.finish = FinishReason::kLength;
+      continue;
+    }
+    Guard(r, [&] {
+      if (r.params.n > 1 && !r.forked) Fork(r, row, outputs);
+      Sample(r, row, t1, outputs);
+    });
+  }
+
+  // 4. Update: retire finished requests.
+  for (std::unique_ptr<Request>& r : scheduler_.Update()) Finish(*r, r->finish, outputs);
+  return outputs;
+}
+
+void EngineImpl::BuildAndForward(const SchedulerOutput& sched) {
   KvManager& kv = cache_.manager();
   for (const ScheduledChunk& c : sched.scheduled) {
     Request& r = *c.request;
@@ -173,33 +254,7 @@ std::vector<RequestOutput> EngineImpl::Step() {
     }
   }
 
-  // 2. One forward pass over the ragged batch.
-  const Clock::time_point t0 = Clock::now();
   if (batch_.size() > 0) runner_.Forward(batch_, cache_, &logits_);
-  const Clock::time_point t1 = Clock::now();
-  tokens_computed_ += batch_.size();
-  const double step_ms = Ms(t1 - t0);
-  for (const std::unique_ptr<Request>& rp : scheduler_.running()) {
-    if (rp->seq < 0 && !recompute()) continue;
-    (rp->first_token ? rp->timings.decode_ms : rp->timings.prefill_ms) += step_ms;
-  }
-
-  // 3. Sample.
-  const int32_t vocab = m_.config().vocab_size;
-  for (size_t i = 0; i < sampled_.size(); ++i) {
-    Request& r = *sampled_[i];
-    const std::span<const float> row(logits_.data() + i * vocab, vocab);
-    if (r.params.max_tokens == 0) {
-      r.finish = FinishReason::kLength;
-      continue;
-    }
-    if (r.params.n > 1 && !r.forked) Fork(r, row, outputs);
-    Sample(r, row, t1, outputs);
-  }
-
-  // 4. Update: retire finished requests.
-  for (std::unique_ptr<Request>& r : scheduler_.Update()) Finish(*r, r->finish, outputs);
-  return outputs;
 }
 
 bool EngineImpl::Abort(RequestId id) {

@@ -32,6 +32,9 @@ class EngineImpl {
   KvCacheStats KvStats() const;
   EngineStats Stats() const;
 
+  // Test-only: the nth block allocation for request `id` throws std::bad_alloc.
+  void FailBlockAllocationForTest(RequestId id, int nth);
+
   const Model& model() const { return model_; }
   const EngineOptions& options() const { return options_; }
 
@@ -43,6 +46,13 @@ class EngineImpl {
   // Reports r as finished; its KV is already released (by the scheduler).
   void Finish(Request& r, FinishReason reason, std::vector<RequestOutput>& outputs);
   RequestOutput& OutputFor(Request& r, std::vector<RequestOutput>& outputs);
+  // Runs fn, a step of r's own work; if it throws, marks r finished with
+  // kError and the reason (retired by the scheduler's Update).
+  template <class Fn>
+  void Guard(Request& r, Fn&& fn);
+  // Builds the step's batch from the schedule (into batch_, sampled_) and
+  // runs the forward pass.
+  void BuildAndForward(const SchedulerOutput& sched);
 
   Model model_;
   const ModelImpl& m_;
@@ -54,6 +64,10 @@ class EngineImpl {
   RequestId next_request_id_ = 1;
   std::vector<RequestOutput> pending_outputs_;     // from Abort, delivered by the next Step
   int64_t tokens_computed_ = 0;
+  struct InjectedFault {
+    RequestId id = 0;
+    int countdown = 0;  // allocations for `id` left until the failing one
+  } fault_;
   // Per-step scratch.
   SchedulerOutput sched_;
   ForwardBatch batch_;

@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <new>
 
 #include "core/error.h"
 
@@ -158,6 +159,36 @@ void Scheduler::AddChunk(Request& r, int32_t chunk, SchedulerOutput& out) {
   budget_ -= chunk;
 }
 
+template <class Fn>
+bool Scheduler::Guard(Request& r, SchedulerOutput& out, Fn&& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const std::bad_alloc&) {
+    Fail(r, "out of memory while allocating the request's KV cache blocks", out);
+  } catch (const std::exception& e) {
+    Fail(r, fmt::format("scheduling the request failed: {}", e.what()), out);
+  }
+  return false;
+}
+
+void Scheduler::Fail(Request& r, std::string reason, SchedulerOutput& out) {
+  std::unique_ptr<Request> owned;
+  auto is_r = [&](const std::unique_ptr<Request>& p) { return p.get() == &r; };
+  if (auto it = std::find_if(running_.begin(), running_.end(), is_r); it != running_.end()) {
+    owned = std::move(*it);
+    running_.erase(it);
+  } else if (auto w = std::find_if(waiting_.begin(), waiting_.end(), is_r); w != waiting_.end()) {
+    owned = std::move(*w);
+    waiting_.erase(w);
+  }
+  KVINFER_CHECK_MSG(owned != nullptr, "failed request {} is in no queue", r.id);
+  owned->finish = FinishReason::kError;
+  owned->error = std::move(reason);
+  Release(*owned);
+  out.finished.push_back(std::move(owned));
+}
+
 void Scheduler::Schedule(SchedulerOutput& out) {
   out.scheduled.clear();
   out.num_tokens = 0;
@@ -169,12 +200,18 @@ void Scheduler::Schedule(SchedulerOutput& out) {
 
   // 1. Running requests, earliest admitted first; MakeRoom may preempt the
   //    latest ones (which are not scheduled yet).
-  for (size_t i = 0; i < running_.size(); ++i) {
+  for (size_t i = 0; i < running_.size();) {
     Request& r = *running_[i];
     const int32_t chunk = ChunkFor(r, out);
-    if (chunk <= 0) continue;
-    if (!MakeRoom(r, chunk, out)) break;  // r itself was preempted: it was the last
+    if (chunk <= 0) {
+      ++i;
+      continue;
+    }
+    bool fits = false;
+    if (!Guard(r, out, [&] { fits = MakeRoom(r, chunk, out); })) continue;  // r left: i is the next
+    if (!fits) break;  // r itself was preempted: it was the last
     AddChunk(r, chunk, out);
+    ++i;
   }
 
   // 2. Admit waiting requests (preempted ones are at the front) while there
@@ -182,7 +219,9 @@ void Scheduler::Schedule(SchedulerOutput& out) {
   while (!waiting_.empty() && static_cast<int>(running_.size()) < config_.max_seqs &&
          budget_ > 0) {
     Request& r = *waiting_.front();
-    if (!Admit(r)) {
+    bool admitted = false;
+    if (!Guard(r, out, [&] { admitted = Admit(r); })) continue;
+    if (!admitted) {
       if (running_.empty()) {
         // Nothing running will free blocks, and idle sessions are gone:
         // this request can never fit.
@@ -203,7 +242,9 @@ void Scheduler::Schedule(SchedulerOutput& out) {
     waiting_.pop_front();
     const int32_t chunk = ChunkFor(r, out);
     if (chunk <= 0) continue;
-    if (!MakeRoom(r, chunk, out)) break;
+    bool fits = false;
+    if (!Guard(r, out, [&] { fits = MakeRoom(r, chunk, out); })) continue;
+    if (!fits) break;
     AddChunk(r, chunk, out);
   }
   stats_.peak_running = std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
@@ -214,10 +255,13 @@ void Scheduler::Release(Request& r) {
     Session& s = sessions_.at(*r.session);
     s.busy = false;
     s.last_used = stats_.num_steps;
-    if (r.seq >= 0 && !recompute()) {
+    if (r.seq >= 0 && !recompute() && r.finish != FinishReason::kError) {
       s.seq = r.seq;
       s.tokens.assign(r.tokens.begin(), r.tokens.begin() + r.num_computed);
       r.seq = -1;  // now owned by the session
+    } else if (r.seq >= 0 && s.seq == r.seq) {
+      s.seq = -1;  // freed below
+      s.tokens.clear();
     }
   }
   if (r.seq >= 0) kv_.FreeSequence(r.seq);

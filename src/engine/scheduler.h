@@ -16,6 +16,10 @@
 //      whose blocks can never fit (nothing runs, no idle session is left)
 //      finishes with kKvExhausted.
 //
+// A failure while admitting or growing one request (an exception from the
+// KV manager, such as std::bad_alloc) finishes that request with kError,
+// its KV released, and scheduling goes on with the others.
+//
 // Strategies: `paged` allocates blocks as tokens are computed; `contiguous`
 // reserves max_seq_len on admission; `none` recomputes each running
 // request's whole sequence every step in a sequence created for that step
@@ -31,6 +35,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/request.h"
@@ -66,8 +71,8 @@ struct SchedulerOutput {
   // Requests preempted in this step (one may be admitted again in the same
   // step, when its blocks fit from scratch).
   std::vector<RequestId> preempted;
-  // Requests that ended while being scheduled (finish set, KV released); the
-  // caller reports them.
+  // Requests that ended while being scheduled (finish set: kKvExhausted or
+  // kError with `error`; KV released); the caller reports them.
   std::vector<std::unique_ptr<Request>> finished;
 };
 
@@ -105,8 +110,9 @@ class Scheduler {
   // released.
   std::unique_ptr<Request> Remove(RequestId id);
   // Gives up r's KV: a session's request hands its sequence (and the
-  // computed tokens) to the session; otherwise the sequence is freed.
-  // Releasing again changes nothing.
+  // computed tokens) to the session unless it failed (kError: its K/V may
+  // be incomplete, so the session's cache is dropped); otherwise the
+  // sequence is freed. Releasing again changes nothing.
   void Release(Request& r);
 
   SessionId CreateSession();
@@ -138,6 +144,11 @@ class Scheduler {
   void Preempt(Request& r, SchedulerOutput& out);
   // Frees r's sequence (and its session's claim on it).
   void ReleaseKv(Request& r);
+  // Runs fn, a step of scheduling r; if it throws, r (waiting or running)
+  // leaves its queue finished with kError and the reason. False then.
+  template <class Fn>
+  bool Guard(Request& r, SchedulerOutput& out, Fn&& fn);
+  void Fail(Request& r, std::string reason, SchedulerOutput& out);
 
   SchedulerConfig config_;
   KvManager& kv_;
