@@ -400,6 +400,8 @@ StatusOr<RequestId> Engine::AddRequestTokens(std::vector<int32_t> prompt_tokens,
 
 std::vector<RequestOutput> Engine::Step() {
   std::vector<RequestOutput> out;
+  // A request's own failures end that request inside Step (kError); an
+  // exception that still escapes means the engine's state is broken.
   Status st = CatchToStatus([&] { out = impl_->Step(); });
   KVINFER_CHECK_MSG(st.ok(), "engine step failed: {}", st.ToString());
   return out;
