@@ -10,6 +10,7 @@
 
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_storage.h"
 #include "model/config.h"
 
 namespace kvinfer {
@@ -390,6 +391,50 @@ TEST_P(KvCachePrecision, ForkSharesBlocksAndCopyOnWriteCopiesTheContents) {
   const int32_t y = tight.Fork(x);
   EXPECT_FALSE(tight.PrepareWrite(y, 2, 3));
   EXPECT_EQ(tight.pool().ref_count(0), 2);
+}
+
+// KvStorage alone, with no manager: CopyBlock duplicates every layer's K
+// and V of one block (scales included) and touches no other block.
+TEST_P(KvCachePrecision, StorageCopiesOneBlockAcrossAllLayers) {
+  const KvShape shape{.n_layers = 3, .n_kv_heads = 2, .head_dim = 8};
+  KvStorage st(shape, 2, 3, GetParam());
+  EXPECT_EQ(st.bytes_per_token(), static_cast<int64_t>(2 * 3 * 2 * KvRowBytes(GetParam(), 8)));
+  std::vector<float> k(static_cast<size_t>(shape.n_kv_heads) * shape.head_dim);
+  std::vector<float> v(k.size());
+  auto fill = [&](int32_t block, float base) {
+    for (int l = 0; l < shape.n_layers; ++l) {
+      for (int32_t slot = 0; slot < 2; ++slot) {
+        for (size_t i = 0; i < k.size(); ++i) {
+          k[i] = base + 0.25f * static_cast<float>(i) + l + 0.5f * slot;
+          v[i] = -k[i];
+        }
+        st.WriteToken(l, block, slot, k.data(), v.data());
+      }
+    }
+  };
+  fill(0, 1.0f);
+  fill(1, 7.0f);
+  fill(2, 50.0f);
+  st.CopyBlock(0, 2);
+  for (int l = 0; l < shape.n_layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        for (int32_t slot = 0; slot < 2; ++slot) {
+          for (int i = 0; i < shape.head_dim; ++i) {
+            const float x0 = st.ReadElement(l, 0, kv, h, slot, i);
+            EXPECT_EQ(st.ReadElement(l, 2, kv, h, slot, i), x0);
+            const float want1 = (kv == 0 ? 1.0f : -1.0f) *
+                                (7.0f + 0.25f * static_cast<float>(h * shape.head_dim + i) + l +
+                                 0.5f * slot);
+            EXPECT_NEAR(st.ReadElement(l, 1, kv, h, slot, i), want1,
+                        GetParam() == KvPrecision::kF32 ? 0.0f
+                        : GetParam() == KvPrecision::kF16 ? std::abs(want1) / 2048
+                                                          : std::abs(want1) / 4);
+          }
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, KvCachePrecision,

@@ -204,7 +204,9 @@ struct RequestOptions {
   std::optional<SessionId> session;
 };
 
-enum class FinishReason { kNone, kStop, kLength, kContextFull, kKvExhausted, kAborted };
+// kError: a failure that belonged to this request alone (e.g. memory for
+// its KV could not be allocated); RequestOutput::error says what.
+enum class FinishReason { kNone, kStop, kLength, kContextFull, kKvExhausted, kAborted, kError };
 const char* FinishReasonName(FinishReason r);
 
 struct RequestTimings {
@@ -227,6 +229,7 @@ struct RequestOutput {
   std::string text_delta;           // their text (UTF-8 complete characters only)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
+  std::string error;                // finish_reason kError: what failed
   RequestTimings timings;
 };
 
@@ -268,7 +271,9 @@ class Engine {
                                        const SamplingParams& params,
                                        const RequestOptions& options = {});
   // Runs one forward step over all running requests; returns what each
-  // produced. Finished requests appear once with finished = true.
+  // produced. Finished requests appear once with finished = true. A failure
+  // that belongs to one request (its KV growth, its sampling) finishes it
+  // with kError and a message; the others go on.
   std::vector<RequestOutput> Step();
   // True while requests wait or run, or finished ones (e.g. aborted) have
   // outputs Step() has not returned yet.
@@ -286,6 +291,8 @@ class Engine {
 
  private:
   explicit Engine(std::unique_ptr<EngineImpl> impl);
+  // Test-only fault injection (declared in src/engine/engine_testing.h).
+  friend void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth);
   std::unique_ptr<EngineImpl> impl_;
 };
 

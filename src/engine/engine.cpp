@@ -1,8 +1,10 @@
 #include <algorithm>
+#include <new>
 #include <thread>
 
 #include "core/error.h"
 #include "engine/engine_impl.h"
+#include "engine/engine_testing.h"
 
 namespace kvinfer {
 namespace {
@@ -20,6 +22,11 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
       options_(options),
       pool_(options.num_threads),
       cache_(m_.config().kv_shape(), block_size, num_blocks, options.kv.precision),
+      scheduler_(SchedulerConfig{.strategy = options.kv.strategy,
+                                 .max_seqs = options.max_seqs,
+                                 .max_batch_tokens = options.max_batch_tokens,
+                                 .max_seq_len = options.kv.max_seq_len},
+                 cache_.manager()),
       runner_(m_.config(), m_.weights(), &pool_) {}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
@@ -45,12 +52,12 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
     }
   }
   if (options.session) {
-    auto it = sessions_.find(*options.session);
-    if (it == sessions_.end()) return bad(fmt::format("unknown session {}", *options.session));
-    if (it->second.busy) {
+    Session* s = scheduler_.FindSession(*options.session);
+    if (s == nullptr) return bad(fmt::format("unknown session {}", *options.session));
+    if (s->busy) {
       return bad(fmt::format("session {} already has a request in flight", *options.session));
     }
-    it->second.busy = true;
+    s->busy = true;
   }
   auto r = std::make_unique<Request>(params);
   r->id = next_request_id_;
@@ -62,99 +69,8 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
   r->added = Clock::now();
   r->timings.prompt_tokens = r->num_prompt;
   const RequestId id = r->id;
-  waiting_.push_back(std::move(r));
+  scheduler_.Add(std::move(r));
   return id;
-}
-
-bool EngineImpl::EvictIdleSession() {
-  Session* victim = nullptr;
-  for (auto& [id, s] : sessions_) {
-    if (s.busy || s.seq < 0) continue;
-    if (victim == nullptr || s.last_used < victim->last_used) victim = &s;
-  }
-  if (victim == nullptr) return false;
-  cache_.FreeSequence(victim->seq);
-  victim->seq = -1;
-  victim->tokens.clear();
-  ++stats_.num_session_evictions;
-  return true;
-}
-
-bool EngineImpl::Admit(Request& r) {
-  if (recompute()) return true;  // K/V live only within a step
-  bool fresh = true;
-  if (r.session) {
-    Session& s = sessions_.at(*r.session);
-    if (s.seq >= 0) {
-      // Reuse the longest common prefix of the cached tokens; always leave
-      // at least one token to compute so there are logits to sample from.
-      size_t common = 0;
-      const size_t limit = std::min(s.tokens.size(), r.tokens.size() - 1);
-      while (common < limit && s.tokens[common] == r.tokens[common]) ++common;
-      cache_.Truncate(s.seq, static_cast<int32_t>(common));
-      r.seq = s.seq;
-      r.num_computed = static_cast<int32_t>(common);
-      r.timings.cached_prompt_tokens = static_cast<int64_t>(common);
-      fresh = false;
-    }
-  }
-  if (r.seq < 0) r.seq = cache_.CreateSequence();
-  // contiguous reserves the whole region now; paged checks that the tokens
-  // it has fit and allocates as they are computed.
-  const bool contiguous = options_.kv.strategy == KvStrategy::kContiguous;
-  const int32_t want = contiguous ? options_.kv.max_seq_len : static_cast<int32_t>(r.tokens.size());
-  for (;;) {
-    const int32_t need = cache_.BlocksNeeded(r.seq, want);
-    if (need <= cache_.pool().num_free()) break;
-    if (!EvictIdleSession()) {
-      if (fresh) {
-        cache_.FreeSequence(r.seq);
-        r.seq = -1;
-      }
-      return false;
-    }
-  }
-  if (contiguous) KVINFER_CHECK(cache_.Reserve(r.seq, want));
-  if (r.session) sessions_.at(*r.session).seq = r.seq;
-  return true;
-}
-
-void EngineImpl::ReleaseKv(Request& r) {
-  if (r.seq < 0) return;
-  cache_.FreeSequence(r.seq);
-  if (r.session) {
-    Session& s = sessions_.at(*r.session);
-    s.seq = -1;
-    s.tokens.clear();
-  }
-  r.seq = -1;
-}
-
-void EngineImpl::Preempt(Request& r) {
-  ReleaseKv(r);
-  r.num_computed = 0;
-  r.timings.cached_prompt_tokens = 0;
-  ++stats_.num_preemptions;
-  auto it = std::find_if(running_.begin(), running_.end(),
-                         [&](const std::unique_ptr<Request>& p) { return p.get() == &r; });
-  KVINFER_CHECK(it != running_.end());
-  waiting_.push_front(std::move(*it));
-  running_.erase(it);
-}
-
-bool EngineImpl::MakeRoom(Request& r, int32_t chunk) {
-  if (recompute()) {
-    r.seq = cache_.CreateSequence();
-    r.num_computed = 0;
-  }
-  const int32_t end = r.num_computed + chunk;
-  for (;;) {
-    if (cache_.Reserve(r.seq, end) && cache_.PrepareWrite(r.seq, r.num_computed, end)) return true;
-    if (EvictIdleSession()) continue;
-    Request* victim = running_.back().get();
-    Preempt(*victim);
-    if (victim == &r) return false;
-  }
 }
 
 RequestOutput& EngineImpl::OutputFor(Request& r, std::vector<RequestOutput>& outputs) {
@@ -171,22 +87,12 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
   r.finish = reason;
   r.timings.total_ms = Ms(Clock::now() - r.added);
   r.timings.generated_tokens = r.num_generated;
-  if (r.session) {
-    Session& s = sessions_.at(*r.session);
-    s.busy = false;
-    s.last_used = stats_.num_steps;
-    if (r.seq >= 0 && !recompute()) {
-      s.seq = r.seq;
-      s.tokens.assign(r.tokens.begin(), r.tokens.begin() + r.num_computed);
-      r.seq = -1;  // now owned by the session
-    }
-  }
-  if (r.seq >= 0) cache_.FreeSequence(r.seq);
-  r.seq = -1;
+  KVINFER_CHECK(r.seq < 0);
   RequestOutput& out = OutputFor(r, outputs);
   out.text_delta += r.text.Flush();
   out.finished = true;
   out.finish_reason = reason;
+  if (reason == FinishReason::kError) out.error = r.error;
   out.timings = r.timings;
 }
 
@@ -234,98 +140,81 @@ void EngineImpl::Fork(Request& parent, std::span<const float> logits,
     child->added = parent.added;
     child->scheduled = parent.scheduled;
     child->timings = parent.timings;
-    child->admitted_order = next_admitted_order_++;
-    Sample(*child, logits, now, outputs);
-    running_.push_back(std::move(child));
+    Request& c = *child;
+    scheduler_.AddRunning(std::move(child));
+    Guard(c, [&] { Sample(c, logits, now, outputs); });
   }
+}
+
+template <class Fn>
+void EngineImpl::Guard(Request& r, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::bad_alloc&) {
+    r.finish = FinishReason::kError;
+    r.error = "out of memory while sampling or reporting the request's output";
+  } catch (const std::exception& e) {
+    r.finish = FinishReason::kError;
+    r.error = fmt::format("sampling the request failed: {}", e.what());
+  }
+}
+
+void EngineImpl::FailBlockAllocationForTest(RequestId id, int nth) {
+  fault_ = {.id = id, .countdown = nth};
+  cache_.manager().SetAllocateHookForTest([this](int32_t seq) {
+    if (fault_.countdown <= 0) return;
+    auto owns = [&](const std::unique_ptr<Request>& r) { return r->id == fault_.id && r->seq == seq; };
+    const auto& running = scheduler_.running();
+    const auto& waiting = scheduler_.waiting();
+    if (std::none_of(running.begin(), running.end(), owns) &&
+        std::none_of(waiting.begin(), waiting.end(), owns)) {
+      return;
+    }
+    if (--fault_.countdown == 0) throw std::bad_alloc();
+  });
+}
+
+void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth) {
+  engine.impl_->FailBlockAllocationForTest(id, nth);
 }
 
 std::vector<RequestOutput> EngineImpl::Step() {
   std::vector<RequestOutput> outputs = std::move(pending_outputs_);
   pending_outputs_.clear();
-  ++stats_.num_steps;
+
+  // 1. Schedule: who runs, with how many tokens; blocks reserved.
+  SchedulerOutput& sched = sched_;
+  scheduler_.Schedule(sched);
+  for (std::unique_ptr<Request>& r : sched.finished) Finish(*r, r->finish, outputs);
+  sched.finished.clear();
+  cache_.storage().CopyBlocks(sched.copies);
   batch_.Clear();
   sampled_.clear();
-  int32_t budget = options_.max_batch_tokens;
 
-  auto add_to_batch = [&](Request& r, int32_t chunk) {
-    const int32_t slot = static_cast<int32_t>(batch_.seq_ids.size());
-    batch_.seq_ids.push_back(r.seq);
-    for (int32_t p = r.num_computed; p < r.num_computed + chunk; ++p) {
-      batch_.tokens.push_back(r.tokens[p]);
-      batch_.positions.push_back(p);
-      batch_.seq_index.push_back(slot);
-    }
-    r.num_computed += chunk;
-    if (r.num_computed == static_cast<int32_t>(r.tokens.size())) {
-      batch_.logit_rows.push_back(batch_.size() - 1);
-      sampled_.push_back(&r);
-    }
-    budget -= chunk;
-  };
-  // Tokens r would put in this step's batch; 0 = none now.
-  auto chunk_for = [&](const Request& r) -> int32_t {
-    if (recompute()) {
-      const int32_t all = static_cast<int32_t>(r.tokens.size());
-      // The baseline recomputes whole sequences; one always fits so the
-      // engine makes progress.
-      return all <= budget || batch_.size() == 0 ? all : 0;
-    }
-    return std::min(r.num_uncomputed(), budget);
-  };
-
-  // 1. Running requests, earliest admitted first; MakeRoom may preempt the
-  //    latest ones (which are not in the batch yet).
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Request& r = *running_[i];
-    const int32_t chunk = chunk_for(r);
-    if (chunk <= 0) continue;
-    if (!MakeRoom(r, chunk)) break;  // r itself was preempted: it was the last
-    add_to_batch(r, chunk);
-  }
-
-  // 2. Admit waiting requests (preempted ones are at the front) while there
-  //    is room.
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_seqs &&
-         budget > 0) {
-    Request& r = *waiting_.front();
-    if (!Admit(r)) {
-      if (running_.empty()) {
-        // Nothing running will free blocks, and idle sessions are gone:
-        // this request can never fit.
-        std::unique_ptr<Request> dead = std::move(waiting_.front());
-        waiting_.pop_front();
-        Finish(*dead, FinishReason::kKvExhausted, outputs);
-        continue;
-      }
-      break;
-    }
-    if (!r.scheduled) {
-      r.scheduled = Clock::now();
-      r.timings.queue_ms = Ms(*r.scheduled - r.added);
-    }
-    r.admitted_order = next_admitted_order_++;
-    running_.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
-    const int32_t chunk = chunk_for(r);
-    if (chunk <= 0) continue;
-    if (!MakeRoom(r, chunk)) break;
-    add_to_batch(r, chunk);
-  }
-  stats_.peak_running = std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
-
-  // 3. One forward pass over the ragged batch.
+  // 2. One forward pass over the ragged batch.
   const Clock::time_point t0 = Clock::now();
-  if (batch_.size() > 0) runner_.Forward(batch_, cache_, &logits_);
+  try {
+    BuildAndForward(sched);
+  } catch (const std::exception& e) {
+    // Every request in the batch has K/V of unknown state: each ends with
+    // the error; the engine and the requests not in this batch go on.
+    const std::string reason = fmt::format("the forward pass over this request's batch failed: {}",
+                                           e.what());
+    for (const ScheduledChunk& c : sched.scheduled) {
+      c.request->finish = FinishReason::kError;
+      c.request->error = reason;
+    }
+    sampled_.clear();
+  }
   const Clock::time_point t1 = Clock::now();
-  stats_.tokens_computed += batch_.size();
+  tokens_computed_ += batch_.size();
   const double step_ms = Ms(t1 - t0);
-  for (std::unique_ptr<Request>& rp : running_) {
+  for (const std::unique_ptr<Request>& rp : scheduler_.running()) {
     if (rp->seq < 0 && !recompute()) continue;
     (rp->first_token ? rp->timings.decode_ms : rp->timings.prefill_ms) += step_ms;
   }
 
-  // 4. Sample.
+  // 3. Sample.
   const int32_t vocab = m_.config().vocab_size;
   for (size_t i = 0; i < sampled_.size(); ++i) {
     Request& r = *sampled_[i];
@@ -334,88 +223,87 @@ std::vector<RequestOutput> EngineImpl::Step() {
       r.finish = FinishReason::kLength;
       continue;
     }
-    if (r.params.n > 1 && !r.forked) Fork(r, row, outputs);
-    Sample(r, row, t1, outputs);
-  }
-  if (recompute()) {
-    for (std::unique_ptr<Request>& rp : running_) {
-      if (rp->seq >= 0) cache_.FreeSequence(rp->seq);
-      rp->seq = -1;
-      rp->num_computed = 0;
-    }
+    Guard(r, [&] {
+      if (r.params.n > 1 && !r.forked) Fork(r, row, outputs);
+      Sample(r, row, t1, outputs);
+    });
   }
 
-  // 5. Retire finished requests.
-  for (size_t i = 0; i < running_.size();) {
-    if (running_[i]->finish != FinishReason::kNone) {
-      Finish(*running_[i], running_[i]->finish, outputs);
-      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
-    } else {
-      ++i;
-    }
-  }
+  // 4. Update: retire finished requests.
+  for (std::unique_ptr<Request>& r : scheduler_.Update()) Finish(*r, r->finish, outputs);
   return outputs;
 }
 
-bool EngineImpl::Abort(RequestId id) {
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-    if ((*it)->id == id) {
-      Finish(**it, FinishReason::kAborted, pending_outputs_);
-      waiting_.erase(it);
-      return true;
+void EngineImpl::BuildAndForward(const SchedulerOutput& sched) {
+  KvManager& kv = cache_.manager();
+  for (const ScheduledChunk& c : sched.scheduled) {
+    Request& r = *c.request;
+    const int32_t slot = static_cast<int32_t>(batch_.seq_ids.size());
+    batch_.seq_ids.push_back(r.seq);
+    for (int32_t p = c.begin; p < c.begin + c.num_tokens; ++p) {
+      batch_.tokens.push_back(r.tokens[p]);
+      batch_.positions.push_back(p);
+      batch_.seq_index.push_back(slot);
+    }
+    if (kv.has_event_sink()) {
+      kv.SetTokenIds(r.seq, c.begin, std::span<const int32_t>(r.tokens).subspan(c.begin, c.num_tokens));
+    }
+    if (c.sample) {
+      batch_.logit_rows.push_back(batch_.size() - 1);
+      sampled_.push_back(&r);
     }
   }
-  for (auto it = running_.begin(); it != running_.end(); ++it) {
-    if ((*it)->id == id) {
-      Finish(**it, FinishReason::kAborted, pending_outputs_);
-      running_.erase(it);
-      return true;
-    }
-  }
-  return false;
+
+  if (batch_.size() > 0) runner_.Forward(batch_, cache_, &logits_);
 }
 
-SessionId EngineImpl::CreateSession() {
-  const SessionId id = next_session_id_++;
-  sessions_[id] = Session{};
-  return id;
+bool EngineImpl::Abort(RequestId id) {
+  std::unique_ptr<Request> r = scheduler_.Remove(id);
+  if (r == nullptr) return false;
+  Finish(*r, FinishReason::kAborted, pending_outputs_);
+  return true;
 }
+
+SessionId EngineImpl::CreateSession() { return scheduler_.CreateSession(); }
 
 void EngineImpl::EndSession(SessionId id) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
+  if (scheduler_.FindSession(id) == nullptr) return;
   std::vector<RequestId> in_flight;
-  for (const auto& r : running_) {
+  for (const auto& r : scheduler_.running()) {
     if (r->session == id) in_flight.push_back(r->id);
   }
-  for (const auto& r : waiting_) {
+  for (const auto& r : scheduler_.waiting()) {
     if (r->session == id) in_flight.push_back(r->id);
   }
   for (RequestId r : in_flight) Abort(r);
-  Session& s = sessions_.at(id);
-  if (s.seq >= 0) cache_.FreeSequence(s.seq);
-  sessions_.erase(id);
+  scheduler_.EndSession(id);
 }
 
 KvCacheStats EngineImpl::KvStats() const {
   KvCacheStats st = cache_.Stats();
   st.strategy = KvStrategyName(options_.kv.strategy);
-  for (const auto& r : running_) {
+  for (const auto& r : scheduler_.running()) {
     if (r->seq < 0) continue;
     KvSequenceStats s = cache_.SequenceStats(r->seq);
     s.request_id = r->id;
     st.sequences.push_back(s);
   }
-  for (const auto& [id, s] : sessions_) {
+  for (const auto& [id, s] : scheduler_.sessions()) {
     if (s.seq >= 0 && !s.busy) st.sequences.push_back(cache_.SequenceStats(s.seq));
   }
   return st;
 }
 
 EngineStats EngineImpl::Stats() const {
-  EngineStats st = stats_;
-  st.num_running = static_cast<int64_t>(running_.size());
-  st.num_waiting = static_cast<int64_t>(waiting_.size());
+  EngineStats st;
+  const SchedulerStats& ss = scheduler_.stats();
+  st.num_steps = ss.num_steps;
+  st.peak_running = ss.peak_running;
+  st.num_preemptions = ss.num_preemptions;
+  st.num_session_evictions = ss.num_session_evictions;
+  st.tokens_computed = tokens_computed_;
+  st.num_running = static_cast<int64_t>(scheduler_.running().size());
+  st.num_waiting = static_cast<int64_t>(scheduler_.waiting().size());
   return st;
 }
 
@@ -512,6 +400,8 @@ StatusOr<RequestId> Engine::AddRequestTokens(std::vector<int32_t> prompt_tokens,
 
 std::vector<RequestOutput> Engine::Step() {
   std::vector<RequestOutput> out;
+  // A request's own failures end that request inside Step (kError); an
+  // exception that still escapes means the engine's state is broken.
   Status st = CatchToStatus([&] { out = impl_->Step(); });
   KVINFER_CHECK_MSG(st.ok(), "engine step failed: {}", st.ToString());
   return out;

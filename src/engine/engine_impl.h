@@ -1,56 +1,21 @@
-// The engine's step loop: requests, sessions, scheduling with preemption,
-// KV allocation, one ragged batch per step.
+// The engine's step loop: schedule (Scheduler, over the KvManager) ->
+// forward (one ragged batch through the ModelRunner, K/V in KvStorage) ->
+// sample -> update (retire finished requests).
 #pragma once
 
-#include <chrono>
-#include <deque>
-#include <map>
 #include <memory>
-#include <optional>
+#include <span>
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "engine/sampler.h"
-#include "engine/utf8_stream.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
 #include "kv/kv_cache.h"
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
 #include "model/model_impl.h"
 
 namespace kvinfer {
-
-using Clock = std::chrono::steady_clock;
-
-struct Request {
-  RequestId id = 0;
-  int sample_index = 0;
-  SamplingParams params;
-  Sampler sampler;
-  std::optional<SessionId> session;
-  std::vector<int32_t> tokens;     // prompt, then generated tokens
-  int32_t num_prompt = 0;
-  int32_t num_computed = 0;        // leading tokens whose K/V are in the cache
-  int32_t seq = -1;                // KvCache sequence (-1: none held)
-  int32_t num_generated = 0;
-  bool forked = false;             // n > 1: the other samples were created
-  int64_t admitted_order = 0;      // larger = admitted later (preempted first)
-  Utf8Stream text;
-  FinishReason finish = FinishReason::kNone;
-  Clock::time_point added;
-  std::optional<Clock::time_point> scheduled;
-  std::optional<Clock::time_point> first_token;
-  RequestTimings timings;
-
-  explicit Request(const SamplingParams& p) : params(p), sampler(p) {}
-  int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
-};
-
-struct Session {
-  int32_t seq = -1;                // KvCache sequence holding `tokens` (-1: none)
-  std::vector<int32_t> tokens;     // tokens whose K/V are cached
-  bool busy = false;               // a request is using it
-  int64_t last_used = 0;           // step of last use, for eviction order
-};
 
 class EngineImpl {
  public:
@@ -60,50 +25,51 @@ class EngineImpl {
   StatusOr<RequestId> Add(std::vector<int32_t> prompt, const SamplingParams& params,
                           const RequestOptions& options);
   std::vector<RequestOutput> Step();
-  bool HasWork() const {
-    return !waiting_.empty() || !running_.empty() || !pending_outputs_.empty();
-  }
+  bool HasWork() const { return scheduler_.HasRequests() || !pending_outputs_.empty(); }
   bool Abort(RequestId id);
   SessionId CreateSession();
   void EndSession(SessionId id);
   KvCacheStats KvStats() const;
   EngineStats Stats() const;
 
+  // Test-only: the nth block allocation for request `id` throws std::bad_alloc.
+  void FailBlockAllocationForTest(RequestId id, int nth);
+
   const Model& model() const { return model_; }
   const EngineOptions& options() const { return options_; }
 
  private:
   bool recompute() const { return options_.kv.strategy == KvStrategy::kNone; }
-  // Gives a waiting request its KV sequence; false if its blocks do not fit.
-  bool Admit(Request& r);
-  // Reserves (and un-shares) the blocks for r's next `chunk` tokens, freeing
-  // idle sessions and preempting later requests as needed. False if r itself
-  // had to be preempted (or cannot fit at all).
-  bool MakeRoom(Request& r, int32_t chunk);
-  bool EvictIdleSession();
-  void Preempt(Request& r);
-  void ReleaseKv(Request& r);
   void Fork(Request& parent, std::span<const float> logits, std::vector<RequestOutput>& outputs);
   void Sample(Request& r, std::span<const float> logits, Clock::time_point now,
               std::vector<RequestOutput>& outputs);
+  // Reports r as finished; its KV is already released (by the scheduler).
   void Finish(Request& r, FinishReason reason, std::vector<RequestOutput>& outputs);
   RequestOutput& OutputFor(Request& r, std::vector<RequestOutput>& outputs);
+  // Runs fn, a step of r's own work; if it throws, marks r finished with
+  // kError and the reason (retired by the scheduler's Update).
+  template <class Fn>
+  void Guard(Request& r, Fn&& fn);
+  // Builds the step's batch from the schedule (into batch_, sampled_) and
+  // runs the forward pass.
+  void BuildAndForward(const SchedulerOutput& sched);
 
   Model model_;
   const ModelImpl& m_;
   EngineOptions options_;
   ThreadPool pool_;
   KvCache cache_;
+  Scheduler scheduler_;  // over cache_.manager()
   ModelRunner runner_;
   RequestId next_request_id_ = 1;
-  SessionId next_session_id_ = 1;
-  int64_t next_admitted_order_ = 0;
-  std::deque<std::unique_ptr<Request>> waiting_;
-  std::vector<std::unique_ptr<Request>> running_;  // in admission order
-  std::map<SessionId, Session> sessions_;
   std::vector<RequestOutput> pending_outputs_;     // from Abort, delivered by the next Step
-  EngineStats stats_;
+  int64_t tokens_computed_ = 0;
+  struct InjectedFault {
+    RequestId id = 0;
+    int countdown = 0;  // allocations for `id` left until the failing one
+  } fault_;
   // Per-step scratch.
+  SchedulerOutput sched_;
   ForwardBatch batch_;
   std::vector<Request*> sampled_;
   std::vector<float> logits_;

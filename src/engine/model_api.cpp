@@ -50,6 +50,7 @@ const char* FinishReasonName(FinishReason r) {
     case FinishReason::kContextFull: return "context_full";
     case FinishReason::kKvExhausted: return "kv_exhausted";
     case FinishReason::kAborted: return "aborted";
+    case FinishReason::kError: return "error";
   }
   return "?";
 }

@@ -5,7 +5,11 @@
 namespace kvinfer {
 
 BlockPool::BlockPool(int32_t num_blocks)
-    : ref_count_(num_blocks, 0), prev_(num_blocks + 1), next_(num_blocks + 1) {
+    : ref_count_(num_blocks, 0),
+      prev_(num_blocks + 1),
+      next_(num_blocks + 1),
+      hash_(num_blocks, 0),
+      has_hash_(num_blocks, 0) {
   KVINFER_CHECK(num_blocks >= 0);
   const int32_t sentinel = num_blocks;
   prev_[sentinel] = next_[sentinel] = sentinel;
@@ -34,6 +38,7 @@ std::optional<int32_t> BlockPool::Allocate() {
   if (id == sentinel) return std::nullopt;
   Unlink(id);
   ref_count_[id] = 1;
+  has_hash_[id] = 0;
   --num_free_;
   return id;
 }

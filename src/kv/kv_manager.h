@@ -1,0 +1,155 @@
+// KvManager: the bookkeeping of the KV cache, with no tensors.
+//
+// It owns the sequences (block tables and token counts), the BlockPool
+// (block identity, reference counts, allocation and free order) and the
+// copy-on-write decisions. The bytes live in KvStorage; the manager never
+// touches them. Where a block's contents must be duplicated (a write to a
+// block shared by forked sequences), PrepareWrite reports "copy block a to
+// b" and the owner of the storage carries the copy out.
+//
+// Every change that a prefix cache or an external index would track is
+// reported to an optional event sink: a block filled (all block_size
+// positions written), a block freed (its reference count reached zero), and
+// all blocks cleared. The sink is called synchronously from the operation
+// that caused the event; the manager does no I/O itself.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "kv/block_pool.h"
+
+namespace kvinfer {
+
+// One observable change of the manager's blocks.
+struct KvEvent {
+  enum class Kind {
+    kBlockFilled,  // `block` at logical `index` of `seq` holds block_size tokens
+    kBlockFreed,   // `block`'s reference count reached zero
+    kAllCleared,   // every sequence and block released at once (Clear)
+  };
+  Kind kind = Kind::kBlockFilled;
+  int32_t block = -1;
+  int32_t seq = -1;    // kBlockFilled only
+  int32_t index = -1;  // kBlockFilled: the block's position in seq's table
+  // kBlockFilled: the token ids of the block's positions when the manager
+  // knows them (SetTokenIds), else empty. Valid only during the call.
+  std::span<const int32_t> tokens;
+};
+
+using KvEventSink = std::function<void(const KvEvent&)>;
+
+// "Copy block src's K/V to block dst" (copy-on-write), for the storage.
+struct KvBlockCopy {
+  int32_t src = -1;
+  int32_t dst = -1;
+  bool operator==(const KvBlockCopy&) const = default;
+};
+
+class KvManager {
+ public:
+  KvManager(int32_t block_size_tokens, int32_t num_blocks);
+  KvManager(const KvManager&) = delete;
+  KvManager& operator=(const KvManager&) = delete;
+
+  // Receives every KvEvent from now on (an empty function: none).
+  void SetEventSink(KvEventSink sink) { sink_ = std::move(sink); }
+  bool has_event_sink() const { return static_cast<bool>(sink_); }
+  // Tests only: called with the sequence before each block the manager
+  // allocates for it (growth or copy-on-write). The hook may throw (e.g.
+  // std::bad_alloc) to simulate a failed allocation; the manager's state is
+  // then as if the operation had stopped before that block.
+  void SetAllocateHookForTest(std::function<void(int32_t seq)> hook) {
+    allocate_hook_ = std::move(hook);
+  }
+
+  // A new, empty sequence; returns its id (ids of freed sequences are reused).
+  int32_t CreateSequence();
+  // Releases the sequence's blocks (last first) and its id.
+  void FreeSequence(int32_t seq);
+  // Drops every sequence and block at once: the pool returns to its
+  // initial state (all blocks free in id order, no hashes). Reports one
+  // kAllCleared event and no per-block events.
+  void Clear();
+  // Makes positions [0, n_tokens) addressable, allocating blocks as needed.
+  // Returns false, changing nothing, if the pool cannot supply them.
+  [[nodiscard]] bool Reserve(int32_t seq, int32_t n_tokens);
+  // Blocks needed to grow `seq` to n_tokens (0 if already reserved).
+  int32_t BlocksNeeded(int32_t seq, int32_t n_tokens) const;
+  // Records that K/V of positions [0, n) are written. n <= reserved
+  // capacity. Blocks that become full report kBlockFilled.
+  void SetNumTokens(int32_t seq, int32_t n);
+  // Records the token ids that positions [begin, begin + ids.size()) of seq
+  // hold (or are about to hold), so that kBlockFilled can carry them. Ids
+  // past `begin` recorded earlier are dropped.
+  void SetTokenIds(int32_t seq, int32_t begin, std::span<const int32_t> ids);
+  // Keeps the first n tokens and releases the blocks past them (last first).
+  void Truncate(int32_t seq, int32_t n);
+
+  // A new sequence sharing every block of `parent` (each block's reference
+  // count goes up by one); no K/V is copied until one of them writes.
+  int32_t Fork(int32_t parent);
+  // Makes the blocks holding positions [begin, end) of `seq` private to it:
+  // a block shared with another sequence is replaced by a fresh one, and
+  // "copy old -> new" is appended to `copies` for the storage to carry out
+  // (before anything writes to the new block). Positions must already be
+  // reserved. Returns false if the pool has no block for a copy; the copies
+  // already appended stand and must still be carried out.
+  [[nodiscard]] bool PrepareWrite(int32_t seq, int32_t begin, int32_t end,
+                                  std::vector<KvBlockCopy>& copies);
+  // Free blocks PrepareWrite would need for [begin, end).
+  int32_t CopiesNeeded(int32_t seq, int32_t begin, int32_t end) const;
+
+  int32_t num_tokens(int32_t seq) const { return seqs_[seq].num_tokens; }
+  int32_t capacity_tokens(int32_t seq) const {
+    return static_cast<int32_t>(seqs_[seq].blocks.size()) * block_size_;
+  }
+  std::span<const int32_t> block_table(int32_t seq) const { return seqs_[seq].blocks; }
+  // The recorded token ids of seq (SetTokenIds), at most num positions known.
+  std::span<const int32_t> token_ids(int32_t seq) const { return seqs_[seq].token_ids; }
+  bool is_live(int32_t seq) const {
+    return seq >= 0 && seq < static_cast<int32_t>(seqs_.size()) && seqs_[seq].live;
+  }
+
+  int32_t block_size() const { return block_size_; }
+  int32_t num_blocks() const { return pool_.num_blocks(); }
+  int32_t num_free_blocks() const { return pool_.num_free(); }
+  const BlockPool& pool() const { return pool_; }
+  BlockPool& pool() { return pool_; }
+
+  int32_t num_sequences() const;
+  int64_t tokens_held() const;
+  int64_t logical_blocks() const;  // sum of block table lengths
+  int32_t num_blocks_shared() const;
+  int64_t peak_blocks_used() const { return peak_blocks_used_; }
+  int64_t num_cow_copies() const { return num_cow_copies_; }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> blocks;     // logical block i -> physical block id
+    std::vector<int32_t> token_ids;  // ids of positions [0, size), when known
+    int32_t num_tokens = 0;
+    bool live = false;
+  };
+
+  // A fresh block for seq: the test hook, then the pool (nullopt if empty).
+  std::optional<int32_t> AllocateFor(int32_t seq);
+  void ReleaseBlock(int32_t block);
+  void Emit(const KvEvent& e) const {
+    if (sink_) sink_(e);
+  }
+
+  int32_t block_size_;
+  BlockPool pool_;
+  std::vector<Sequence> seqs_;
+  std::vector<int32_t> free_seq_ids_;
+  int64_t peak_blocks_used_ = 0;
+  int64_t num_cow_copies_ = 0;
+  KvEventSink sink_;
+  std::function<void(int32_t)> allocate_hook_;
+};
+
+}  // namespace kvinfer
