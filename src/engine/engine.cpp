@@ -16,7 +16,7 @@ constexpr int kMaxSamples = 1024;
 EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t block_size,
                        int32_t num_blocks)
     : model_(model),
-      m_(*model.impl()),
+      m_(ImplOf(model)),
       options_(options),
       pool_(options.num_threads),
       cache_(m_.config(), block_size, num_blocks, options.kv.precision),
@@ -44,6 +44,11 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
       return bad(fmt::format("prompt token {} is outside the vocabulary [0, {})", t, vocab));
     }
   }
+  for (int32_t t : params.stop_token_ids) {
+    if (t >= vocab) {
+      return bad(fmt::format("stop token id {} is outside the vocabulary [0, {})", t, vocab));
+    }
+  }
   if (options.session) {
     auto it = sessions_.find(*options.session);
     if (it == sessions_.end()) return bad(fmt::format("unknown session {}", *options.session));
@@ -53,8 +58,8 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
     it->second.busy = true;
   }
   auto r = std::make_unique<Request>(params);
-  r->id = next_request_id_;
-  next_request_id_ += params.n;
+  r->id = next_request_id_++;
+  r->request_id = options.request_id;
   r->session = options.session;
   r->num_prompt = static_cast<int32_t>(prompt.size());
   r->tokens = std::move(prompt);
@@ -62,6 +67,7 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
   r->added = Clock::now();
   r->timings.prompt_tokens = r->num_prompt;
   const RequestId id = r->id;
+  unfinished_samples_[id] = params.n;
   waiting_.push_back(std::move(r));
   return id;
 }
@@ -159,10 +165,11 @@ bool EngineImpl::MakeRoom(Request& r, int32_t chunk) {
 
 RequestOutput& EngineImpl::OutputFor(Request& r, std::vector<RequestOutput>& outputs) {
   for (RequestOutput& o : outputs) {
-    if (o.id == r.id) return o;
+    if (o.id == r.id && o.sample_index == r.sample_index) return o;
   }
   RequestOutput& o = outputs.emplace_back();
   o.id = r.id;
+  o.request_id = r.request_id;
   o.sample_index = r.sample_index;
   return o;
 }
@@ -183,17 +190,43 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
   }
   if (r.seq >= 0) cache_.FreeSequence(r.seq);
   r.seq = -1;
+  int samples_done = 1;
+  if (r.params.n > 1 && !r.forked) {
+    // Finished before the first token (aborted, no room, max_tokens 0): the
+    // other samples never started and finish with it.
+    for (int i = 1; i < r.params.n; ++i) {
+      RequestOutput& o = outputs.emplace_back();
+      o.id = r.id;
+      o.request_id = r.request_id;
+      o.sample_index = i;
+      o.finished = true;
+      o.finish_reason = reason;
+      o.timings = r.timings;
+    }
+    samples_done = r.params.n;
+  }
   RequestOutput& out = OutputFor(r, outputs);
-  out.text_delta += r.text.Flush();
+  if (!r.stop_text.matched()) {
+    out.text_delta += r.stop_text.Push(r.text.Flush());
+    out.text_delta += r.stop_text.Flush();
+  }
   out.finished = true;
   out.finish_reason = reason;
   out.timings = r.timings;
+  auto it = unfinished_samples_.find(r.id);
+  KVINFER_CHECK(it != unfinished_samples_.end() && it->second >= samples_done);
+  it->second -= samples_done;
+  if (it->second == 0) {
+    unfinished_samples_.erase(it);
+    out.request_finished = true;
+  }
 }
 
 void EngineImpl::Sample(Request& r, std::span<const float> logits, Clock::time_point now,
                         std::vector<RequestOutput>& outputs) {
   const Tokenizer& tok = m_.tokenizer();
-  const int32_t token = r.sampler.Sample(logits);
+  const std::span<const int32_t> all(r.tokens);
+  const int32_t token = r.sampler.Sample(logits, all.first(r.num_prompt), all.subspan(r.num_prompt));
   r.tokens.push_back(token);
   ++r.num_generated;
   if (!r.first_token) {
@@ -202,11 +235,15 @@ void EngineImpl::Sample(Request& r, std::span<const float> logits, Clock::time_p
   }
   RequestOutput& out = OutputFor(r, outputs);
   out.new_tokens.push_back(token);
+  if (r.params.logprobs > 0) out.logprobs.push_back(ComputeLogprob(logits, token, r.params.logprobs));
   const bool eog = tok.IsEndOfGeneration(token);
-  if ((!eog || r.params.ignore_eos) && !tok.IsControl(token)) {
-    out.text_delta += r.text.Push(tok.TokenBytes(token));
+  const std::vector<int32_t>& stop_ids = r.params.stop_token_ids;
+  const bool stop_token = std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end();
+  const bool ends = (eog && !r.params.ignore_eos) || stop_token;
+  if (!tok.IsControl(token) && (!ends || (stop_token && r.params.include_stop_str_in_output))) {
+    out.text_delta += r.stop_text.Push(r.text.Push(tok.TokenBytes(token)));
   }
-  if (eog && !r.params.ignore_eos) {
+  if (ends || r.stop_text.matched()) {
     r.finish = FinishReason::kStop;
   } else if (r.num_generated >= r.params.max_tokens) {
     r.finish = FinishReason::kLength;
@@ -223,7 +260,8 @@ void EngineImpl::Fork(Request& parent, std::span<const float> logits,
     SamplingParams p = parent.params;
     p.seed = parent.params.seed + static_cast<uint64_t>(i);
     auto child = std::make_unique<Request>(p);
-    child->id = parent.id + i;
+    child->id = parent.id;
+    child->request_id = parent.request_id;
     child->sample_index = i;
     child->forked = true;
     child->tokens = parent.tokens;
@@ -358,21 +396,27 @@ std::vector<RequestOutput> EngineImpl::Step() {
 }
 
 bool EngineImpl::Abort(RequestId id) {
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+  // Every sample of the request: a preempted sample waits while the others run.
+  bool found = false;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->id == id) {
       Finish(**it, FinishReason::kAborted, pending_outputs_);
-      waiting_.erase(it);
-      return true;
+      it = waiting_.erase(it);
+      found = true;
+    } else {
+      ++it;
     }
   }
-  for (auto it = running_.begin(); it != running_.end(); ++it) {
+  for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->id == id) {
       Finish(**it, FinishReason::kAborted, pending_outputs_);
-      running_.erase(it);
-      return true;
+      it = running_.erase(it);
+      found = true;
+    } else {
+      ++it;
     }
   }
-  return false;
+  return found;
 }
 
 SessionId EngineImpl::CreateSession() {
@@ -423,7 +467,7 @@ EngineStats EngineImpl::Stats() const {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const EngineOptions& options) {
   EngineOptions o = options;
-  const ModelConfig& c = model.impl()->config();
+  const ModelConfig& c = ImplOf(model).config();
   auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
   if (o.num_threads < 0) return bad(fmt::format("num_threads must be >= 0, got {}", o.num_threads));
   if (o.num_threads == 0) {

@@ -7,10 +7,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
 #include "engine/sampler.h"
+#include "engine/model_access.h"
 #include "engine/utf8_stream.h"
 #include "kv/kv_cache.h"
 #include "kvinfer/kvinfer.h"
@@ -22,10 +24,12 @@ namespace kvinfer {
 using Clock = std::chrono::steady_clock;
 
 struct Request {
-  RequestId id = 0;
+  RequestId id = 0;                // shared by the n samples of one request
+  std::string request_id;          // the caller's name for it
   int sample_index = 0;
   SamplingParams params;
   Sampler sampler;
+  StopStringFilter stop_text;      // cuts `text` at a stop string
   std::optional<SessionId> session;
   std::vector<int32_t> tokens;     // prompt, then generated tokens
   int32_t num_prompt = 0;
@@ -41,7 +45,8 @@ struct Request {
   std::optional<Clock::time_point> first_token;
   RequestTimings timings;
 
-  explicit Request(const SamplingParams& p) : params(p), sampler(p) {}
+  explicit Request(const SamplingParams& p)
+      : params(p), sampler(p), stop_text(p.stop, p.include_stop_str_in_output) {}
   int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
 };
 
@@ -102,6 +107,7 @@ class EngineImpl {
   std::vector<std::unique_ptr<Request>> running_;  // in admission order
   std::map<SessionId, Session> sessions_;
   std::vector<RequestOutput> pending_outputs_;     // from Abort, delivered by the next Step
+  std::map<RequestId, int> unfinished_samples_;    // per request: samples not finished yet
   EngineStats stats_;
   // Per-step scratch.
   ForwardBatch batch_;
