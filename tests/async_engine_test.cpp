@@ -91,10 +91,11 @@ TEST_F(AsyncEngineTest, SixtyFourProducersAddAndAbortAtRandom) {
     }
   }
   // A pool too small for 16 sequences of up to 3 blocks: preemption happens.
+  // Two threads: the forward pass runs on the engine's pool as well.
   auto async = AsyncEngine::Create(*model_,
                                    {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
                                            .num_blocks = 24, .max_seq_len = 128},
-                                    .num_threads = 1, .max_seqs = 16},
+                                    .num_threads = 2, .max_seqs = 16},
                                    {.max_waiting = kThreads * kPerThread});
   ASSERT_TRUE(async.ok()) << async.status().ToString();
   AsyncEngine& engine = **async;

@@ -18,8 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/thread_pool.h"
-#include "kv/kv_cache.h"
 #include "engine/model_access.h"
+#include "kv/kv_cache.h"
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
 #include "model/model_impl.h"

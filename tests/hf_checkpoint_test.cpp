@@ -20,10 +20,10 @@
 
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "engine/model_access.h"
 #include "io/gguf_writer.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
-#include "engine/model_access.h"
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
 #include "model/model_impl.h"
