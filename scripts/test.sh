@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds and runs the whole test suite: the Release build's tests, then the
-# unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer in a
-# separate build directory. Run ./scripts/setup.sh first (the README's test
+# Builds and runs the whole test suite: the Release build's tests, the unit
+# tests again under AddressSanitizer + UndefinedBehaviorSanitizer, then the
+# concurrency tests (AsyncEngine, ThreadPool) under ThreadSanitizer, each
+# sanitizer in a build directory of its own. Run ./scripts/setup.sh first (the README's test
 # command does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,11 @@ fi
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+echo "== ThreadSanitizer build: concurrency tests" >&2
+if [ ! -f build-tsan/build.ninja ]; then
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVINFER_TSAN=ON \
+    -DKVINFER_BUILD_BENCH=OFF -DKVINFER_WERROR=ON >/dev/null
+fi
+cmake --build build-tsan -j "$jobs" --target kvinfer_concurrency_tests
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ./build-tsan/kvinfer_concurrency_tests

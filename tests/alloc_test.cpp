@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "core/thread_pool.h"
+#include "engine/model_access.h"
 #include "kv/kv_cache.h"
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
@@ -73,7 +74,7 @@ TEST(NoAllocationPerToken, DecodeBatchedDecodeAndPrefill) {
   KVINFER_REQUIRE_FILE(testing::DefaultModel());
   StatusOr<Model> model = Model::Load(testing::DefaultModel());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   ThreadPool pool(2);
   for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     SCOPED_TRACE(KvPrecisionName(precision));

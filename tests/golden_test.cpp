@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/thread_pool.h"
+#include "engine/model_access.h"
 #include "kv/kv_cache.h"
 #include "kvinfer/kvinfer.h"
 #include "model/forward.h"
@@ -85,15 +86,14 @@ std::string Sha256(const std::string& path) {
   return n == 64 ? std::string(buf, 64) : "";
 }
 
-// Skips (naming the command that makes it) when a generated model is
-// absent; fails when it is present but not the file the golden was made
-// from.
+// Fails, naming the command that makes it, when a generated model is
+// absent, and when it is present but not the file the golden was made from.
 #define REQUIRE_MODEL(gc, meta_name)                                                        \
   do {                                                                                      \
     if ((gc).generated_by == nullptr) {                                                     \
       KVINFER_REQUIRE_FILE((gc).model());                                                   \
     } else if (!std::filesystem::exists((gc).model())) {                                  \
-      GTEST_SKIP() << "missing " << (gc).model() << " — run " << (gc).generated_by;        \
+      GTEST_FAIL() << "missing " << (gc).model() << " — run " << (gc).generated_by;        \
     }                                                                                       \
   } while (0)
 
@@ -190,7 +190,7 @@ TEST_P(GoldenTest, LogitsMatchTheReference) {
   CheckChecksum(gc, g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   const int vocab = m.config().vocab_size;
   ASSERT_EQ(vocab, g.meta["vocab_size"].get<int>());
 
@@ -289,7 +289,7 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   const int vocab = m.config().vocab_size;
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const size_t stored = g.meta["logit_positions"].size();
@@ -382,7 +382,7 @@ void ExpectQuantizedKvWithinRounding(const GoldenCase& gc, KvPrecision precision
   ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   const int vocab = m.config().vocab_size;
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const size_t stored = g.meta["logit_positions"].size();
@@ -421,7 +421,7 @@ TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
   const ActivationsOf activations(g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   // Past one 256-position attention chunk where the context allows, so the
   // decode step folds several chunks (split across the threads).
   std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
@@ -477,7 +477,7 @@ TEST_P(GoldenInt8Test, StaysNearTheF32GoldenAndStrategiesAgree) {
   ops::SetActivationPrecision(ops::ActivationPrecision::kInt8);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const ModelImpl& m = *model->impl();
+  const ModelImpl& m = ImplOf(*model);
   const size_t count = g.meta["logit_positions"].size() * static_cast<size_t>(m.config().vocab_size);
   const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF32);
   const std::vector<float> exact = [&] {

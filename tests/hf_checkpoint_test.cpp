@@ -20,6 +20,7 @@
 
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "engine/model_access.h"
 #include "io/gguf_writer.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
@@ -207,7 +208,7 @@ void WriteHfDir(const fs::path& dir, const std::vector<Tensor>& tensors, const H
 std::vector<float> AllLogits(const Model& model, const std::vector<int32_t>& tokens) {
   std::vector<int32_t> rows(tokens.size());
   for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
-  return testing::ForwardLogits(*model.impl(), tokens, rows);
+  return testing::ForwardLogits(ImplOf(model), tokens, rows);
 }
 
 // max |a - b| / max |a|
@@ -416,9 +417,7 @@ TEST_F(HfCheckpointTest, Gpt2TransformerPrefixAndMaskBuffersAreAccepted) {
   // GPT2LMHeadModel.save_pretrained writes "transformer.h.0..." and older
   // checkpoints carry attn.bias / attn.masked_bias buffers: same model.
   const fs::path src = fs::path(KVINFER_SOURCE_DIR) / "models/gpt2-tiny-s12-random";
-  if (!fs::exists(src / "model.safetensors")) {
-    GTEST_SKIP() << "missing " << src << " — run ./scripts/make-gpt2-fixtures.sh";
-  }
+  KVINFER_REQUIRE_FILE((src / "model.safetensors").string());
   const fs::path dst = dir_ / "prefixed";
   fs::create_directories(dst);
   for (const char* f : {"config.json", "vocab.json", "merges.txt"}) fs::copy_file(src / f, dst / f);
@@ -435,7 +434,7 @@ TEST_F(HfCheckpointTest, Gpt2TransformerPrefixAndMaskBuffersAreAccepted) {
 
 TEST(HfCheckpointCli, InfoAndKvSizeTakeEveryFormat) {
   const std::string dir = std::string(KVINFER_SOURCE_DIR) + "/models/gpt2-tiny-random";
-  if (!fs::exists(dir)) GTEST_SKIP() << "missing " << dir << " — run ./scripts/make-gpt2-fixtures.sh";
+  KVINFER_REQUIRE_FILE(dir);
   testing::CmdResult r = testing::RunKvinfer("info --model " + dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, ::testing::HasSubstr("Hugging Face checkpoint directory"));

@@ -578,7 +578,7 @@ TEST(KvSizeCli, TableAndGguf) {
   EXPECT_TRUE(Contains(r.out, "1.00 GiB")) << r.out;
   EXPECT_TRUE(Contains(r.out, "MHA")) << r.out;
   const std::string path = testing::StoriesGguf();
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "missing " << path;
+  KVINFER_REQUIRE_FILE(path);
   CmdResult g = RunKvSize("--model " + path + " --dtype f32 --json");
   ASSERT_EQ(g.exit_code, 0) << g.err;
   EXPECT_EQ(nlohmann::json::parse(g.out).at("bytes_per_token").get<uint64_t>(), 1280u);
@@ -639,7 +639,8 @@ TEST(KvSizeCli, BadInputIsAClearError) {
 
 TEST(KvSizeCli, Plot) {
   if (std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "needs /usr/bin/python3 with matplotlib (apt-get install python3-matplotlib)";
+    GTEST_FAIL() << "needs /usr/bin/python3 with matplotlib: run ./scripts/setup.sh (it installs "
+                    "python3-matplotlib)";
   }
   const std::string png = ::testing::TempDir() + "/kv_size_test.png";
   std::filesystem::remove(png);

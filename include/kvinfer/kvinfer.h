@@ -86,9 +86,11 @@ class Model {
   StatusOr<std::string> ApplyChatTemplate(std::span<const ChatMessage> messages,
                                           bool add_generation_prompt = true) const;
 
-  const std::shared_ptr<const ModelImpl>& impl() const { return impl_; }
 
  private:
+  // Internal code reaches the implementation through ModelAccess
+  // (src/engine/model_access.h); it is not part of the public API.
+  friend struct ModelAccess;
   explicit Model(std::shared_ptr<const ModelImpl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const ModelImpl> impl_;
 };
@@ -185,9 +187,41 @@ struct SamplingParams {
   uint64_t seed = 0;
   bool ignore_eos = false;     // keep generating past end-of-generation tokens
   // Independent samples of the same prompt. They share the prompt's KV
-  // blocks (copy-on-write) and get consecutive request ids; sample i uses
+  // blocks (copy-on-write) and are reported as one request: every output
+  // carries the request's id and its sample_index in [0, n); sample i uses
   // seed + i.
   int n = 1;
+
+  // Stop strings: generation ends (kStop) when the generated text contains
+  // one; the text from the stop string on is not returned (unless
+  // include_stop_str_in_output). A stop string may span several tokens;
+  // while streaming, text that could still begin a stop string is held back
+  // until it is decided. Each must be non-empty.
+  std::vector<std::string> stop;
+  // Token ids that end generation (kStop) when sampled, also with
+  // ignore_eos. Their text is not returned (unless include_stop_str_in_output).
+  std::vector<int32_t> stop_token_ids;
+  bool include_stop_str_in_output = false;
+
+  // Per generated token: the sampled token's log-probability and the
+  // `logprobs` most likely tokens with theirs (0 = none, at most 20). They
+  // are the log-softmax of the model's raw logits, before penalties,
+  // temperature, top-k/top-p/min-p (vLLM's default), computed in double.
+  int logprobs = 0;
+
+  // OpenAI's penalties over the tokens generated so far, applied to the
+  // logits: logit -= frequency_penalty * count + presence_penalty * (count > 0).
+  // Each in [-2, 2]; 0 = off.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  // The CTRL rule over prompt and generated tokens: a positive logit of a
+  // token seen is divided by it, a negative one multiplied. > 0; 1 = off.
+  // Applied before the presence/frequency penalties.
+  float repetition_penalty = 1.0f;
+  // Keeps tokens whose probability (after temperature) is at least min_p
+  // times the most likely token's. In [0, 1]; 0 = off. Applied after top-k
+  // and top-p; no effect on greedy decoding.
+  float min_p = 0.0f;
 };
 
 using RequestId = int64_t;
@@ -202,6 +236,9 @@ struct RequestOptions {
   // finishes, and the next request's prompt reuses its longest common prefix
   // with the tokens already cached (only the rest is prefilled).
   std::optional<SessionId> session;
+  // A caller's name for the request (e.g. "chatcmpl-abc"), returned in every
+  // RequestOutput; the engine's numeric RequestId identifies it internally.
+  std::string request_id;
 };
 
 // kError: a failure that belonged to this request alone (e.g. memory for
@@ -222,14 +259,30 @@ struct RequestTimings {
   double decode_tokens_per_s() const;  // tokens after the first / decode_ms
 };
 
+// One generated token's log-probability and the most likely alternatives
+// (SamplingParams::logprobs of them, most likely first, ties by lower id).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// What one sample of a request produced in one step. A request with n
+// samples yields outputs for sample_index 0..n-1, all with the same id.
 struct RequestOutput {
   RequestId id = 0;
-  int sample_index = 0;             // i for the i-th of n samples (id = first id + i)
+  std::string request_id;           // RequestOptions::request_id
+  int sample_index = 0;             // in [0, SamplingParams::n)
   std::vector<int32_t> new_tokens;  // sampled this step
-  std::string text_delta;           // their text (UTF-8 complete characters only)
-  bool finished = false;
-  FinishReason finish_reason = FinishReason::kNone;
-  std::string error;                // finish_reason kError: what failed
+  // Their text (complete UTF-8 characters only; text that may begin a stop
+  // string is held back until decided).
+  std::string text_delta;
+  std::vector<TokenLogprob> logprobs;  // one per new token when SamplingParams::logprobs > 0
+  bool finished = false;               // this sample is finished
+  FinishReason finish_reason = FinishReason::kNone;  // this sample's
+  std::string error;                   // finish_reason kError: what failed
+  // Every sample of the request is finished: the request's last output.
+  bool request_finished = false;
   RequestTimings timings;
 };
 
@@ -255,7 +308,7 @@ class Engine {
 
   // Errors: an empty prompt, a prompt that does not fit in max_seq_len
   // (kOutOfRange), bad sampling parameters (kInvalidArgument). With
-  // params.n > 1 the samples have ids [returned id, returned id + n).
+  // params.n > 1 every sample's outputs carry the returned id.
   //
   // Scheduling: requests run in arrival order, at most max_seqs at once and
   // max_batch_tokens per step (long prompts are prefilled in chunks). A
@@ -278,7 +331,8 @@ class Engine {
   // True while requests wait or run, or finished ones (e.g. aborted) have
   // outputs Step() has not returned yet.
   bool HasWork() const;
-  // Finishes a request with kAborted and frees its blocks; false if unknown.
+  // Finishes a request (all its samples) with kAborted and frees its
+  // blocks; false if unknown or already finished.
   bool Abort(RequestId id);
 
   SessionId CreateSession();
@@ -292,7 +346,7 @@ class Engine {
  private:
   explicit Engine(std::unique_ptr<EngineImpl> impl);
   // Test-only fault injection (declared in src/engine/engine_testing.h).
-  friend void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth);
+  friend void FailBlockAllocationForTest(Engine& engine, RequestId id, int sample_index, int nth);
   std::unique_ptr<EngineImpl> impl_;
 };
 

@@ -18,6 +18,7 @@ enum class StatusCode {
   kOutOfRange,        // e.g. a prompt longer than the context
   kResourceExhausted, // e.g. no KV blocks left
   kInternal,
+  kUnavailable,       // e.g. the engine is shutting down
 };
 
 const char* StatusCodeName(StatusCode code);

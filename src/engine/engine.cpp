@@ -18,7 +18,7 @@ constexpr int kMaxSamples = 1024;
 EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t block_size,
                        int32_t num_blocks)
     : model_(model),
-      m_(*model.impl()),
+      m_(ImplOf(model)),
       options_(options),
       pool_(options.num_threads),
       cache_(m_.config().kv_shape(), block_size, num_blocks, options.kv.precision),
@@ -51,6 +51,11 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
       return bad(fmt::format("prompt token {} is outside the vocabulary [0, {})", t, vocab));
     }
   }
+  for (int32_t t : params.stop_token_ids) {
+    if (t >= vocab) {
+      return bad(fmt::format("stop token id {} is outside the vocabulary [0, {})", t, vocab));
+    }
+  }
   if (options.session) {
     Session* s = scheduler_.FindSession(*options.session);
     if (s == nullptr) return bad(fmt::format("unknown session {}", *options.session));
@@ -60,8 +65,8 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
     s->busy = true;
   }
   auto r = std::make_unique<Request>(params);
-  r->id = next_request_id_;
-  next_request_id_ += params.n;
+  r->id = next_request_id_++;
+  r->request_id = options.request_id;
   r->session = options.session;
   r->num_prompt = static_cast<int32_t>(prompt.size());
   r->tokens = std::move(prompt);
@@ -69,16 +74,18 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
   r->added = Clock::now();
   r->timings.prompt_tokens = r->num_prompt;
   const RequestId id = r->id;
+  unfinished_samples_[id] = params.n;
   scheduler_.Add(std::move(r));
   return id;
 }
 
 RequestOutput& EngineImpl::OutputFor(Request& r, std::vector<RequestOutput>& outputs) {
   for (RequestOutput& o : outputs) {
-    if (o.id == r.id) return o;
+    if (o.id == r.id && o.sample_index == r.sample_index) return o;
   }
   RequestOutput& o = outputs.emplace_back();
   o.id = r.id;
+  o.request_id = r.request_id;
   o.sample_index = r.sample_index;
   return o;
 }
@@ -88,18 +95,45 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
   r.timings.total_ms = Ms(Clock::now() - r.added);
   r.timings.generated_tokens = r.num_generated;
   KVINFER_CHECK(r.seq < 0);
+  int samples_done = 1;
+  if (r.params.n > 1 && !r.forked) {
+    // Finished before the first token (aborted, no room, max_tokens 0): the
+    // other samples never started and finish with it.
+    for (int i = 1; i < r.params.n; ++i) {
+      RequestOutput& o = outputs.emplace_back();
+      o.id = r.id;
+      o.request_id = r.request_id;
+      o.sample_index = i;
+      o.finished = true;
+      o.finish_reason = reason;
+      if (reason == FinishReason::kError) o.error = r.error;
+      o.timings = r.timings;
+    }
+    samples_done = r.params.n;
+  }
   RequestOutput& out = OutputFor(r, outputs);
-  out.text_delta += r.text.Flush();
+  if (!r.stop_text.matched()) {
+    out.text_delta += r.stop_text.Push(r.text.Flush());
+    out.text_delta += r.stop_text.Flush();
+  }
   out.finished = true;
   out.finish_reason = reason;
   if (reason == FinishReason::kError) out.error = r.error;
   out.timings = r.timings;
+  auto it = unfinished_samples_.find(r.id);
+  KVINFER_CHECK(it != unfinished_samples_.end() && it->second >= samples_done);
+  it->second -= samples_done;
+  if (it->second == 0) {
+    unfinished_samples_.erase(it);
+    out.request_finished = true;
+  }
 }
 
 void EngineImpl::Sample(Request& r, std::span<const float> logits, Clock::time_point now,
                         std::vector<RequestOutput>& outputs) {
   const Tokenizer& tok = m_.tokenizer();
-  const int32_t token = r.sampler.Sample(logits);
+  const std::span<const int32_t> all(r.tokens);
+  const int32_t token = r.sampler.Sample(logits, all.first(r.num_prompt), all.subspan(r.num_prompt));
   r.tokens.push_back(token);
   ++r.num_generated;
   if (!r.first_token) {
@@ -108,11 +142,15 @@ void EngineImpl::Sample(Request& r, std::span<const float> logits, Clock::time_p
   }
   RequestOutput& out = OutputFor(r, outputs);
   out.new_tokens.push_back(token);
+  if (r.params.logprobs > 0) out.logprobs.push_back(ComputeLogprob(logits, token, r.params.logprobs));
   const bool eog = tok.IsEndOfGeneration(token);
-  if ((!eog || r.params.ignore_eos) && !tok.IsControl(token)) {
-    out.text_delta += r.text.Push(tok.TokenBytes(token));
+  const std::vector<int32_t>& stop_ids = r.params.stop_token_ids;
+  const bool stop_token = std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end();
+  const bool ends = (eog && !r.params.ignore_eos) || stop_token;
+  if (!tok.IsControl(token) && (!ends || (stop_token && r.params.include_stop_str_in_output))) {
+    out.text_delta += r.stop_text.Push(r.text.Push(tok.TokenBytes(token)));
   }
-  if (eog && !r.params.ignore_eos) {
+  if (ends || r.stop_text.matched()) {
     r.finish = FinishReason::kStop;
   } else if (r.num_generated >= r.params.max_tokens) {
     r.finish = FinishReason::kLength;
@@ -129,7 +167,8 @@ void EngineImpl::Fork(Request& parent, std::span<const float> logits,
     SamplingParams p = parent.params;
     p.seed = parent.params.seed + static_cast<uint64_t>(i);
     auto child = std::make_unique<Request>(p);
-    child->id = parent.id + i;
+    child->id = parent.id;
+    child->request_id = parent.request_id;
     child->sample_index = i;
     child->forked = true;
     child->tokens = parent.tokens;
@@ -159,11 +198,13 @@ void EngineImpl::Guard(Request& r, Fn&& fn) {
   }
 }
 
-void EngineImpl::FailBlockAllocationForTest(RequestId id, int nth) {
-  fault_ = {.id = id, .countdown = nth};
+void EngineImpl::FailBlockAllocationForTest(RequestId id, int sample_index, int nth) {
+  fault_ = {.id = id, .sample_index = sample_index, .countdown = nth};
   cache_.manager().SetAllocateHookForTest([this](int32_t seq) {
     if (fault_.countdown <= 0) return;
-    auto owns = [&](const std::unique_ptr<Request>& r) { return r->id == fault_.id && r->seq == seq; };
+    auto owns = [&](const std::unique_ptr<Request>& r) {
+      return r->id == fault_.id && r->sample_index == fault_.sample_index && r->seq == seq;
+    };
     const auto& running = scheduler_.running();
     const auto& waiting = scheduler_.waiting();
     if (std::none_of(running.begin(), running.end(), owns) &&
@@ -174,8 +215,8 @@ void EngineImpl::FailBlockAllocationForTest(RequestId id, int nth) {
   });
 }
 
-void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth) {
-  engine.impl_->FailBlockAllocationForTest(id, nth);
+void FailBlockAllocationForTest(Engine& engine, RequestId id, int sample_index, int nth) {
+  engine.impl_->FailBlockAllocationForTest(id, sample_index, nth);
 }
 
 std::vector<RequestOutput> EngineImpl::Step() {
@@ -258,10 +299,13 @@ void EngineImpl::BuildAndForward(const SchedulerOutput& sched) {
 }
 
 bool EngineImpl::Abort(RequestId id) {
-  std::unique_ptr<Request> r = scheduler_.Remove(id);
-  if (r == nullptr) return false;
-  Finish(*r, FinishReason::kAborted, pending_outputs_);
-  return true;
+  // Every sample of the request: a preempted sample waits while the others run.
+  bool found = false;
+  while (std::unique_ptr<Request> r = scheduler_.Remove(id)) {
+    Finish(*r, FinishReason::kAborted, pending_outputs_);
+    found = true;
+  }
+  return found;
 }
 
 SessionId EngineImpl::CreateSession() { return scheduler_.CreateSession(); }
@@ -311,7 +355,7 @@ EngineStats EngineImpl::Stats() const {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const EngineOptions& options) {
   EngineOptions o = options;
-  const ModelConfig& c = model.impl()->config();
+  const ModelConfig& c = ImplOf(model).config();
   auto bad = [](std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); };
   if (o.num_threads < 0) return bad(fmt::format("num_threads must be >= 0, got {}", o.num_threads));
   if (o.num_threads == 0) {

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <memory>
+#include <map>
 #include <span>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "engine/model_access.h"
 #include "engine/request.h"
 #include "engine/scheduler.h"
 #include "kv/kv_cache.h"
@@ -33,7 +35,7 @@ class EngineImpl {
   EngineStats Stats() const;
 
   // Test-only: the nth block allocation for request `id` throws std::bad_alloc.
-  void FailBlockAllocationForTest(RequestId id, int nth);
+  void FailBlockAllocationForTest(RequestId id, int sample_index, int nth);
 
   const Model& model() const { return model_; }
   const EngineOptions& options() const { return options_; }
@@ -66,8 +68,10 @@ class EngineImpl {
   int64_t tokens_computed_ = 0;
   struct InjectedFault {
     RequestId id = 0;
+    int sample_index = 0;
     int countdown = 0;  // allocations for `id` left until the failing one
   } fault_;
+  std::map<RequestId, int> unfinished_samples_;    // per request: samples not finished yet
   // Per-step scratch.
   SchedulerOutput sched_;
   ForwardBatch batch_;

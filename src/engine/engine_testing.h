@@ -6,8 +6,8 @@
 
 namespace kvinfer {
 
-// Makes the `nth` (1-based) KV block allocation for request `id` (a sample
-// id for n > 1) throw std::bad_alloc, as a failed allocation would, once.
-void FailBlockAllocationForTest(Engine& engine, RequestId id, int nth);
+// Makes the `nth` (1-based) KV block allocation for sample `sample_index`
+// of request `id` throw std::bad_alloc, as a failed allocation would, once.
+void FailBlockAllocationForTest(Engine& engine, RequestId id, int sample_index, int nth);
 
 }  // namespace kvinfer

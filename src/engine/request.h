@@ -17,10 +17,12 @@ namespace kvinfer {
 using Clock = std::chrono::steady_clock;
 
 struct Request {
-  RequestId id = 0;
+  RequestId id = 0;                // shared by the n samples of one request
+  std::string request_id;          // the caller's name for it
   int sample_index = 0;
   SamplingParams params;
   Sampler sampler;
+  StopStringFilter stop_text;      // cuts `text` at a stop string
   std::optional<SessionId> session;
   std::vector<int32_t> tokens;     // prompt, then generated tokens
   int32_t num_prompt = 0;
@@ -36,7 +38,8 @@ struct Request {
   std::optional<Clock::time_point> first_token;
   RequestTimings timings;
 
-  explicit Request(const SamplingParams& p) : params(p), sampler(p) {}
+  explicit Request(const SamplingParams& p)
+      : params(p), sampler(p), stop_text(p.stop, p.include_stop_str_in_output) {}
   int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
 };
 

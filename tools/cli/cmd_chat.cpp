@@ -1,9 +1,14 @@
 // kvinfer chat: an interactive multi-turn conversation. The engine session
 // keeps the conversation's KV cache, so each turn prefills only what is new.
+// --stats-json writes one object per turn: prompt_tokens,
+// cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s.
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+
+#include <fmt/format.h>
 
 #include "cli.h"
 
@@ -14,6 +19,7 @@ struct ChatOptions {
   RunFlags run;
   int max_tokens = 512;
   std::string system;
+  std::string stats_json;
 };
 
 void RunChat(const ChatOptions& o) {
@@ -33,6 +39,7 @@ void RunChat(const ChatOptions& o) {
                "kvinfer chat: %s (%s template, KV %s). /reset clears the conversation, /quit "
                "exits.\n",
                model.info().name.c_str(), model.info().chat_template.c_str(), o.run.kv.c_str());
+  nlohmann::json turns = nlohmann::json::array();
   std::string line;
   for (;;) {
     if (tty) std::fputs("> ", stderr);
@@ -70,6 +77,16 @@ void RunChat(const ChatOptions& o) {
                  static_cast<long long>(t.prompt_tokens - t.cached_prompt_tokens),
                  static_cast<long long>(t.generated_tokens), t.decode_tokens_per_s(),
                  FinishReasonName(res.final.finish_reason));
+    turns.push_back({{"prompt_tokens", t.prompt_tokens},
+                     {"cached_prompt_tokens", t.cached_prompt_tokens},
+                     {"generated_tokens", t.generated_tokens},
+                     {"finish_reason", FinishReasonName(res.final.finish_reason)},
+                     {"decode_tokens_per_s", t.decode_tokens_per_s()}});
+  }
+  if (!o.stats_json.empty()) {
+    std::ofstream out(o.stats_json);
+    out << nlohmann::json{{"model", model.info().path}, {"turns", turns}}.dump(2) << "\n";
+    if (!out) Die(fmt::format("cannot write '{}'", o.stats_json));
   }
 }
 
@@ -84,6 +101,8 @@ void AddChatCommand(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
   cmd->add_option("--system", o->system, "System prompt (default: the template's own)");
+  cmd->add_option("--stats-json", o->stats_json,
+                  "Write each turn's token counts and finish reason as JSON to this file");
   cmd->callback([o] { RunChat(*o); });
 }
 

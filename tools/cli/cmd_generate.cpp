@@ -24,7 +24,7 @@ struct GenerateOptions {
 
 // n > 1: the samples share the prompt's KV blocks; print each sample, then
 // what sharing saved against n independent caches.
-void RunSamples(const Model& model, Engine& engine, RequestId first, const GenerateOptions& o,
+void RunSamples(const Model& model, Engine& engine, const GenerateOptions& o,
                 size_t n_prompt) {
   std::vector<std::string> texts(o.n);
   std::vector<RequestOutput> finals(o.n);
@@ -32,7 +32,7 @@ void RunSamples(const Model& model, Engine& engine, RequestId first, const Gener
   int64_t peak_logical = 0;
   while (engine.HasWork()) {
     for (RequestOutput& out : engine.Step()) {
-      const int64_t i = out.id - first;
+      const int i = out.sample_index;
       texts[i] += out.text_delta;
       if (out.finished) finals[i] = std::move(out);
     }
@@ -116,7 +116,7 @@ void RunGenerate(const GenerateOptions& o) {
   StatusOr<RequestId> id = (*engine)->AddRequestTokens(std::move(ids).value(), sp, ro);
   DieIf(id.status(), "request");
   if (o.n > 1) {
-    RunSamples(model, **engine, *id, o, n_prompt);
+    RunSamples(model, **engine, o, n_prompt);
     return;
   }
   RunResult res = RunToCompletion(**engine, *id, true);
