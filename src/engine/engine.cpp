@@ -20,7 +20,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
       options_(options),
       pool_(options.num_threads),
       cache_(m_.config(), block_size, num_blocks, options.kv.precision),
-      runner_(m_.config(), m_.weights(), &pool_) {}
+      runner_(m_.config(), m_.weights(), &pool_, options.activation_precision) {}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
                                     const RequestOptions& options) {
@@ -456,6 +456,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
     block_size = o.kv.block_size_tokens;
   }
   o.kv.block_size_tokens = block_size;
+  if (o.activation_precision != ActivationPrecision::kInt8 &&
+      o.activation_precision != ActivationPrecision::kF32) {
+    return bad("unknown activation precision (expected int8 or f32)");
+  }
   if (!ParseKvPrecision(KvPrecisionName(o.kv.precision))) {
     return bad("unknown KV precision (expected f32, f16, q8_0 or q4_0)");
   }

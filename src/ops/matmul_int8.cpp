@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +17,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "ops/matmul_scratch.h"
 #include "ops/ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -34,18 +34,6 @@
 #endif
 
 namespace kvinfer::ops {
-
-namespace {
-std::atomic<int> g_activation_precision{static_cast<int>(ActivationPrecision::kInt8)};
-}  // namespace
-
-void SetActivationPrecision(ActivationPrecision p) {
-  g_activation_precision.store(static_cast<int>(p), std::memory_order_relaxed);
-}
-
-ActivationPrecision GetActivationPrecision() {
-  return static_cast<ActivationPrecision>(g_activation_precision.load(std::memory_order_relaxed));
-}
 
 namespace int8 {
 namespace {
@@ -193,21 +181,20 @@ KVINFER_TARGET_VNNI void QuantizeBlockAvx512(const float* x, int8_t* q, float* d
 
 using QuantizeBlockFn = void (*)(const float*, int8_t*, float*, float*, int32_t*);
 
-QuantizeBlockFn QuantizerFor(Kernel k) {
-  switch (k) {
-    case Kernel::kScalar:
-      return QuantizeBlockScalar;
+QuantizeBlockFn QuantizerFor(Isa isa) {
 #if KVINFER_INT8_X86
-    case Kernel::kAvx2:
+  switch (isa) {
+    case Isa::kScalar:
+      return QuantizeBlockScalar;
+    case Isa::kAvx2:
+    case Isa::kAvx512:
       return QuantizeBlockAvx2;
-    case Kernel::kAvx512Vnni:
+    case Isa::kAvx512Vnni:
       return QuantizeBlockAvx512;
-#else
-    case Kernel::kAvx2:
-    case Kernel::kAvx512Vnni:
-      break;
-#endif
   }
+#else
+  (void)isa;
+#endif
   return QuantizeBlockScalar;
 }
 
@@ -486,7 +473,7 @@ KVINFER_TARGET_VNNI void TokenTileVnni(int count, const uint8_t* base, size_t rb
 
 template <DType kType>
 KVINFER_TARGET_VNNI void RowsVnni(const WeightView& w, const Acts& a, int64_t n64, float* y,
-                                  int64_t r_begin, int64_t r_end) {
+                                  int64_t r_begin, int64_t r_end, MatMulScratch& scratch) {
   const size_t n = static_cast<size_t>(n64);
   const size_t rb = w.row_bytes;
   const size_t ldy = static_cast<size_t>(w.rows);
@@ -496,9 +483,10 @@ KVINFER_TARGET_VNNI void RowsVnni(const WeightView& w, const Acts& a, int64_t n6
   const PackedLayout layout = LayoutOf(kType, a.blocks);
   const bool packed = w.packed != nullptr;
   KVINFER_CHECK(!packed || r_begin % 16 == 0);
-  thread_local std::vector<uint8_t> pad, pre_buf;
-  TileVnni* pre =
-      n > static_cast<size_t>(kTokTileVnni) ? AlignedScratch<TileVnni>(pre_buf, a.blocks) : nullptr;
+  std::vector<uint8_t>& pad = scratch.tile_pad;
+  TileVnni* pre = n > static_cast<size_t>(kTokTileVnni)
+                      ? AlignedScratch<TileVnni>(scratch.tile_decoded, a.blocks)
+                      : nullptr;
   for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
     int valid = 0;
     const uint8_t* base = nullptr;
@@ -646,14 +634,14 @@ constexpr int kTokTileAvx2 = 4;
 
 template <DType kType>
 KVINFER_TARGET_AVX2 void RowsAvx2(const WeightView& w, const Acts& a, int64_t n64, float* y,
-                                  int64_t r_begin, int64_t r_end) {
+                                  int64_t r_begin, int64_t r_end, MatMulScratch& scratch) {
   const size_t n = static_cast<size_t>(n64);
   const size_t rb = w.row_bytes;
   const size_t ldy = static_cast<size_t>(w.rows);
   const __m256i offs = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                           _mm256_set1_epi32(static_cast<int32_t>(rb)));
-  thread_local std::vector<uint8_t> pad, pre_buf;
-  TileAvx2* pre = AlignedScratch<TileAvx2>(pre_buf, a.blocks);
+  std::vector<uint8_t>& pad = scratch.tile_pad;
+  TileAvx2* pre = AlignedScratch<TileAvx2>(scratch.tile_decoded, a.blocks);
   for (int64_t r0 = r_begin; r0 < r_end; r0 += 8) {
     int valid = 0;
     const uint8_t* base = TileBase(w, r0, r_end, 8, pad, &valid);
@@ -684,129 +672,58 @@ KVINFER_TARGET_AVX2 void RowsAvx2(const WeightView& w, const Acts& a, int64_t n6
 // ---------------------------------------------------------------------------
 // Dispatch.
 
+// The kernel of instruction set `isa` (AVX-512 without VNNI: AVX2's).
 template <DType kType>
-void RowsFor(Kernel k, const WeightView& w, const Acts& a, int64_t n, float* y, int64_t r_begin,
-             int64_t r_end) {
-  switch (k) {
-    case Kernel::kScalar:
-      return RowsScalar<kType>(w, a, n, y, r_begin, r_end);
+void RowsFor(Isa isa, const WeightView& w, const Acts& a, int64_t n, float* y, int64_t r_begin,
+             int64_t r_end, MatMulScratch& scratch) {
 #if KVINFER_INT8_X86
-    case Kernel::kAvx2:
-      return RowsAvx2<kType>(w, a, n, y, r_begin, r_end);
-    case Kernel::kAvx512Vnni:
-      return RowsVnni<kType>(w, a, n, y, r_begin, r_end);
-#else
-    case Kernel::kAvx2:
-    case Kernel::kAvx512Vnni:
-      return RowsScalar<kType>(w, a, n, y, r_begin, r_end);
-#endif
+  switch (isa) {
+    case Isa::kScalar:
+      break;
+    case Isa::kAvx2:
+    case Isa::kAvx512:
+      return RowsAvx2<kType>(w, a, n, y, r_begin, r_end, scratch);
+    case Isa::kAvx512Vnni:
+      return RowsVnni<kType>(w, a, n, y, r_begin, r_end, scratch);
   }
+#else
+  (void)isa;
+  (void)scratch;
+#endif
+  RowsScalar<kType>(w, a, n, y, r_begin, r_end);
 }
 
-void Rows(Kernel k, const WeightView& w, const Acts& a, int64_t n, float* y, int64_t r_begin,
-          int64_t r_end) {
+void Rows(Isa isa, const WeightView& w, const Acts& a, int64_t n, float* y, int64_t r_begin,
+          int64_t r_end, MatMulScratch& scratch) {
   switch (w.type) {
     case DType::kQ4_0:
-      return RowsFor<DType::kQ4_0>(k, w, a, n, y, r_begin, r_end);
+      return RowsFor<DType::kQ4_0>(isa, w, a, n, y, r_begin, r_end, scratch);
     case DType::kQ4_1:
-      return RowsFor<DType::kQ4_1>(k, w, a, n, y, r_begin, r_end);
+      return RowsFor<DType::kQ4_1>(isa, w, a, n, y, r_begin, r_end, scratch);
     case DType::kQ8_0:
-      return RowsFor<DType::kQ8_0>(k, w, a, n, y, r_begin, r_end);
+      return RowsFor<DType::kQ8_0>(isa, w, a, n, y, r_begin, r_end, scratch);
     default:
       KVINFER_CHECK_MSG(false, "int8 MatMul: unsupported weight type {}", DTypeName(w.type));
   }
 }
 
-bool CpuRuns(Kernel k) {
-  switch (k) {
-    case Kernel::kScalar:
-      return true;
-#if KVINFER_INT8_X86
-    case Kernel::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
-    case Kernel::kAvx512Vnni:
-      return CpuRuns(Kernel::kAvx2) && __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-#else
-    case Kernel::kAvx2:
-    case Kernel::kAvx512Vnni:
-      return false;
-#endif
-  }
-  return false;
-}
-
-std::atomic<int> g_forced_kernel{-1};
-
-// The activation scratch of one calling thread, grown to the largest call.
-struct ActScratch {
-  std::vector<int8_t> q;
-  std::vector<float> d, s;
-  std::vector<int32_t> sum, bias;
-  void Reserve(size_t n, size_t cols) {
-    const size_t blocks = n * (cols / kBlock);
-    if (q.size() < n * cols) q.resize(n * cols);
-    if (d.size() < blocks) {
-      d.resize(blocks);
-      s.resize(blocks);
-      sum.resize(blocks);
-      bias.resize(blocks);
-    }
-  }
-};
-
 }  // namespace
 
-const char* KernelName(Kernel k) {
-  switch (k) {
-    case Kernel::kScalar:
-      return "scalar";
-    case Kernel::kAvx2:
-      return "avx2";
-    case Kernel::kAvx512Vnni:
-      return "avx512vnni";
-  }
-  return "?";
-}
-
-std::vector<Kernel> RunnableKernels() {
-  std::vector<Kernel> out;
-  for (Kernel k : {Kernel::kScalar, Kernel::kAvx2, Kernel::kAvx512Vnni}) {
-    if (CpuRuns(k)) out.push_back(k);
-  }
-  return out;
-}
-
-Kernel ActiveKernel() {
-  const int forced = g_forced_kernel.load(std::memory_order_relaxed);
-  if (forced >= 0) return static_cast<Kernel>(forced);
-  static const Kernel best = RunnableKernels().back();
-  return best;
-}
-
-void SetKernelForTest(std::optional<Kernel> k) {
-  if (k.has_value()) KVINFER_CHECK_MSG(CpuRuns(*k), "kernel {} cannot run here", KernelName(*k));
-  g_forced_kernel.store(k.has_value() ? static_cast<int>(*k) : -1, std::memory_order_relaxed);
-}
-
-bool UseForDefaultPrecision() {
-  return g_forced_kernel.load(std::memory_order_relaxed) >= 0 || ActiveKernel() != Kernel::kScalar;
+bool TakesInt8Path(const MatMulContext& ctx) {
+  return ctx.activation_precision() == ActivationPrecision::kInt8 &&
+         (ctx.isa_forced() || ctx.isa() != Isa::kScalar);
 }
 
 bool IsInt8Type(DType t) { return t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0; }
 
-void QuantizeActivations(const float* x, int64_t n, int64_t cols, int8_t* q, float* d, float* s,
-                         int32_t* sum) {
+void QuantizeActivations(Isa isa, const float* x, int64_t n, int64_t cols, int8_t* q, float* d,
+                         float* s, int32_t* sum) {
   KVINFER_CHECK_MSG(n >= 0 && cols >= 0 && cols % kBlock == 0,
                     "QuantizeActivations: bad shape [{}, {}]", n, cols);
-  QuantizeTokens(QuantizerFor(ActiveKernel()), x, 0, n, static_cast<size_t>(cols), q, d, s, sum);
+  QuantizeTokens(QuantizerFor(isa), x, 0, n, static_cast<size_t>(cols), q, d, s, sum);
 }
 
-bool PacksWeights(DType type) {
-  return IsInt8Type(type) && ActiveKernel() == Kernel::kAvx512Vnni;
-}
+bool PacksWeights(DType type) { return IsInt8Type(type) && BestIsa() == Isa::kAvx512Vnni; }
 
 AlignedBuffer Pack(const WeightView& w) {
   if (!PacksWeights(w.type) || w.rows == 0 || w.cols % kBlock != 0) return {};
@@ -833,8 +750,8 @@ AlignedBuffer Pack(const WeightView& w) {
   return out;
 }
 
-void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
-                std::span<float* const> ys, ThreadPool* pool) {
+void MatMulMany(const MatMulContext& ctx, std::span<const WeightView* const> ws, const float* x,
+                int64_t n, std::span<float* const> ys) {
   KVINFER_CHECK(!ws.empty() && ws.size() == ys.size());
   const WeightView& w0 = *ws[0];
   for (const WeightView* w : ws) {
@@ -842,24 +759,38 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
                           w->cols == w0.cols,
                       "int8 MatMul: bad weight {} [{}, {}]", DTypeName(w->type), w->rows, w->cols);
   }
-  const Kernel kernel = ActiveKernel();
+  const Isa isa = ctx.isa();
+  ThreadPool* const pool = ctx.pool();
   const size_t cols = static_cast<size_t>(w0.cols);
   const size_t blocks = cols / kBlock;
-  // The calling thread's scratch; workers reach it through this pointer.
-  thread_local ActScratch tls_scratch;
-  ActScratch& scratch = tls_scratch;
-  scratch.Reserve(static_cast<size_t>(n), cols);
+  // The caller's scratch holds the activations; the tasks read them there.
+  MatMulScratch& caller = ctx.scratch(0);
+  {
+    const size_t elems = static_cast<size_t>(n) * cols;
+    const size_t nblocks = static_cast<size_t>(n) * blocks;
+    if (caller.act_q.size() < elems) caller.act_q.resize(elems);
+    if (caller.act_d.size() < nblocks) {
+      caller.act_d.resize(nblocks);
+      caller.act_s.resize(nblocks);
+      caller.act_sum.resize(nblocks);
+      caller.act_bias.resize(nblocks);
+    }
+  }
+  int8_t* const q = caller.act_q.data();
+  float* const d = caller.act_d.data();
+  float* const s = caller.act_s.data();
+  int32_t* const sum = caller.act_sum.data();
+  int32_t* const bias = caller.act_bias.data();
   // What the kernel's offset codes need (see Acts).
-  const int32_t bias_mult = w0.type == DType::kQ4_0                                    ? -8
-                            : w0.type == DType::kQ8_0 && kernel == Kernel::kAvx512Vnni ? -128
-                                                                                       : 0;
-  const QuantizeBlockFn quantize = QuantizerFor(kernel);
+  const int32_t bias_mult = w0.type == DType::kQ4_0                                 ? -8
+                            : w0.type == DType::kQ8_0 && isa == Isa::kAvx512Vnni ? -128
+                                                                                    : 0;
+  const QuantizeBlockFn quantize = QuantizerFor(isa);
   const bool threaded = pool != nullptr && pool->num_threads() > 1;
   auto quantize_tokens = [&](int64_t t0, int64_t t1, int) {
-    QuantizeTokens(quantize, x, t0, t1, cols, scratch.q.data(), scratch.d.data(), scratch.s.data(),
-                   scratch.sum.data());
+    QuantizeTokens(quantize, x, t0, t1, cols, q, d, s, sum);
     for (size_t k = static_cast<size_t>(t0) * blocks; k < static_cast<size_t>(t1) * blocks; ++k) {
-      scratch.bias[k] = bias_mult * scratch.sum[k];
+      bias[k] = bias_mult * sum[k];
     }
   };
   // ~64K activations per task: a few microseconds, worth a thread's wake-up.
@@ -869,10 +800,11 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
   } else {
     quantize_tokens(0, n, 0);
   }
-  const Acts acts{
-      scratch.q.data(), scratch.d.data(), scratch.s.data(), scratch.bias.data(), cols, blocks};
+  const Acts acts{q, d, s, bias, cols, blocks};
   if (!threaded) {
-    for (size_t i = 0; i < ws.size(); ++i) Rows(kernel, *ws[i], acts, n, ys[i], 0, ws[i]->rows);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      Rows(isa, *ws[i], acts, n, ys[i], 0, ws[i]->rows, caller);
+    }
     return;
   }
   // Row tiles are 16 (VNNI) or 8 (AVX2) rows: grains are multiples of 16.
@@ -884,8 +816,8 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
   constexpr int64_t kMinMacsPerChunk = 16384;
   const int64_t grain = RowGrain(kRowGrain, kMinMacsPerChunk, w0.cols, n);
   if (ws.size() == 1) {
-    pool->ParallelFor(w0.rows, grain, [&](int64_t begin, int64_t end, int) {
-      Rows(kernel, w0, acts, n, ys[0], begin, end);
+    pool->ParallelFor(w0.rows, grain, [&](int64_t begin, int64_t end, int thread) {
+      Rows(isa, w0, acts, n, ys[0], begin, end, ctx.scratch(thread));
     });
     return;
   }
@@ -895,20 +827,21 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
   for (size_t i = 0; i < ws.size(); ++i) {
     first_task[i + 1] = first_task[i] + (ws[i]->rows + grain - 1) / grain;
   }
-  pool->ParallelFor(first_task[ws.size()], 1, [&](int64_t begin, int64_t end, int) {
+  pool->ParallelFor(first_task[ws.size()], 1, [&](int64_t begin, int64_t end, int thread) {
+    MatMulScratch& scratch = ctx.scratch(thread);
     for (int64_t task = begin; task < end; ++task) {
       size_t i = 0;
       while (task >= first_task[i + 1]) ++i;
       const int64_t r0 = (task - first_task[i]) * grain;
-      Rows(kernel, *ws[i], acts, n, ys[i], r0, std::min(ws[i]->rows, r0 + grain));
+      Rows(isa, *ws[i], acts, n, ys[i], r0, std::min(ws[i]->rows, r0 + grain), scratch);
     }
   });
 }
 
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y) {
   const WeightView* ws[] = {&w};
   float* ys[] = {y};
-  MatMulMany(ws, x, n, ys, pool);
+  int8::MatMulMany(ctx, ws, x, n, ys);
 }
 
 }  // namespace int8
