@@ -23,7 +23,7 @@ namespace kvinfer::ops {
 
 // Instruction sets of the x86-specific kernels, lowest first; each includes
 // every one before it. kScalar: none (portable C++ only).
-//   kAvx2:       AVX2, FMA, F16C
+//   kAvx2:       AVX2, FMA, F16C, BMI, BMI2 (as Highway's AVX2 target)
 //   kAvx512:     + AVX-512 F, BW, VL, DQ
 //   kAvx512Vnni: + AVX-512 VNNI
 enum class Isa { kScalar, kAvx2, kAvx512, kAvx512Vnni };

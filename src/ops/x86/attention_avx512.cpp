@@ -208,7 +208,7 @@ X86_INLINE void PrefetchScales(const KvSpan& sp, int nb) {
 // order, + 8, which serves as the unsigned operand as it is (the offset
 // cancelled by -8 * the quarter's q sum instead of -128 *).
 template <int kHd, bool kQ4>
-KVINFER_TARGET_VNNI X86_NOINLINE void DotsQ8VnniT(const int8_t* __restrict__ qc, int group,
+KVINFER_TARGET_ATTN_VNNI X86_NOINLINE void DotsQ8VnniT(const int8_t* __restrict__ qc, int group,
                                                  int head_dim, std::span<const KvSpan> spans,
                                                  int32_t total, int32_t* __restrict__ qv,
                                                  const float* __restrict__ qmul,
@@ -354,7 +354,7 @@ KVINFER_TARGET_VNNI X86_NOINLINE void DotsQ8VnniT(const int8_t* __restrict__ qc,
 // [nb][total].
 }  // namespace
 
-KVINFER_TARGET_VNNI void ScaleDotsQ8(const float* __restrict__ dots, const float* __restrict__ ks,
+KVINFER_TARGET_ATTN_VNNI void ScaleDotsQ8(const float* __restrict__ dots, const float* __restrict__ ks,
                                      const float* __restrict__ qmul, int group, int nb,
                                      int32_t total, float* __restrict__ s) {
   for (int h = 0; h < group; ++h) {
@@ -398,7 +398,7 @@ constexpr int32_t kValuePrefetchRows = 32;
 
 // acc += the lane-wise int16 pair dot products of a and b, in place: with
 // the intrinsic GCC 12 copied every accumulator out and back around it.
-KVINFER_TARGET_VNNI X86_INLINE void Dpwssd(__m512i& acc, __m512i a, __m512i b) {
+KVINFER_TARGET_ATTN_VNNI X86_INLINE void Dpwssd(__m512i& acc, __m512i a, __m512i b) {
   asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
 }
 
@@ -411,7 +411,7 @@ struct ValueSums {
 // One head's share of a position pair: its sums += the interleaved codes
 // (l0, h0: the first 32 dims, weights w0 of block 2c; l1, h1: the next 32,
 // w1 of block 2c + 1), each weight an int16 pair broadcast to every lane.
-KVINFER_TARGET_VNNI X86_INLINE void AddHeadPair(ValueSums& a, __m512i l0, __m512i h0, __m512i l1,
+KVINFER_TARGET_ATTN_VNNI X86_INLINE void AddHeadPair(ValueSums& a, __m512i l0, __m512i h0, __m512i l1,
                                                 __m512i h1, const int16_t* wh, size_t padded) {
   int32_t w0, w1;
   std::memcpy(&w0, wh, sizeof(w0));
@@ -425,7 +425,7 @@ KVINFER_TARGET_VNNI X86_INLINE void AddHeadPair(ValueSums& a, __m512i l0, __m512
 
 // A q4_0 slice's 32 bytes at p as int16 codes (minus the offset 8): lo
 // from the low nibbles (the slice's first 32 codes), hi from the high ones.
-KVINFER_TARGET_VNNI X86_INLINE void UnpackQ4Codes(const int8_t* p, __m512i& lo, __m512i& hi) {
+KVINFER_TARGET_ATTN_VNNI X86_INLINE void UnpackQ4Codes(const int8_t* p, __m512i& lo, __m512i& hi) {
   const __m256i nib = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
   const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   lo = _mm512_cvtepi8_epi16(_mm256_sub_epi8(_mm256_and_si256(raw, nib), eight));
@@ -434,7 +434,7 @@ KVINFER_TARGET_VNNI X86_INLINE void UnpackQ4Codes(const int8_t* p, __m512i& lo, 
 }
 
 // 32 int8 codes at p widened to int16.
-KVINFER_TARGET_VNNI X86_INLINE __m512i WidenCodes(const int8_t* p) {
+KVINFER_TARGET_ATTN_VNNI X86_INLINE __m512i WidenCodes(const int8_t* p) {
   return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
@@ -447,7 +447,7 @@ KVINFER_TARGET_VNNI X86_INLINE __m512i WidenCodes(const int8_t* p) {
 // the low nibbles are the slice's first 32 codes + 8, the high ones the
 // next 32.
 template <int HB, bool kQ4>
-KVINFER_TARGET_VNNI X86_NOINLINE void SumValuePairs(const int8_t* const* rows, int32_t pairs,
+KVINFER_TARGET_ATTN_VNNI X86_NOINLINE void SumValuePairs(const int8_t* const* rows, int32_t pairs,
                                                     size_t at, const int16_t* w,
                                                     size_t wstride, size_t padded,
                                                     ValueSums* __restrict__ sums) {
@@ -487,7 +487,7 @@ KVINFER_TARGET_VNNI X86_NOINLINE void SumValuePairs(const int8_t* const* rows, i
 // (the first 32) and vmul[1]: lane 4k + i of an unpacklo / unpackhi vector
 // holds dim 8k + i / 8k + 4 + i of its 32 dims. By value: GCC 12 kept
 // mirroring the accumulators to memory in the loop when this took a pointer.
-KVINFER_TARGET_VNNI X86_INLINE void FlushValueSums(ValueSums a, const float* vmul, bool add,
+KVINFER_TARGET_ATTN_VNNI X86_INLINE void FlushValueSums(ValueSums a, const float* vmul, bool add,
                                                    float* __restrict__ o) {
   const __m512i idx_lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
   const __m512i idx_hi =
@@ -515,7 +515,7 @@ KVINFER_TARGET_VNNI X86_INLINE void FlushValueSums(ValueSums a, const float* vmu
 // smallest float. x is clamped at -104 (e^-104 is 0 in f32 either way), so
 // any input gives a finite r. About half the instructions of hn::Exp, which
 // handles every sign and range.
-KVINFER_TARGET_VNNI X86_INLINE __m512 ExpNonPositive(__m512 x) {
+KVINFER_TARGET_ATTN_VNNI X86_INLINE __m512 ExpNonPositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -537,7 +537,7 @@ KVINFER_TARGET_VNNI X86_INLINE __m512 ExpNonPositive(__m512 x) {
 // widened, [nb][total]; wq: int16 [group][nb][total rounded up to 32].
 // kQ4: q4_0 value rows.
 template <bool kQ4>
-KVINFER_TARGET_VNNI X86_NOINLINE void SoftmaxValuesQ8VnniT(
+KVINFER_TARGET_ATTN_VNNI X86_NOINLINE void SoftmaxValuesQ8VnniT(
     int group, int hd, std::span<const KvSpan> spans, int32_t total, const float* __restrict__ s,
     float* __restrict__ vs, int16_t* __restrict__ wq, float* m, float* l, float* __restrict__ o) {
   const int nb = hd / kKvQ8Block;

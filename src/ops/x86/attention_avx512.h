@@ -20,10 +20,12 @@
 #include "ops/attention.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+// The instruction sets of Highway's AVX-512 target (from which these are
+// called), and VNNI.
 #define KVINFER_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
-#define KVINFER_TARGET_VNNI \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+  __attribute__((target("avx2,bmi,bmi2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define KVINFER_TARGET_ATTN_VNNI \
+  __attribute__((target("avx2,bmi,bmi2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
 namespace kvinfer::ops::x86 {
 
@@ -62,7 +64,7 @@ void DotsQ8Vnni(bool q4, const int8_t* qc, int group, int hd, std::span<const Kv
 // s[h][j] = qmul[h] * (dots[h][0][j] * ks[0][j] + ... ks[nb - 1][j]): the
 // blocks in order, each after the first by one FMA; ks: widened K scales
 // [nb][total].
-KVINFER_TARGET_VNNI void ScaleDotsQ8(const float* dots, const float* ks, const float* qmul,
+KVINFER_TARGET_ATTN_VNNI void ScaleDotsQ8(const float* dots, const float* ks, const float* qmul,
                                      int group, int nb, int32_t total, float* s);
 
 // The softmax of the scores s [group][total] and the values of the chunk
