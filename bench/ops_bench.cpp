@@ -7,7 +7,8 @@
 // (Q4_0 / Q4_1 / Q8_0 run the default int8-activation path there.)
 // MatMulAct/<type>/<rows>/<cols>/<n>/<threads>/<int8>: the quantized types
 // with int8 activations (int8=1, the default) or f32 activations (int8=0,
-// ops::SetActivationPrecision(kF32)), side by side for A/B comparisons.
+// a MatMulContext of ActivationPrecision::kF32), side by side for A/B
+// comparisons.
 // DecodeStepMatMuls/<type>/<threads>/<int8>: all matmuls of one decode token
 // of the 30-layer model, each layer its own weights, plus the Q8_0 output head.
 //
@@ -105,7 +106,9 @@ ThreadPool* Pool(int threads) {
 
 // The body of BM_MatMul; `pack` gives the weights their ops::PackWeights copy
 // (as the model loader does) when this CPU has a packed kernel for the type.
-void RunMatMul(benchmark::State& state, bool pack) {
+// The products run in a context of `options` (its scratch reused across
+// iterations, as an engine's is across steps).
+void RunMatMul(benchmark::State& state, bool pack, ops::MatMulContext::Options options = {}) {
   const auto type = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
   const int threads = static_cast<int>(state.range(4));
@@ -117,9 +120,9 @@ void RunMatMul(benchmark::State& state, bool pack) {
   }
   const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols));
   std::vector<float> y(static_cast<size_t>(n * rows));
-  ThreadPool* pool = Pool(threads);
+  const ops::MatMulContext ctx(Pool(threads), options);
   for (auto _ : state) {
-    ops::MatMul(w.view, x.data(), n, y.data(), pool);
+    ops::MatMul(ctx, w.view, x.data(), n, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -180,24 +183,14 @@ void MatMulPackedArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMulPacked)->Apply(MatMulPackedArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-// Sets the activation precision for the duration of a benchmark.
-class PrecisionScope {
- public:
-  explicit PrecisionScope(bool int8) : saved_(ops::GetActivationPrecision()) {
-    ops::SetActivationPrecision(int8 ? ops::ActivationPrecision::kInt8
-                                     : ops::ActivationPrecision::kF32);
-  }
-  ~PrecisionScope() { ops::SetActivationPrecision(saved_); }
-  PrecisionScope(const PrecisionScope&) = delete;
-  PrecisionScope& operator=(const PrecisionScope&) = delete;
-
- private:
-  ops::ActivationPrecision saved_;
-};
+// A context of int8 (true) or f32 activations.
+ops::MatMulContext::Options Activations(bool int8) {
+  return {.activation_precision =
+              int8 ? ops::ActivationPrecision::kInt8 : ops::ActivationPrecision::kF32};
+}
 
 void BM_MatMulAct(benchmark::State& state) {
-  const PrecisionScope precision(state.range(5) != 0);
-  BM_MatMul(state);
+  RunMatMul(state, false, Activations(state.range(5) != 0));
   state.SetLabel(std::string(DTypeName(static_cast<DType>(state.range(0)))) +
                  (state.range(5) != 0 ? " int8 activations" : " f32 activations"));
 }
@@ -220,20 +213,18 @@ void MatMulActArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMulAct)->Apply(MatMulActArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-// One int8 kernel forced (kernel: 0 scalar, 1 avx2, 2 avx512vnni; skipped
-// where the CPU cannot run it), 1 thread: how the fallbacks compare.
+// One int8 kernel forced (kernel: the ops::Isa, 0 scalar, 1 avx2, 3
+// avx512vnni; skipped where the CPU cannot run it), 1 thread: how the
+// fallbacks compare.
 void BM_MatMulInt8Kernel(benchmark::State& state) {
-  const auto kernel = static_cast<ops::int8::Kernel>(state.range(5));
-  const auto runnable = ops::int8::RunnableKernels();
-  if (std::find(runnable.begin(), runnable.end(), kernel) == runnable.end()) {
+  const auto isa = static_cast<ops::Isa>(state.range(5));
+  if (!ops::CpuRuns(isa)) {
     state.SkipWithError("kernel not runnable on this CPU");
     return;
   }
-  ops::int8::SetKernelForTest(kernel);
-  BM_MatMul(state);
-  ops::int8::SetKernelForTest(std::nullopt);
+  RunMatMul(state, false, {.isa = isa});
   state.SetLabel(std::string(DTypeName(static_cast<DType>(state.range(0)))) + " int8 " +
-                 ops::int8::KernelName(kernel));
+                 ops::IsaName(isa));
 }
 BENCHMARK(BM_MatMulInt8Kernel)
     ->ArgNames({"type", "rows", "cols", "n", "threads", "kernel"})
@@ -243,7 +234,8 @@ BENCHMARK(BM_MatMulInt8Kernel)
                    {576},
                    {1, 16, 64},
                    {1},
-                   {0, 1, 2}})
+                   {static_cast<int64_t>(ops::Isa::kScalar), static_cast<int64_t>(ops::Isa::kAvx2),
+                    static_cast<int64_t>(ops::Isa::kAvx512Vnni)}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -254,7 +246,6 @@ BENCHMARK(BM_MatMulInt8Kernel)
 void BM_DecodeStepMatMuls(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
-  const PrecisionScope precision(state.range(2) != 0);
   const bool pack = state.range(3) != 0;
   constexpr int kLayers = 30;
   constexpr int64_t kHidden = 576, kKv = 192, kFfn = 1536, kVocab = 49152;
@@ -279,13 +270,13 @@ void BM_DecodeStepMatMuls(benchmark::State& state) {
   }
   const std::vector<float> x = RandomVector(kFfn);
   std::vector<float> y(kVocab);
-  ThreadPool* pool = Pool(threads);
+  const ops::MatMulContext ctx(Pool(threads), Activations(state.range(2) != 0));
   double bytes = 0;
   for (const BenchWeight& w : weights) {
     bytes += static_cast<double>(w.view.row_bytes) * static_cast<double>(w.view.rows);
   }
   for (auto _ : state) {
-    for (const BenchWeight& w : weights) ops::MatMul(w.view, x.data(), 1, y.data(), pool);
+    for (const BenchWeight& w : weights) ops::MatMul(ctx, w.view, x.data(), 1, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }

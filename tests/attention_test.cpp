@@ -12,6 +12,7 @@
 
 #include "core/half.h"
 #include "hwy/targets.h"
+#include "ops/dispatch.h"
 
 namespace kvinfer {
 namespace {
@@ -152,11 +153,12 @@ std::vector<float> Kernel(const std::vector<float>& q, const std::vector<float>&
 
 // Whether `target` takes q8_0 (and so q4_0) values as integer dot products
 // with the softmax weights rounded to 15 bits (AVX-512 VNNI, head_dim a
-// multiple of 64 up to 256; ops/attention.cpp's SoftmaxValuesQ8Vnni).
+// multiple of 64 up to 256; ops/x86/attention_avx512.cpp's
+// SoftmaxValuesQ8Vnni, called from the AVX-512 targets).
 bool IntegerQ8Values(int64_t target, int hd, KvPrecision type) {
   const bool avx3 = (target & (HWY_AVX3 | HWY_AVX3_DL)) != 0;
   return (type == KvPrecision::kQ8_0 || type == KvPrecision::kQ4_0) && avx3 &&
-         __builtin_cpu_supports("avx512vnni") && hd % 64 == 0 && hd <= 256;
+         ops::CpuRuns(ops::Isa::kAvx512Vnni) && hd % 64 == 0 && hd <= 256;
 }
 
 // With q8_0 or q4_0 K the kernel rounds q to int8, one scale per head.

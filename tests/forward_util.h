@@ -15,14 +15,17 @@
 namespace kvinfer::testing {
 
 // Logits [logit_rows.size(), vocab] of `tokens` (positions 0..n-1) computed
-// in one ragged batch on 2 threads, with 16-token blocks of `precision`.
+// in one ragged batch on 2 threads, with 16-token blocks of `precision`
+// and `activations` precision.
 inline std::vector<float> ForwardLogits(const ModelImpl& m, const std::vector<int32_t>& tokens,
                                         const std::vector<int32_t>& logit_rows,
-                                        KvPrecision precision = KvPrecision::kF32) {
+                                        KvPrecision precision = KvPrecision::kF32,
+                                        ActivationPrecision activations =
+                                            ActivationPrecision::kInt8) {
   ThreadPool pool(2);
   KvCache cache(m.config().kv_shape(), 16, (static_cast<int32_t>(tokens.size()) + 15) / 16,
                 precision);
-  ModelRunner runner(m.config(), m.weights(), &pool);
+  ModelRunner runner(m.config(), m.weights(), &pool, activations);
   const int32_t seq = cache.CreateSequence();
   EXPECT_TRUE(cache.Reserve(seq, static_cast<int32_t>(tokens.size())));
   ForwardBatch batch;

@@ -128,30 +128,22 @@ Golden LoadGolden(const std::string& name) {
   return g;
 }
 
-// Runs the engine with the activation precision the golden was made with
-// (its "activations" key; absent = f32) and restores the previous setting after.
-class ActivationsOf {
- public:
-  explicit ActivationsOf(const nlohmann::json& meta) : previous_(ops::GetActivationPrecision()) {
-    ops::SetActivationPrecision(meta.value("activations", std::string("f32")) == "int8"
-                                    ? ops::ActivationPrecision::kInt8
-                                    : ops::ActivationPrecision::kF32);
-  }
-  ~ActivationsOf() { ops::SetActivationPrecision(previous_); }
-  ActivationsOf(const ActivationsOf&) = delete;
-  ActivationsOf& operator=(const ActivationsOf&) = delete;
-
- private:
-  ops::ActivationPrecision previous_;
-};
+// The activation precision the golden was made with (its "activations"
+// key; absent = f32), which the engine runs it with.
+ActivationPrecision ActivationsOf(const nlohmann::json& meta) {
+  return meta.value("activations", std::string("f32")) == "int8" ? ActivationPrecision::kInt8
+                                                                 : ActivationPrecision::kF32;
+}
 
 // Greedy tokens of `prompt` (n of them) from a fresh engine.
 std::vector<int32_t> Generate(const Model& model, const std::vector<int32_t>& prompt, int n,
-                              KvStrategy strategy, KvPrecision precision, int block_size = 16) {
+                              KvStrategy strategy, KvPrecision precision,
+                              ActivationPrecision activations, int block_size = 16) {
   EngineOptions eo{.kv = {.strategy = strategy, .precision = precision,
                           .block_size_tokens = block_size,
                           .max_seq_len = static_cast<int>(prompt.size()) + n},
-                   .num_threads = 2};
+                   .num_threads = 2,
+                   .activation_precision = activations};
   auto engine = Engine::Create(model, eo);
   EXPECT_TRUE(engine.ok()) << engine.status().ToString();
   if (!engine.ok()) return {};
@@ -171,13 +163,14 @@ std::vector<int32_t> Generate(const Model& model, const std::vector<int32_t>& pr
 // holding the prompt and the first greedy tokens, so every stored position
 // (prompt and generated) is computed at once.
 std::vector<float> ForwardAtStoredPositions(const ModelImpl& m, const Golden& g,
-                                            KvPrecision precision) {
+                                            KvPrecision precision,
+                                            ActivationPrecision activations) {
   std::vector<int32_t> tokens = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
   const int32_t last = *std::max_element(positions.begin(), positions.end());
   for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
-  return testing::ForwardLogits(m, tokens, positions, precision);
+  return testing::ForwardLogits(m, tokens, positions, precision, activations);
 }
 
 class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
@@ -186,7 +179,7 @@ TEST_P(GoldenTest, LogitsMatchTheReference) {
   const GoldenCase& gc = GetParam();
   REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
-  const ActivationsOf activations(g.meta);
+  const ActivationPrecision activations = ActivationsOf(g.meta);
   CheckChecksum(gc, g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
@@ -195,7 +188,7 @@ TEST_P(GoldenTest, LogitsMatchTheReference) {
   ASSERT_EQ(vocab, g.meta["vocab_size"].get<int>());
 
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
-  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF32);
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF32, activations);
 
   const double tol = 1e-4 * g.meta["max_abs_logit"].get<double>();
   for (size_t r = 0; r < positions.size(); ++r) {
@@ -212,7 +205,7 @@ TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
   const GoldenCase& gc = GetParam();
   REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
-  const ActivationsOf activations(g.meta);
+  const ActivationPrecision activations = ActivationsOf(g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
@@ -239,7 +232,7 @@ TEST_P(GoldenTest, GreedyTokensMatchForEveryStrategy) {
       if (strategy != KvStrategy::kPaged && block_size != 16) continue;
       if (big && strategy == KvStrategy::kPaged && block_size == 1) continue;
       const std::vector<int32_t> got =
-          Generate(*model, prompt, n, strategy, KvPrecision::kF32, block_size);
+          Generate(*model, prompt, n, strategy, KvPrecision::kF32, activations, block_size);
       const std::vector<int32_t> want(expected.begin(), expected.begin() + n);
       EXPECT_EQ(got, want) << gc.name << " --kv " << KvStrategyName(strategy) << " block "
                            << block_size;
@@ -259,10 +252,11 @@ double MaxLogitDiff(const std::vector<float>& logits, const Golden& g, size_t co
 // Every strategy decodes the same greedy tokens as every other at one KV
 // precision (they write and read the same bits).
 void ExpectStrategiesAgree(const Model& model, const std::vector<int32_t>& prompt, int n,
-                           KvPrecision precision, const std::string& what) {
+                           KvPrecision precision, ActivationPrecision activations,
+                           const std::string& what) {
   std::vector<int32_t> first;
   for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
-    const std::vector<int32_t> got = Generate(model, prompt, n, strategy, precision);
+    const std::vector<int32_t> got = Generate(model, prompt, n, strategy, precision, activations);
     ASSERT_EQ(static_cast<int>(got.size()), n);
     if (first.empty()) {
       first = got;
@@ -285,7 +279,7 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   const GoldenCase& gc = GetParam();
   REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
-  const ActivationsOf activations(g.meta);
+  const ActivationPrecision activations = ActivationsOf(g.meta);
   ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
@@ -293,7 +287,7 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   const int vocab = m.config().vocab_size;
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const size_t stored = g.meta["logit_positions"].size();
-  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF16);
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF16, activations);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
   const double tol = 4 * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
   const double worst = MaxLogitDiff(logits, g, stored * static_cast<size_t>(vocab));
@@ -301,7 +295,7 @@ TEST_P(GoldenF16KvTest, LogitsStayWithinF16RoundingAndStrategiesAgree) {
   EXPECT_GT(worst, 0.0) << "f16 K/V should not be bit-exact with the f32 reference";
 
   const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
-  ExpectStrategiesAgree(*model, prompt, n, KvPrecision::kF16, gc.name);
+  ExpectStrategiesAgree(*model, prompt, n, KvPrecision::kF16, activations, gc.name);
 }
 
 // q8_0 K/V against the f32-K/V golden, with a bound derived from the two
@@ -325,11 +319,12 @@ constexpr double kQ4NoiseOverF16 = 1448.15 / 8;    // 2^10.5 / 8
 
 // R above: sqrt(sum of m_b^2 over elements) / sqrt(sum of x^2), from the
 // K/V an f32 cache holds after a prefill of `tokens`.
-double BlockMaxOverRms(const ModelImpl& m, const std::vector<int32_t>& tokens) {
+double BlockMaxOverRms(const ModelImpl& m, const std::vector<int32_t>& tokens,
+                       ActivationPrecision activations) {
   const int32_t n = static_cast<int32_t>(tokens.size());
   ThreadPool pool(2);
   KvCache cache(m.config().kv_shape(), 16, (n + 15) / 16, KvPrecision::kF32);
-  ModelRunner runner(m.config(), m.weights(), &pool);
+  ModelRunner runner(m.config(), m.weights(), &pool, activations);
   const int32_t seq = cache.CreateSequence();
   EXPECT_TRUE(cache.Reserve(seq, n));
   ForwardBatch batch;
@@ -378,7 +373,7 @@ class GoldenQ8KvTest : public ::testing::TestWithParam<GoldenCase> {};
 void ExpectQuantizedKvWithinRounding(const GoldenCase& gc, KvPrecision precision,
                                      double noise_over_f16) {
   const Golden g = LoadGolden(gc.name);
-  const ActivationsOf activations(g.meta);
+  const ActivationPrecision activations = ActivationsOf(g.meta);
   ASSERT_TRUE(g.meta.contains("f32_f16kv_check")) << gc.name;
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
@@ -386,13 +381,13 @@ void ExpectQuantizedKvWithinRounding(const GoldenCase& gc, KvPrecision precision
   const int vocab = m.config().vocab_size;
   const std::vector<int32_t> prompt = g.meta["prompt_tokens"].get<std::vector<int32_t>>();
   const size_t stored = g.meta["logit_positions"].size();
-  const std::vector<float> logits = ForwardAtStoredPositions(m, g, precision);
+  const std::vector<float> logits = ForwardAtStoredPositions(m, g, precision, activations);
   std::vector<int32_t> tokens = prompt;
   const std::vector<int32_t> greedy = g.meta["greedy_tokens"].get<std::vector<int32_t>>();
   const std::vector<int32_t> positions = g.meta["logit_positions"].get<std::vector<int32_t>>();
   const int32_t last = *std::max_element(positions.begin(), positions.end());
   for (size_t i = 0; static_cast<int32_t>(tokens.size()) <= last; ++i) tokens.push_back(greedy.at(i));
-  const double r = BlockMaxOverRms(m, tokens);
+  const double r = BlockMaxOverRms(m, tokens, activations);
   const double ref_f16 = g.meta["f32_f16kv_check"]["max_abs_diff_stored_rows"].get<double>();
   const double tol = 4 * noise_over_f16 * r * ref_f16 + 1e-4 * g.meta["max_abs_logit"].get<double>();
   const double worst = MaxLogitDiff(logits, g, stored * static_cast<size_t>(vocab));
@@ -403,7 +398,7 @@ void ExpectQuantizedKvWithinRounding(const GoldenCase& gc, KvPrecision precision
                         << " K/V should not be bit-exact with the f32 reference";
 
   const int n = std::min(24, m.config().context_length - static_cast<int>(prompt.size()));
-  ExpectStrategiesAgree(*model, prompt, n, precision, gc.name);
+  ExpectStrategiesAgree(*model, prompt, n, precision, activations, gc.name);
 }
 
 TEST_P(GoldenQ8KvTest, LogitsStayWithinQ8RoundingAndStrategiesAgree) {
@@ -418,7 +413,7 @@ TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
   const GoldenCase& gc = GetParam();
   REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
-  const ActivationsOf activations(g.meta);
+  const ActivationPrecision activations = ActivationsOf(g.meta);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelImpl& m = ImplOf(*model);
@@ -434,10 +429,11 @@ TEST_P(GoldenQ8KvTest, DecodeAfterPrefillEqualsPrefillBitForBit) {
   for (KvPrecision precision :
        {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     SCOPED_TRACE(KvPrecisionName(precision));
-    const std::vector<float> whole = testing::ForwardLogits(m, tokens, {len - 1}, precision);
+    const std::vector<float> whole =
+        testing::ForwardLogits(m, tokens, {len - 1}, precision, activations);
     ThreadPool pool(2);
     KvCache cache(m.config().kv_shape(), 16, (len + 15) / 16, precision);
-    ModelRunner runner(m.config(), m.weights(), &pool);
+    ModelRunner runner(m.config(), m.weights(), &pool, activations);
     const int32_t seq = cache.CreateSequence();
     ASSERT_TRUE(cache.Reserve(seq, len));
     std::vector<float> logits;
@@ -474,16 +470,14 @@ TEST_P(GoldenInt8Test, StaysNearTheF32GoldenAndStrategiesAgree) {
   REQUIRE_MODEL(gc, gc.name);
   const Golden g = LoadGolden(gc.name);
   ASSERT_EQ(g.meta.value("activations", std::string("f32")), "f32") << gc.name;
-  ops::SetActivationPrecision(ops::ActivationPrecision::kInt8);
   StatusOr<Model> model = Model::Load(gc.model());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelImpl& m = ImplOf(*model);
   const size_t count = g.meta["logit_positions"].size() * static_cast<size_t>(m.config().vocab_size);
-  const std::vector<float> logits = ForwardAtStoredPositions(m, g, KvPrecision::kF32);
-  const std::vector<float> exact = [&] {
-    const ActivationsOf f32(g.meta);
-    return ForwardAtStoredPositions(m, g, KvPrecision::kF32);
-  }();
+  const std::vector<float> logits =
+      ForwardAtStoredPositions(m, g, KvPrecision::kF32, ActivationPrecision::kInt8);
+  const std::vector<float> exact =
+      ForwardAtStoredPositions(m, g, KvPrecision::kF32, ActivationsOf(g.meta));
   double worst = 0, moved = 0;
   for (size_t i = 0; i < count; ++i) {
     worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - g.logits[i]));
@@ -500,7 +494,8 @@ TEST_P(GoldenInt8Test, StaysNearTheF32GoldenAndStrategiesAgree) {
   const int n = 12;
   std::vector<int32_t> first;
   for (KvStrategy strategy : {KvStrategy::kContiguous, KvStrategy::kPaged, KvStrategy::kNone}) {
-    const std::vector<int32_t> got = Generate(*model, prompt, n, strategy, KvPrecision::kF32);
+    const std::vector<int32_t> got =
+        Generate(*model, prompt, n, strategy, KvPrecision::kF32, ActivationPrecision::kInt8);
     ASSERT_EQ(static_cast<int>(got.size()), n);
     if (first.empty()) {
       first = got;

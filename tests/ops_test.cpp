@@ -107,21 +107,20 @@ std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
-// Sets the activation precision for a scope. The f32-path tests below use
+// Contexts of each activation precision. The f32-path tests below use
 // kF32: with kInt8 (the default) Q4_0/Q4_1/Q8_0 take the int8 path, tested
 // by MatMulInt8Test against its own reference.
-class PrecisionScope {
- public:
-  explicit PrecisionScope(ops::ActivationPrecision p) : saved_(ops::GetActivationPrecision()) {
-    ops::SetActivationPrecision(p);
-  }
-  ~PrecisionScope() { ops::SetActivationPrecision(saved_); }
-  PrecisionScope(const PrecisionScope&) = delete;
-  PrecisionScope& operator=(const PrecisionScope&) = delete;
+ops::MatMulContext::Options Precision(ops::ActivationPrecision p) {
+  return {.activation_precision = p};
+}
+const ops::MatMulContext::Options kF32 = Precision(ops::ActivationPrecision::kF32);
 
- private:
-  ops::ActivationPrecision saved_;
-};
+// ops::MatMul in a context of `options` on `pool`, made for this call.
+void MatMulIn(const ops::MatMulContext::Options& options, const WeightView& w, const float* x,
+              int64_t n, float* y, ThreadPool* pool) {
+  const ops::MatMulContext ctx(pool, options);
+  ops::MatMul(ctx, w, x, n, y);
+}
 
 constexpr ops::ActivationPrecision kBothPrecisions[] = {ops::ActivationPrecision::kInt8,
                                                         ops::ActivationPrecision::kF32};
@@ -168,7 +167,6 @@ const int64_t kTokens[] = {1, 2, 3, 5, 8, 17};
 class MatMulTest : public testing::TestWithParam<std::tuple<DType, int64_t>> {};
 
 TEST_P(MatMulTest, MatchesReference) {
-  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const auto [type, cols] = GetParam();
   for (int64_t rows : kRows) {
     const TestWeight w = MakeWeight(type, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
@@ -176,14 +174,13 @@ TEST_P(MatMulTest, MatchesReference) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " n=" << n);
       const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 99);
       std::vector<float> y(static_cast<size_t>(n * rows), NAN);
-      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      MatMulIn(kF32, w.view, x.data(), n, y.data(), nullptr);
       ExpectMatMulMatchesReference(w.view, x, n, y);
     }
   }
 }
 
 TEST_P(MatMulTest, ThreadCountDoesNotChangeBits) {
-  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const auto [type, cols] = GetParam();
   ThreadPool pool2(2);
   ThreadPool pool3(3);
@@ -193,9 +190,9 @@ TEST_P(MatMulTest, ThreadCountDoesNotChangeBits) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " n=" << n);
       const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 7);
       std::vector<float> y1(static_cast<size_t>(n * rows)), y2(y1.size()), y3(y1.size());
-      ops::MatMul(w.view, x.data(), n, y1.data(), nullptr);
-      ops::MatMul(w.view, x.data(), n, y2.data(), &pool2);
-      ops::MatMul(w.view, x.data(), n, y3.data(), &pool3);
+      MatMulIn(kF32, w.view, x.data(), n, y1.data(), nullptr);
+      MatMulIn(kF32, w.view, x.data(), n, y2.data(), &pool2);
+      MatMulIn(kF32, w.view, x.data(), n, y3.data(), &pool3);
       EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
       EXPECT_EQ(0, std::memcmp(y1.data(), y3.data(), y1.size() * sizeof(float)));
     }
@@ -233,37 +230,37 @@ INSTANTIATE_TEST_SUITE_P(Ops, MatMulTest,
 // on n, on which tile the token or row falls in, or on the thread split.
 
 // y for tokens [0, n) one call per token.
-std::vector<float> MatMulOneByOne(const WeightView& w, const std::vector<float>& x, int64_t n) {
+std::vector<float> MatMulOneByOne(const ops::MatMulContext& ctx, const WeightView& w,
+                                  const std::vector<float>& x, int64_t n) {
   std::vector<float> y(static_cast<size_t>(n * w.rows));
   for (int64_t t = 0; t < n; ++t) {
-    ops::MatMul(w, x.data() + t * w.cols, 1, y.data() + t * w.rows, nullptr);
+    ops::MatMul(ctx, w, x.data() + t * w.cols, 1, y.data() + t * w.rows);
   }
   return y;
 }
 
-void ExpectBatchInvariantAt(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
-                            uint32_t seed) {
+void ExpectBatchInvariantAt(ops::ActivationPrecision precision, const WeightView& w,
+                            const std::vector<int64_t>& ns, ThreadPool* pool, uint32_t seed) {
+  const ops::MatMulContext one(nullptr, Precision(precision));
+  const ops::MatMulContext ctx(pool, Precision(precision));
   const int64_t max_n = *std::max_element(ns.begin(), ns.end());
   const std::vector<float> x = RandomVector(static_cast<size_t>(max_n * w.cols), seed);
-  const std::vector<float> want = MatMulOneByOne(w, x, max_n);
+  const std::vector<float> want = MatMulOneByOne(one, w, x, max_n);
   for (int64_t n : ns) {
     std::vector<float> got(static_cast<size_t>(n * w.rows), NAN);
-    ops::MatMul(w, x.data(), n, got.data(), pool);
+    ops::MatMul(ctx, w, x.data(), n, got.data());
     const size_t count = got.size();
     EXPECT_EQ(0, std::memcmp(got.data(), want.data(), count * sizeof(float)))
         << DTypeName(w.type) << " [" << w.rows << ", " << w.cols << "] n=" << n
         << (pool != nullptr ? " (2 threads)" : "")
-        << " int8=" << (ops::GetActivationPrecision() == ops::ActivationPrecision::kInt8);
+        << " int8=" << (precision == ops::ActivationPrecision::kInt8);
   }
 }
 
 // Both activation precisions (they differ only for Q4_0/Q4_1/Q8_0).
 void ExpectBatchInvariant(const WeightView& w, const std::vector<int64_t>& ns, ThreadPool* pool,
                           uint32_t seed) {
-  for (ops::ActivationPrecision p : kBothPrecisions) {
-    const PrecisionScope scope(p);
-    ExpectBatchInvariantAt(w, ns, pool, seed);
-  }
+  for (ops::ActivationPrecision p : kBothPrecisions) ExpectBatchInvariantAt(p, w, ns, pool, seed);
 }
 
 const std::vector<int64_t> kBatchSizes = {2, 3, 4, 5, 8, 16, 17, 64};
@@ -321,7 +318,7 @@ TEST(MatMulPlainTest, ColsNotMultipleOf32) {
       const int64_t n = 5;
       const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 4);
       std::vector<float> y(static_cast<size_t>(n * 9));
-      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      MatMulIn(kF32, w.view, x.data(), n, y.data(), nullptr);
       ExpectMatMulMatchesReference(w.view, x, n, y);
       std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
       ops::DequantizeRow(w.view, 8, got.data());
@@ -353,24 +350,26 @@ TEST(MatMulDeathTest, RejectsBadShapes) {
 
 const DType kInt8Types[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1};
 
-// Forces one int8 kernel for a scope.
-class KernelScope {
- public:
-  explicit KernelScope(ops::int8::Kernel k) { ops::int8::SetKernelForTest(k); }
-  ~KernelScope() { ops::int8::SetKernelForTest(std::nullopt); }
-  KernelScope(const KernelScope&) = delete;
-  KernelScope& operator=(const KernelScope&) = delete;
-};
-
 TEST(MatMulInt8Test, RunnableKernels) {
-  const auto kernels = ops::int8::RunnableKernels();
-  ASSERT_FALSE(kernels.empty());
-  EXPECT_EQ(kernels.front(), ops::int8::Kernel::kScalar);
-  EXPECT_EQ(ops::int8::ActiveKernel(), kernels.back());
-  // The default path takes int8 only where a SIMD kernel runs.
-  EXPECT_EQ(ops::int8::UseForDefaultPrecision(), kernels.back() != ops::int8::Kernel::kScalar);
-  for (auto k : kernels) std::printf("int8 kernel runnable: %s\n", ops::int8::KernelName(k));
-  EXPECT_EQ(ops::GetActivationPrecision(), ops::ActivationPrecision::kInt8);  // the default
+  const std::vector<ops::Isa> isas = ops::RunnableIsas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), ops::Isa::kScalar);
+  EXPECT_EQ(ops::BestIsa(), isas.back());
+  EXPECT_EQ(ops::ChooseIsa(std::nullopt), isas.back());
+  for (ops::Isa isa : isas) {
+    std::printf("x86 kernels runnable: %s\n", ops::IsaName(isa));
+    EXPECT_EQ(ops::ChooseIsa(isa), isa);
+  }
+  // A context takes the best set unless one is forced, and the int8 path by
+  // default only where a SIMD kernel runs.
+  const ops::MatMulContext ctx(nullptr);
+  EXPECT_EQ(ctx.activation_precision(), ops::ActivationPrecision::kInt8);  // the default
+  EXPECT_EQ(ctx.isa(), isas.back());
+  EXPECT_EQ(ops::int8::TakesInt8Path(ctx), isas.back() != ops::Isa::kScalar);
+  const ops::MatMulContext scalar(nullptr, {.isa = ops::Isa::kScalar});
+  EXPECT_TRUE(ops::int8::TakesInt8Path(scalar));  // forced: the scalar int8 kernel
+  EXPECT_FALSE(ops::int8::TakesInt8Path(ops::MatMulContext(nullptr, kF32)));
+  EXPECT_EQ(EngineOptions{}.activation_precision, ActivationPrecision::kInt8);
 }
 
 TEST(MatMulInt8Test, QuantizerMatchesReference) {
@@ -390,13 +389,13 @@ TEST(MatMulInt8Test, QuantizerMatchesReference) {
   for (int j = 0; j < 10; ++j) EXPECT_EQ(q_ref[96 + j], want_ties[j]) << j;
   EXPECT_EQ(d_ref[2], 0.0f);
   EXPECT_EQ(d_ref[3], 1.0f);
-  for (auto k : ops::int8::RunnableKernels()) {
-    SCOPED_TRACE(ops::int8::KernelName(k));
-    const KernelScope scope(k);
+  for (ops::Isa isa : ops::RunnableIsas()) {
+    SCOPED_TRACE(ops::IsaName(isa));
     std::vector<int8_t> q(q_ref.size());
     std::vector<float> d(6), s(6);
     std::vector<int32_t> sum(6);
-    ops::int8::QuantizeActivations(x.data(), 1, cols, q.data(), d.data(), s.data(), sum.data());
+    ops::int8::QuantizeActivations(isa, x.data(), 1, cols, q.data(), d.data(), s.data(),
+                                   sum.data());
     EXPECT_EQ(q, q_ref);
     for (int b = 0; b < 6; ++b) {
       EXPECT_EQ(std::bit_cast<uint32_t>(d[b]), std::bit_cast<uint32_t>(d_ref[b])) << b;
@@ -420,12 +419,12 @@ TestWeight MakeExtremeWeight(DType type, int64_t rows, int64_t cols, uint8_t byt
   return w;
 }
 
-void ExpectInt8MatchesReference(const WeightView& w, const std::vector<float>& x, int64_t n,
-                                ThreadPool* pool, const std::string& what) {
+void ExpectInt8MatchesReference(ops::Isa isa, const WeightView& w, const std::vector<float>& x,
+                                int64_t n, ThreadPool* pool, const std::string& what) {
   std::vector<float> want(static_cast<size_t>(n * w.rows));
   ops::ref::MatMulInt8(w, x.data(), n, want.data());
   std::vector<float> got(want.size(), NAN);
-  ops::MatMul(w, x.data(), n, got.data(), pool);
+  MatMulIn({.isa = isa}, w, x.data(), n, got.data(), pool);
   int failures = 0;
   for (size_t i = 0; i < got.size() && failures < 3; ++i) {
     if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i])) {
@@ -442,9 +441,8 @@ TEST(MatMulInt8Test, EveryKernelMatchesReferenceBitForBit) {
   ThreadPool pool3(3);
   const int64_t rows_list[] = {1, 7, 17, 33, 50};  // not multiples of the 8 / 16 row tiles
   const int64_t n_list[] = {1, 2, 3, 5, 7, 16, 17, 64, 65};
-  for (auto k : ops::int8::RunnableKernels()) {
-    const KernelScope scope(k);
-    const std::string name = ops::int8::KernelName(k);
+  for (ops::Isa k : ops::RunnableIsas()) {
+    const std::string name = ops::IsaName(k);
     for (DType type : kInt8Types) {
       for (int64_t blocks : {1, 3, 17, 18}) {
         const int64_t cols = 32 * blocks;
@@ -454,10 +452,10 @@ TEST(MatMulInt8Test, EveryKernelMatchesReferenceBitForBit) {
           for (int64_t n : n_list) {
             const std::vector<float> x =
                 RandomVector(static_cast<size_t>(n * cols), static_cast<uint32_t>(n + cols));
-            ExpectInt8MatchesReference(w.view, x, n, nullptr, name);
+            ExpectInt8MatchesReference(k, w.view, x, n, nullptr, name);
             if (rows >= 33 && (n == 1 || n == 17 || n == 65)) {
-              ExpectInt8MatchesReference(w.view, x, n, &pool2, name + " 2 threads");
-              ExpectInt8MatchesReference(w.view, x, n, &pool3, name + " 3 threads");
+              ExpectInt8MatchesReference(k, w.view, x, n, &pool2, name + " 2 threads");
+              ExpectInt8MatchesReference(k, w.view, x, n, &pool3, name + " 3 threads");
             }
           }
         }
@@ -467,15 +465,15 @@ TEST(MatMulInt8Test, EveryKernelMatchesReferenceBitForBit) {
         const TestWeight w = MakeWeight(type, shape.first, shape.second, 77);
         for (int64_t n : {1, 9}) {
           const auto x = RandomVector(static_cast<size_t>(n * shape.second), 78);
-          ExpectInt8MatchesReference(w.view, x, n, &pool2, name + " smollm shape");
+          ExpectInt8MatchesReference(k, w.view, x, n, &pool2, name + " smollm shape");
         }
       }
       for (uint8_t byte : {uint8_t{0xFF}, uint8_t{0x80}, uint8_t{0x00}, uint8_t{0x7F}}) {
         const TestWeight w = MakeExtremeWeight(type, 19, 64, byte);
         for (float v : {1.0f, -1.0f}) {
           const std::vector<float> x(static_cast<size_t>(5 * 64), v);
-          ExpectInt8MatchesReference(w.view, x, 5, nullptr, name + " extreme codes");
-          ExpectInt8MatchesReference(w.view, x, 1, nullptr, name + " extreme codes");
+          ExpectInt8MatchesReference(k, w.view, x, 5, nullptr, name + " extreme codes");
+          ExpectInt8MatchesReference(k, w.view, x, 1, nullptr, name + " extreme codes");
         }
       }
     }
@@ -494,10 +492,7 @@ TEST(MatMulInt8Test, CloseToF32Path) {
       const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 42);
       std::vector<float> y8(static_cast<size_t>(n * rows)), y32(y8.size());
       ops::MatMul(w.view, x.data(), n, y8.data(), nullptr);
-      {
-        const PrecisionScope f32(ops::ActivationPrecision::kF32);
-        ops::MatMul(w.view, x.data(), n, y32.data(), nullptr);
-      }
+      MatMulIn(kF32, w.view, x.data(), n, y32.data(), nullptr);
       std::vector<float> wrow(static_cast<size_t>(cols));
       double worst_ratio = 0.0;
       for (int64_t r = 0; r < rows; ++r) {
@@ -531,8 +526,7 @@ TEST(MatMulInt8Test, F32SettingRestoresTheF32Path) {
   const TestWeight w = MakeWeight(DType::kQ4_1, 40, 96, 3);
   const std::vector<float> x = RandomVector(96 * 3, 4);
   std::vector<float> y(40 * 3);
-  const PrecisionScope f32(ops::ActivationPrecision::kF32);
-  ops::MatMul(w.view, x.data(), 3, y.data(), nullptr);
+  MatMulIn(kF32, w.view, x.data(), 3, y.data(), nullptr);
   ExpectMatMulMatchesReference(w.view, x, 3, y);  // f32 tolerance: int8 would fail it
 }
 
@@ -609,18 +603,19 @@ TEST(MatMulManyTest, EqualsSeparateMatMulsBitForBit) {
         }
       }
       for (auto precision : {ops::ActivationPrecision::kInt8, ops::ActivationPrecision::kF32}) {
-        const PrecisionScope scope(precision);
+        const ops::MatMulContext one(nullptr, Precision(precision));
+        const ops::MatMulContext two(&pool2, Precision(precision));
         for (int64_t n : n_list) {
           const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 9);
           std::vector<std::vector<float>> want(3), got(3);
           for (int i = 0; i < 3; ++i) {
             want[i].assign(static_cast<size_t>(n * views[i].rows), NAN);
             got[i].assign(want[i].size(), NAN);
-            ops::MatMul(views[i], x.data(), n, want[i].data(), nullptr);
+            ops::MatMul(one, views[i], x.data(), n, want[i].data());
           }
           const WeightView* ws[] = {&views[0], &views[1], &views[2]};
           float* ys[] = {got[0].data(), got[1].data(), got[2].data()};
-          ops::MatMulMany(ws, x.data(), n, ys, &pool2);
+          ops::MatMulMany(two, ws, x.data(), n, ys);
           for (int i = 0; i < 3; ++i) {
             for (size_t k = 0; k < want[i].size(); ++k) {
               ASSERT_EQ(std::bit_cast<uint32_t>(got[i][k]), std::bit_cast<uint32_t>(want[i][k]))
@@ -1040,7 +1035,6 @@ TEST(ElementwiseTest, RopeNorm) {
 // Every compiled SIMD target the CPU supports gives reference results.
 
 TEST(SimdTargetsTest, EveryTargetMatchesReference) {
-  const PrecisionScope f32(ops::ActivationPrecision::kF32);
   const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
   for (int64_t target : targets) {
@@ -1055,7 +1049,7 @@ TEST(SimdTargetsTest, EveryTargetMatchesReference) {
       const TestWeight w = MakeWeight(type, rows, cols, 21);
       const std::vector<float> x = RandomVector(static_cast<size_t>(n * cols), 22);
       std::vector<float> y(static_cast<size_t>(n * rows));
-      ops::MatMul(w.view, x.data(), n, y.data(), nullptr);
+      MatMulIn(kF32, w.view, x.data(), n, y.data(), nullptr);
       ExpectMatMulMatchesReference(w.view, x, n, y);
       std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
       ops::DequantizeRow(w.view, 4, got.data());

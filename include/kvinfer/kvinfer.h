@@ -172,11 +172,22 @@ struct KvCacheStats {
 
 // ---------------------------------------------------------------- engine
 
+// What the matrix products do with the activations that multiply Q4_0 /
+// Q4_1 / Q8_0 weights. kInt8 (the default) rounds them per token and per
+// 32-element block to int8 with an f32 scale and takes integer dot
+// products (about the precision of llama.cpp's Q8_0 / Q8_1 activations,
+// and faster); kF32 keeps them f32 (the exact path, what the reference
+// implementations compute). Other weight types always use f32 activations,
+// and so does kInt8 on CPUs without AVX2 (where only a slow scalar int8
+// kernel exists). Each engine has its own; engines in one process may differ.
+enum class ActivationPrecision { kInt8, kF32 };
+
 struct EngineOptions {
   KvOptions kv;
   int num_threads = 0;         // 0 = all hardware threads
   int max_seqs = 16;           // running sequences at most
   int max_batch_tokens = 2048; // tokens in one forward step at most
+  ActivationPrecision activation_precision = ActivationPrecision::kInt8;
 };
 
 struct SamplingParams {
@@ -352,10 +363,5 @@ class Engine {
 
 // Library version, "0.1.0".
 const char* Version();
-
-// Multiplies Q4_0 / Q4_1 / Q8_0 weights by f32 activations (exact, slower)
-// instead of activations quantized to int8 per 32-block (the default).
-// Process-wide: call it before creating engines, not while one runs.
-void UseF32Activations();
 
 }  // namespace kvinfer

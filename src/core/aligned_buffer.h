@@ -60,8 +60,8 @@ class AlignedBuffer {
 };
 
 // `count` objects of T in `buf`, 64-byte aligned, growing buf when needed:
-// scratch that a kernel keeps per thread (thread_local) and reuses across
-// calls, so a step allocates nothing once the largest size has been seen.
+// scratch that a kernel keeps per thread (in its caller's context) and
+// reuses across calls, so a step allocates nothing once the largest size has been seen.
 // (A vector's own allocator is not relied on for the alignment of SIMD
 // types.)
 template <typename T>

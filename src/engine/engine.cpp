@@ -27,7 +27,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
                                  .max_batch_tokens = options.max_batch_tokens,
                                  .max_seq_len = options.kv.max_seq_len},
                  cache_.manager()),
-      runner_(m_.config(), m_.weights(), &pool_) {}
+      runner_(m_.config(), m_.weights(), &pool_, options.activation_precision) {}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
                                     const RequestOptions& options) {
@@ -388,6 +388,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
     block_size = o.kv.block_size_tokens;
   }
   o.kv.block_size_tokens = block_size;
+  if (o.activation_precision != ActivationPrecision::kInt8 &&
+      o.activation_precision != ActivationPrecision::kF32) {
+    return bad("unknown activation precision (expected int8 or f32)");
+  }
   if (!ParseKvPrecision(KvPrecisionName(o.kv.precision))) {
     return bad("unknown KV precision (expected f32, f16, q8_0 or q4_0)");
   }

@@ -2,7 +2,6 @@
 #include "core/error.h"
 #include "kvinfer/kvinfer.h"
 #include "model/model_impl.h"
-#include "ops/ops.h"
 
 namespace kvinfer {
 
@@ -54,8 +53,6 @@ const char* FinishReasonName(FinishReason r) {
   }
   return "?";
 }
-
-void UseF32Activations() { ops::SetActivationPrecision(ops::ActivationPrecision::kF32); }
 
 double RequestTimings::prefill_tokens_per_s() const {
   const double n = static_cast<double>(prompt_tokens - cached_prompt_tokens);

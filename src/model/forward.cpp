@@ -9,8 +9,12 @@
 
 namespace kvinfer {
 
-ModelRunner::ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool)
-    : config_(config), weights_(weights), pool_(pool) {
+ModelRunner::ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool,
+                         ActivationPrecision activations)
+    : config_(config),
+      weights_(weights),
+      pool_(pool),
+      matmul_(pool, {.activation_precision = activations}) {
   scores_.resize(pool_ != nullptr ? pool_->num_threads() : 1);
 }
 
@@ -136,7 +140,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
     {
       const WeightView* ws[] = {&L.wq, &L.wk, &L.wv};
       float* ys[] = {q_.data(), k_.data(), v_.data()};
-      ops::MatMulMany(ws, xn_.data(), n, ys, pool_);
+      ops::MatMulMany(matmul_, ws, xn_.data(), n, ys);
     }
     if (gpt2) {
       AddBias(q_.data(), L.bq, n, q_dim);
@@ -164,31 +168,31 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       }
     });
     Attention(l, batch, cache, parallel_attention);
-    ops::MatMul(L.wo, attn_.data(), n, out_.data(), pool_);
+    ops::MatMul(matmul_, L.wo, attn_.data(), n, out_.data());
     if (gpt2) AddBias(out_.data(), L.bo, n, d);
     AddRows(x, out_.data(), n, d);
 
     Norm(x, L.ffn_norm, L.ffn_norm_bias, n);
     if (gpt2) {
       // x += W_down gelu_tanh(W_up xn + b_up) + b_down
-      ops::MatMul(L.w_up, xn_.data(), n, gate_.data(), pool_);
+      ops::MatMul(matmul_, L.w_up, xn_.data(), n, gate_.data());
       AddBias(gate_.data(), L.b_up, n, c.d_ff);
       ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
         ops::GeluTanh(gate_.data() + static_cast<size_t>(begin) * c.d_ff,
                       static_cast<int64_t>(end - begin) * c.d_ff);
       });
-      ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
+      ops::MatMul(matmul_, L.w_down, gate_.data(), n, out_.data());
       AddBias(out_.data(), L.b_down, n, d);
     } else {
       // x += W_down (silu(W_gate xn) * W_up xn)
       const WeightView* ws[] = {&L.w_gate, &L.w_up};
       float* ys[] = {gate_.data(), up_.data()};
-      ops::MatMulMany(ws, xn_.data(), n, ys, pool_);
+      ops::MatMulMany(matmul_, ws, xn_.data(), n, ys);
       ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
         const size_t at = static_cast<size_t>(begin) * c.d_ff;
         ops::SiluMul(gate_.data() + at, up_.data() + at, static_cast<int64_t>(end - begin) * c.d_ff);
       });
-      ops::MatMul(L.w_down, gate_.data(), n, out_.data(), pool_);
+      ops::MatMul(matmul_, L.w_down, gate_.data(), n, out_.data());
     }
     AddRows(x, out_.data(), n, d);
   }
@@ -216,7 +220,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
     }
   }
   logits->resize(static_cast<size_t>(n_logits) * c.vocab_size);
-  ops::MatMul(weights_.output, last_.data(), n_logits, logits->data(), pool_);
+  ops::MatMul(matmul_, weights_.output, last_.data(), n_logits, logits->data());
 }
 
 }  // namespace kvinfer

@@ -24,6 +24,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "ops/attention.h"
+#include "ops/ops.h"
 
 namespace kvinfer {
 
@@ -46,7 +47,10 @@ struct ForwardBatch {
 
 class ModelRunner {
  public:
-  ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool);
+  // The matrix products run on `pool` with `activations` precision, in a
+  // MatMulContext of this runner's own.
+  ModelRunner(const ModelConfig& config, const ModelWeights& weights, ThreadPool* pool,
+              ActivationPrecision activations = ActivationPrecision::kInt8);
 
   // logits: resized to [logit_rows.size(), vocab]. Preconditions (checked):
   // tokens in [0, vocab); positions in [0, capacity of the sequence).
@@ -86,6 +90,7 @@ class ModelRunner {
   const ModelConfig& config_;
   const ModelWeights& weights_;
   ThreadPool* pool_;
+  ops::MatMulContext matmul_;
 
   // Scratch, grown on demand and reused (no allocation per step once warm).
   std::vector<float> x_;       // [n, d_model] residual stream

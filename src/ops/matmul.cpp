@@ -38,7 +38,7 @@
 // Q4_0 / Q4_1 / Q8_0 weights go to the int8-activation path by default
 // (ops/matmul_int8.{h,cpp}: activations quantized per 32-block, integer dot
 // products, its own batch-invariant formula); this file is their exact f32
-// path, used under SetActivationPrecision(kF32).
+// path, used under ActivationPrecision::kF32 (MatMulContext).
 
 #include <algorithm>
 #include <cstdint>
@@ -51,6 +51,7 @@
 #include "core/thread_pool.h"
 #include "ops/matmul_f16.h"
 #include "ops/matmul_int8.h"
+#include "ops/matmul_scratch.h"
 #include "ops/ops.h"
 
 #include "hwy/cache_control.h"
@@ -658,34 +659,46 @@ constexpr int64_t kRowGrain = 16;
 
 }  // namespace
 
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+MatMulContext::MatMulContext(ThreadPool* pool, Options options)
+    : pool_(pool),
+      options_(options),
+      isa_(ChooseIsa(options.isa)),
+      scratch_(std::make_unique<MatMulScratch[]>(static_cast<size_t>(num_threads()))) {}
+
+MatMulContext::~MatMulContext() = default;
+
+MatMulScratch& MatMulContext::scratch(int thread) const {
+  KVINFER_CHECK(thread >= 0 && thread < num_threads());
+  return scratch_[static_cast<size_t>(thread)];
+}
+
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y) {
   CheckWeight(w);
   KVINFER_CHECK(n >= 0);
   if (n == 0 || w.rows == 0) return;
   KVINFER_CHECK(x != nullptr && y != nullptr);
-  if (w.packed != nullptr && f16::PacksWeights(w.type)) {
-    f16::MatMul(w, x, n, y, pool);
+  if (w.packed != nullptr && f16::PacksWeights(w.type) && ctx.isa() >= Isa::kAvx512) {
+    f16::MatMul(ctx, w, x, n, y);
     return;
   }
-  if (int8::IsInt8Type(w.type) && GetActivationPrecision() == ActivationPrecision::kInt8 &&
-      int8::UseForDefaultPrecision()) {
-    int8::MatMul(w, x, n, y, pool);
+  if (int8::IsInt8Type(w.type) && int8::TakesInt8Path(ctx)) {
+    int8::MatMul(ctx, w, x, n, y);
     return;
   }
   const float* f16_table = F16Table();
   const auto fn = HWY_DYNAMIC_DISPATCH(MatMulRows);
   // Batches re-read x once per row tile: give them a 64-byte aligned copy
   // (rows stay aligned when cols % 16 == 0) so that no vector load straddles
-  // two cache lines (measured up to 1.5x at n = 512). Same values, same bits.
-  // The buffer is kept per calling thread (it grows to the largest n * cols
-  // seen) so that long prompts do not page-fault a fresh copy every call.
+  // two cache lines. Same values, same bits. The buffer is the caller's
+  // scratch (it grows to the largest n * cols seen), so that long prompts do
+  // not page-fault a fresh copy every call.
   if (n > 4 && w.cols % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 64 != 0) {
-    thread_local std::vector<uint8_t> x_aligned;
     const size_t count = static_cast<size_t>(n * w.cols);
-    float* p = AlignedScratch<float>(x_aligned, count);
+    float* p = AlignedScratch<float>(ctx.scratch(0).x_aligned, count);
     std::memcpy(p, x, count * sizeof(float));
     x = p;
   }
+  ThreadPool* const pool = ctx.pool();
   if (pool == nullptr || pool->num_threads() == 1) {
     fn(w, f16_table, x, n, y, 0, w.rows);
     return;
@@ -699,23 +712,33 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   });
 }
 
-void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
-                std::span<float* const> ys, ThreadPool* pool) {
+void MatMulMany(const MatMulContext& ctx, std::span<const WeightView* const> ws, const float* x,
+                int64_t n, std::span<float* const> ys) {
   KVINFER_CHECK(ws.size() == ys.size());
   if (ws.empty()) return;
-  bool one_job = ws.size() > 1 && int8::IsInt8Type(ws[0]->type) &&
-                 GetActivationPrecision() == ActivationPrecision::kInt8 &&
-                 int8::UseForDefaultPrecision() && n > 0;
+  bool one_job = ws.size() > 1 && int8::IsInt8Type(ws[0]->type) && int8::TakesInt8Path(ctx) &&
+                 n > 0;
   for (const WeightView* w : ws) {
     CheckWeight(*w);
     one_job = one_job && w->type == ws[0]->type && w->cols == ws[0]->cols && w->rows > 0;
   }
   if (one_job) {
     KVINFER_CHECK(x != nullptr);
-    int8::MatMulMany(ws, x, n, ys, pool);
+    int8::MatMulMany(ctx, ws, x, n, ys);
     return;
   }
-  for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n, ys[i], pool);
+  for (size_t i = 0; i < ws.size(); ++i) MatMul(ctx, *ws[i], x, n, ys[i]);
+}
+
+void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+  const MatMulContext ctx(pool);
+  MatMul(ctx, w, x, n, y);
+}
+
+void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                std::span<float* const> ys, ThreadPool* pool) {
+  const MatMulContext ctx(pool);
+  MatMulMany(ctx, ws, x, n, ys);
 }
 
 AlignedBuffer PackWeights(const WeightView& w) {

@@ -1,8 +1,8 @@
 // The packed F16 / F32 MatMul: layout, kernel and arithmetic contract are
 // described in matmul_f16.h. The AVX-512 kernel is compiled with target
-// attributes and chosen at run time (__builtin_cpu_supports), so no -march
-// flag is needed; elsewhere nothing is packed and ops::MatMul keeps its
-// unpacked path.
+// attributes and chosen at run time (ops/dispatch.h), so no -march flag is
+// needed; elsewhere nothing is packed and ops::MatMul keeps its unpacked
+// path.
 
 #include "ops/matmul_f16.h"
 
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/matmul_scratch.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define KVINFER_F16_X86 1
@@ -38,14 +39,6 @@ size_t PanelBytes(DType type, size_t cols) {
   return (cols * kPanelRows * ElemBytes(type) + 63) / 64 * 64;
 }
 
-bool CpuRuns() {
-#if KVINFER_F16_X86
-  static const bool runs = __builtin_cpu_supports("avx512f");
-  return runs;
-#else
-  return false;
-#endif
-}
 
 #if KVINFER_F16_X86
 #define KVINFER_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
@@ -234,7 +227,9 @@ void PackPanel(const WeightView& w, size_t p, uint8_t* dst) {
 
 }  // namespace
 
-bool PacksWeights(DType type) { return (type == DType::kF16 || type == DType::kF32) && CpuRuns(); }
+bool PacksWeights(DType type) {
+  return (type == DType::kF16 || type == DType::kF32) && CpuRuns(Isa::kAvx512);
+}
 
 AlignedBuffer Pack(const WeightView& w) {
   if (!PacksWeights(w.type) || w.rows == 0 || w.cols == 0) return {};
@@ -254,8 +249,8 @@ AlignedBuffer Pack(const WeightView& w) {
   return out;
 }
 
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
-  KVINFER_CHECK_MSG(PacksWeights(w.type) && w.packed != nullptr,
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y) {
+  KVINFER_CHECK_MSG(PacksWeights(w.type) && w.packed != nullptr && ctx.isa() >= Isa::kAvx512,
                     "packed MatMul: {} [{}, {}] has no packed copy", DTypeName(w.type), w.rows,
                     w.cols);
 #if KVINFER_F16_X86
@@ -271,18 +266,19 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
               y,
               rows};
   const bool f16 = w.type == DType::kF16;
-  auto run = [&](size_t p0, size_t p1) {
+  ThreadPool* const pool = ctx.pool();
+  auto run = [&](size_t p0, size_t p1, int thread) {
     if (f16) {
       // Per thread: the f32 copy of one panel pair, 64-byte aligned.
-      thread_local std::vector<uint8_t> buf;
-      float* scratch = AlignedScratch<float>(buf, kFullTilePanels * c.cols * kPanelRows);
+      float* scratch = AlignedScratch<float>(ctx.scratch(thread).panels,
+                                             kFullTilePanels * c.cols * kPanelRows);
       Rows<uint16_t>(c, static_cast<size_t>(n), p0, p1, scratch);
     } else {
       Rows<float>(c, static_cast<size_t>(n), p0, p1, nullptr);
     }
   };
   if (pool == nullptr || pool->num_threads() == 1) {
-    run(0, c.num_panels);
+    run(0, c.num_panels, 0);
     return;
   }
   // Tasks of whole panel pairs (the batched tile's width), with at least
@@ -291,14 +287,13 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
   const int64_t grain = RowGrain(static_cast<int64_t>(kFullTilePanels), kMinMacsPerChunk,
                                  w.cols * static_cast<int64_t>(kPanelRows), n);
   pool->ParallelFor(static_cast<int64_t>(c.num_panels), grain,
-                    [&](int64_t begin, int64_t end, int) {
-                      run(static_cast<size_t>(begin), static_cast<size_t>(end));
+                    [&](int64_t begin, int64_t end, int thread) {
+                      run(static_cast<size_t>(begin), static_cast<size_t>(end), thread);
                     });
 #else
   (void)x;
   (void)n;
   (void)y;
-  (void)pool;
 #endif
 }
 

@@ -28,12 +28,13 @@
 
 #include "core/aligned_buffer.h"
 #include "core/dtype.h"
-#include "core/thread_pool.h"
+#include "ops/ops.h"
 #include "ops/weights.h"
 
 namespace kvinfer::ops::f16 {
 
-// Whether Pack has a layout for `type` on this CPU: F16 or F32 and AVX-512F.
+// Whether Pack has a layout for `type` on this CPU: F16 or F32, and the CPU
+// runs Isa::kAvx512.
 bool PacksWeights(DType type);
 
 // The packed copy of w, or an empty buffer when !PacksWeights(w.type).
@@ -41,6 +42,7 @@ AlignedBuffer Pack(const WeightView& w);
 
 // y[n, w.rows] = x[n, w.cols] * W^T by the contract above, reading w.packed
 // (made by Pack; PacksWeights(w.type) must hold). x and y must not alias.
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+// Runs where ctx.isa() >= Isa::kAvx512 (ops::MatMul checks).
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y);
 
 }  // namespace kvinfer::ops::f16

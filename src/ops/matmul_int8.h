@@ -1,5 +1,5 @@
 // The int8-activation MatMul for Q4_0 / Q4_1 / Q8_0 weights (private to ops;
-// ops::MatMul routes here unless SetActivationPrecision(kF32)).
+// ops::MatMul routes here when the context's ActivationPrecision is kInt8).
 //
 // Activations are quantized once per call, per token and per 32-element
 // block b (like GGML's Q8_0 / Q8_1), in f32 with IEEE rounding:
@@ -35,49 +35,40 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <span>
-#include <vector>
 
 #include "core/aligned_buffer.h"
-#include "core/thread_pool.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
 #include "ops/weights.h"
 
 namespace kvinfer::ops::int8 {
 
-enum class Kernel { kScalar, kAvx2, kAvx512Vnni };
-
-const char* KernelName(Kernel k);
-// The kernels this CPU can run, kScalar first, best last.
-std::vector<Kernel> RunnableKernels();
-// The kernel MatMul uses: the one forced for a test, else the best runnable.
-Kernel ActiveKernel();
-// Forces `k` (must be runnable) for every later call; nullopt restores the
-// automatic choice. Tests only; not thread-safe against concurrent MatMuls.
-void SetKernelForTest(std::optional<Kernel> k);
-
 // Types this path handles: Q4_0, Q4_1, Q8_0.
 bool IsInt8Type(DType t);
 
-// Whether ops::MatMul takes this path under ActivationPrecision::kInt8: yes
-// where a SIMD kernel runs (or a kernel is forced for a test); on CPUs with
-// only the scalar kernel (no AVX2, non-x86) the f32 path is much faster, so
-// it is used instead.
-bool UseForDefaultPrecision();
+// Whether ops::MatMul takes this path for the int8 types: under
+// ActivationPrecision::kInt8, where a SIMD kernel runs (or an instruction
+// set is forced for a test); with only the scalar kernel (no AVX2,
+// non-x86) the f32 path is much faster, so it is used instead. The kernel
+// is ctx.isa()'s: scalar, AVX2 (also for AVX-512 without VNNI) or AVX-512
+// VNNI.
+bool TakesInt8Path(const MatMulContext& ctx);
 
 // Quantizes x[n, cols] (cols % 32 == 0) as above: q[n, cols], and per block
 // (blocks = cols / 32) d[n, blocks], s[n, blocks], sum[n, blocks].
-void QuantizeActivations(const float* x, int64_t n, int64_t cols, int8_t* q, float* d, float* s,
-                         int32_t* sum);
+// `isa` picks the quantizer (every one gives the same bits).
+void QuantizeActivations(Isa isa, const float* x, int64_t n, int64_t cols, int8_t* q, float* d,
+                         float* s, int32_t* sum);
 
 // y[n, w.rows] = x[n, w.cols] * W^T by the formula above. w must be one of
 // the IsInt8Type types with a valid shape (ops::MatMul checks).
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y);
 
 // ops::MatMulMany for weights of one int8 type and width (at most 8): x is
 // quantized once, and the weights' row tiles are one ParallelFor.
-void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
-                std::span<float* const> ys, ThreadPool* pool);
+void MatMulMany(const MatMulContext& ctx, std::span<const WeightView* const> ws, const float* x,
+                int64_t n, std::span<float* const> ys);
 
 // Packed weights. The AVX-512 VNNI kernel spends most of a decode step
 // gathering 16 rows' block headers and transposing their codes into lanes;
@@ -92,8 +83,8 @@ void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n
 // so a block of 16 rows is 4 (8) aligned vector loads and one fp16 vector.
 // The kernel computes the same formula from it: the same bits.
 //
-// Whether Pack has a layout for `type` on this CPU (an int8 type and the
-// VNNI kernel active).
+// Whether Pack has a layout for `type` on this CPU (an int8 type, and the
+// CPU runs AVX-512 VNNI). Kernels of other sets read the unpacked rows.
 bool PacksWeights(DType type);
 // The packed copy of w, or an empty buffer when !PacksWeights(w.type).
 AlignedBuffer Pack(const WeightView& w);

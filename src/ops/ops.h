@@ -6,10 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 
 #include "core/aligned_buffer.h"
 #include "core/thread_pool.h"
+#include "kvinfer/kvinfer.h"
+#include "ops/dispatch.h"
 #include "ops/weights.h"
 
 namespace kvinfer::ops {
@@ -17,10 +21,59 @@ namespace kvinfer::ops {
 // The SIMD target chosen at run time ("AVX3", "AVX2", "SSE4", "EMU128"...).
 const char* SimdTargetName();
 
+// The activation precision of the products with Q4_0 / Q4_1 / Q8_0 weights
+// (the public enum; what each value computes is described there and, for
+// kInt8, in ops/matmul_int8.h).
+using kvinfer::ActivationPrecision;
+
+struct MatMulScratch;  // per-thread kernel scratch (ops/matmul_scratch.h)
+
+// What a MatMulContext computes with (below).
+struct MatMulOptions {
+  ActivationPrecision activation_precision = ActivationPrecision::kInt8;
+  // Forces the x86-specific kernels' instruction set (tests and benchmarks;
+  // it must be one the CPU runs); nullopt: the best it runs.
+  std::optional<Isa> isa;
+};
+
+// Everything a matrix product needs besides its operands, owned by the one
+// caller that runs it (an engine's model runner): the thread pool, the
+// activation precision, the instruction set of the x86-specific kernels, and
+// the kernels' scratch, one per thread of the pool (a task takes the one of
+// ParallelFor's thread_index), grown to the largest call and reused, so a
+// step allocates nothing once warm. Contexts share nothing: two engines in
+// one process, each with its own, cannot disturb each other. One context
+// serves one MatMul at a time.
+class MatMulContext {
+ public:
+  using Options = MatMulOptions;
+  // pool may be null (one thread).
+  explicit MatMulContext(ThreadPool* pool, Options options = {});
+  ~MatMulContext();
+  MatMulContext(const MatMulContext&) = delete;
+  MatMulContext& operator=(const MatMulContext&) = delete;
+
+  ThreadPool* pool() const { return pool_; }
+  int num_threads() const { return pool_ != nullptr ? pool_->num_threads() : 1; }
+  ActivationPrecision activation_precision() const { return options_.activation_precision; }
+  Isa isa() const { return isa_; }
+  // Whether the instruction set was forced (Options::isa).
+  bool isa_forced() const { return options_.isa.has_value(); }
+  // The scratch of thread `thread` in [0, num_threads()); thread 0 is the
+  // caller's.
+  MatMulScratch& scratch(int thread) const;
+
+ private:
+  ThreadPool* pool_;
+  Options options_;
+  Isa isa_;
+  std::unique_ptr<MatMulScratch[]> scratch_;
+};
+
 // y[n, w.rows] = x[n, w.cols] * W^T, for every IsSupportedWeight type.
 // w.cols must be a multiple of the type's block size. Work is split over
-// `pool` by output rows. x and y must not alias.
-void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+// ctx's pool by output rows. x and y must not alias.
+void MatMul(const MatMulContext& ctx, const WeightView& w, const float* x, int64_t n, float* y);
 
 // Products of the same activations with several weights of one type and
 // width (q/k/v, gate/up): ys[i][n, ws[i]->rows] = x[n, cols] * ws[i]^T.
@@ -28,6 +81,12 @@ void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool
 // threads (and, on the int8 path, one quantization of x) instead of one per
 // weight: at decode, where each product takes microseconds, the threads'
 // wait at every job's end is a large part of the step.
+void MatMulMany(const MatMulContext& ctx, std::span<const WeightView* const> ws, const float* x,
+                int64_t n, std::span<float* const> ys);
+
+// The same with a context of default options made for this one call (its
+// scratch allocated and freed each time): for tests and one-off products.
+void MatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool* pool);
 void MatMulMany(std::span<const WeightView* const> ws, const float* x, int64_t n,
                 std::span<float* const> ys, ThreadPool* pool);
 
@@ -81,20 +140,5 @@ float Dot(const float* a, const float* b, int64_t n);
 
 // y[n] += a * x[n].
 void Axpy(float a, const float* x, float* y, int64_t n);
-
-}  // namespace kvinfer::ops
-
-namespace kvinfer::ops {
-
-// What MatMul does with the activations multiplying Q4_0 / Q4_1 / Q8_0
-// weights: kInt8 (the default) quantizes them per token and per 32-element
-// block to int8 and uses integer dot products (formula in ops/matmul_int8.h;
-// ~the precision of llama.cpp's Q8_0 / Q8_1 activations); kF32 keeps them f32
-// (the exact f32 path). Process-wide; set it before running a model, not
-// while MatMuls run. Other weight types always use f32 activations, and so
-// does kInt8 on CPUs without AVX2 (only a slow scalar int8 kernel there).
-enum class ActivationPrecision { kInt8, kF32 };
-void SetActivationPrecision(ActivationPrecision p);
-ActivationPrecision GetActivationPrecision();
 
 }  // namespace kvinfer::ops

@@ -20,6 +20,7 @@ struct ConcurrencyOptions {
   std::string model;
   std::string out;
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   std::vector<int> levels = {1, 2, 4, 8, 16, 32, 64};
   int prompt_tokens = 128;
   int gen_tokens = 128;
@@ -35,6 +36,7 @@ nlohmann::json RunLevel(const Model& model, const ConcurrencyOptions& o, int c) 
   eo.kv.block_size_tokens = 16;
   eo.kv.max_seq_len = o.prompt_tokens + o.gen_tokens;
   eo.num_threads = o.threads;
+  eo.activation_precision = o.activations;
   eo.max_seqs = c;
   eo.max_batch_tokens = std::max(512, o.prompt_tokens);
   auto engine = Engine::Create(model, eo);
@@ -129,7 +131,7 @@ void AddBenchConcurrencyCommand(CLI::App* bench) {
       "concurrency", "Batched decode throughput against the number of concurrent sequences");
   AddModelOption(cmd, &o->model);
   AddOutDirOption(cmd, &o->out);
-  AddThreadsOption(cmd, &o->threads);
+  AddThreadsOption(cmd, &o->threads, &o->activations);
   AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--levels", o->levels, "Concurrency levels")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt tokens per sequence")

@@ -27,6 +27,7 @@ struct KvModesOptions {
   std::string out;
   bool quick = false;
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   int prompt_tokens = 32;
   int block_size = 16;
   int none_max_gen = 0;  // 0 = no cap
@@ -50,6 +51,7 @@ nlohmann::json MeasureRun(const Model& model, const KvModesOptions& o, const Run
   eo.kv.max_seq_len = spec.max_seq_len;
   eo.kv.block_size_tokens = o.block_size;
   eo.num_threads = o.threads;
+  eo.activation_precision = o.activations;
   eo.max_seqs = 1;
   eo.max_batch_tokens = std::max(spec.prompt_tokens, 1);  // prefill = one forward
   const int64_t rss_before = bench::RssBytes();
@@ -164,6 +166,7 @@ void RunKvModes(const KvModesOptions& o) {
     EngineOptions eo;
     eo.kv.max_seq_len = std::min(context, 64);
     eo.num_threads = o.threads;
+    eo.activation_precision = o.activations;
     eo.max_seqs = 1;
     auto engine = Engine::Create(model, eo);
     DieIf(engine.status(), "engine");
@@ -268,7 +271,7 @@ void AddBenchKvModesCommand(CLI::App* bench) {
   AddOutDirOption(cmd, &o->out);
   cmd->add_flag("--quick", o->quick,
                 "Shorter sweeps (generated 16, 64, 128; prompts 32, 128, 256)");
-  AddThreadsOption(cmd, &o->threads);
+  AddThreadsOption(cmd, &o->threads, &o->activations);
   AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt length of the generated-length sweep")
       ->check(CLI::Range(1, 1 << 20))

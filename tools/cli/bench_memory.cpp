@@ -24,6 +24,7 @@ struct MemoryOptions {
   std::string model;
   std::string out;
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   double kv_memory_mib = 0;  // 0 = room for 4 contiguous sequences
   int requests = 64;
   int max_prompt = 256;
@@ -68,6 +69,7 @@ nlohmann::json RunStrategy(const Model& model, const MemoryOptions& o, KvStrateg
   eo.kv.block_size_tokens = o.block_size;
   eo.kv.memory_bytes = budget;
   eo.num_threads = o.threads;
+  eo.activation_precision = o.activations;
   eo.max_seqs = static_cast<int>(work.size());  // only the KV pool limits admission
   eo.max_batch_tokens = 2048;
   auto engine = Engine::Create(model, eo);
@@ -220,7 +222,7 @@ void AddBenchMemoryCommand(CLI::App* bench) {
   cmd->add_option("--kv-memory-mib", o->kv_memory_mib,
                   "KV budget in MiB for both strategies (0 = room for 4 contiguous sequences)")
       ->check(CLI::NonNegativeNumber);
-  AddThreadsOption(cmd, &o->threads);
+  AddThreadsOption(cmd, &o->threads, &o->activations);
   cmd->add_option("--requests", o->requests, "Requests in the workload")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();

@@ -31,6 +31,7 @@ struct RunFlags {
   std::string kv = "contiguous";
   std::string kv_dtype = "f32";
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   int max_seq_len = 0;
   int block_size = 16;
   double kv_memory_mib = 0;
@@ -50,7 +51,8 @@ struct RunFlags {
 
 // The options every command that loads a model spells the same way.
 void AddModelOption(CLI::App* cmd, std::string* model);       // --model,-m
-void AddThreadsOption(CLI::App* cmd, int* threads);           // --threads,-t
+void AddThreadsOption(CLI::App* cmd, int* threads,
+                      ActivationPrecision* activations);  // --threads,-t, --f32-activations
 void AddOutDirOption(CLI::App* cmd, std::string* out);        // --out,-o (required)
 void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|f16|q8_0|q4_0
 // --kv-dtype as a comma-separated list of those types (bench context).

@@ -33,6 +33,7 @@ struct SpeedOptions {
   std::string kv = "contiguous";
   std::string kv_dtype = "f32";
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   int prompt_tokens = 512;
   int gen_tokens = 128;
   int repetitions = 3;
@@ -92,6 +93,7 @@ void RunSpeed(const SpeedOptions& o) {
   eo.kv.precision = *ParseKvPrecision(o.kv_dtype);
   eo.kv.max_seq_len = seq_len;
   eo.num_threads = o.threads;
+  eo.activation_precision = o.activations;
   eo.max_seqs = 1;
   // The prompt is one batched forward, never chunked.
   eo.max_batch_tokens = std::max(o.prompt_tokens, 1);
@@ -181,6 +183,7 @@ struct ContextOptions {
   std::vector<std::string> kv_dtypes{"f32", "f16", "q8_0", "q4_0"};
   std::vector<int> depths{128, 2048};
   int threads = 0;
+  ActivationPrecision activations = ActivationPrecision::kInt8;
   int gen_tokens = 64;
   int repetitions = 5;
   bool json = false;
@@ -218,6 +221,7 @@ void RunContext(const ContextOptions& o) {
       eo.kv.precision = *ParseKvPrecision(o.kv_dtypes[t]);
       eo.kv.max_seq_len = max_depth + gen;
       eo.num_threads = o.threads;
+      eo.activation_precision = o.activations;
       eo.max_seqs = 1;
       eo.max_batch_tokens = max_depth;  // every prompt one batched forward
       auto engine = Engine::Create(model, eo);
@@ -317,7 +321,7 @@ void AddBenchCommand(CLI::App& app) {
   CLI::App* speed = bench->add_subcommand(
       "speed", "Prefill and decode throughput on a synthetic prompt (llama-bench style)");
   AddModelOption(speed, &o->model);
-  AddThreadsOption(speed, &o->threads);
+  AddThreadsOption(speed, &o->threads, &o->activations);
   AddKvDtypeOption(speed, &o->kv_dtype);
   speed->add_option("--prompt-tokens,-p", o->prompt_tokens, "Prompt tokens to prefill")
       ->check(CLI::Range(1, 1 << 20))
@@ -335,7 +339,7 @@ void AddBenchCommand(CLI::App& app) {
       "Decode speed after several context depths, the depths and K/V types interleaved per "
       "repetition, with each depth's speed as a paired ratio to the first depth's");
   AddModelOption(context, &c->model);
-  AddThreadsOption(context, &c->threads);
+  AddThreadsOption(context, &c->threads, &c->activations);
   AddKvDtypeListOption(context, &c->kv_dtypes);
   context->add_option("--depths,-d", c->depths,
                       "Context depths (prompt tokens before the decode); ratios are to the first")

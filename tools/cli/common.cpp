@@ -52,11 +52,11 @@ void AddModelOption(CLI::App* cmd, std::string* model) {
                   "SmolLM2-135M-Instruct");
 }
 
-void AddThreadsOption(CLI::App* cmd, int* threads) {
+void AddThreadsOption(CLI::App* cmd, int* threads, ActivationPrecision* activations) {
   cmd->add_option("--threads,-t", *threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
   // Every command that runs a model has --threads, so it gets this too.
   cmd->add_flag_callback(
-      "--f32-activations", [] { UseF32Activations(); },
+      "--f32-activations", [activations] { *activations = ActivationPrecision::kF32; },
       "Multiply Q4_0/Q4_1/Q8_0 weights by f32 activations (exact, slower) instead of "
       "activations quantized to int8 per 32-block (the default)");
 }
@@ -95,7 +95,7 @@ void RunFlags::Add(CLI::App* app, bool sampling) {
   AddModelOption(app, &model);
   AddKvStrategyOption(app, &kv);
   AddKvDtypeOption(app, &kv_dtype);
-  AddThreadsOption(app, &threads);
+  AddThreadsOption(app, &threads, &activations);
   app->add_option("--max-seq-len", max_seq_len,
                   "Longest sequence a request may reach (0 = automatic; at most the model's context)")
       ->check(CLI::NonNegativeNumber);
@@ -131,6 +131,7 @@ EngineOptions RunFlags::Engine(int max_seq_len_auto) const {
   o.kv.num_blocks = num_blocks;
   o.kv.max_seq_len = max_seq_len > 0 ? max_seq_len : max_seq_len_auto;
   o.num_threads = threads;
+  o.activation_precision = activations;
   o.max_seqs = 1;
   return o;
 }
