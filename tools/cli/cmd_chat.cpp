@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -31,12 +32,14 @@ void RunChat(const ChatOptions& o) {
   const bool tty = isatty(STDIN_FILENO) != 0;
   std::fprintf(stderr,
                "kvinfer chat: %s (%s template, KV %s). /reset clears the conversation, /quit "
-               "exits.\n",
-               model.info().name.c_str(), model.info().chat_template.c_str(), o.run.kv.c_str());
+               "exits; Ctrl-C stops a reply.\n",
+               Printable(model.info().name).c_str(), model.info().chat_template.c_str(),
+               o.run.kv.c_str());
+  InstallStopSignals();
   std::string line;
   for (;;) {
     if (tty) std::fputs("> ", stderr);
-    if (!std::getline(std::cin, line)) break;
+    if (!std::getline(std::cin, line)) break;  // end of input, or Ctrl-C at the prompt
     if (line == "/quit" || line == "/exit") break;
     if (line == "/reset") {
       e.EndSession(session);
@@ -53,13 +56,23 @@ void RunChat(const ChatOptions& o) {
     StatusOr<RequestId> id = e.AddRequest(*text, o.run.Sampling(o.max_tokens), ro);
     if (!id.ok()) {
       // E.g. the conversation outgrew the context: say so, keep the session.
-      std::fprintf(stderr, "kvinfer: %s\n", id.status().ToString().c_str());
+      std::fprintf(stderr, "kvinfer: %s%s\n", id.status().ToString().c_str(),
+                   id.status().code() == StatusCode::kOutOfRange
+                       ? "\n(the conversation no longer fits the context: /reset starts a new one)"
+                       : "");
       messages.pop_back();
       continue;
     }
     RunResult res = RunToCompletion(e, *id, true);
-    std::fputc('\n', stdout);
+    if (res.output_lost) Die("standard output could not be written");
+    WriteStdout("\n");
     std::fflush(stdout);
+    if (StopSignal() != 0) {
+      // Ctrl-C ends the reply, not the session; the partial reply stays in
+      // the conversation as what the assistant said.
+      ClearStopSignal();
+      std::fputs("(reply stopped)\n", stderr);
+    }
     messages.push_back({"assistant", res.text});
     const RequestTimings& t = res.final.timings;
     std::fprintf(stderr,

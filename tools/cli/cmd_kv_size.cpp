@@ -31,6 +31,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "output.h"
 #include "core/error.h"
 #include "io/gguf.h"
 #include "io/llama2c.h"
@@ -327,7 +328,7 @@ void DrawPlot(const std::vector<Entry>& entries, const KvSizeOptions& o, const s
           .string();
   {
     std::ofstream out(data_path);
-    out << data.dump();
+    out << JsonText(data, -1);
     if (!out) Die(fmt::format("--plot: cannot write '{}'", data_path));
   }
   // Spawned directly (no shell), so paths need no quoting.
@@ -395,7 +396,7 @@ void RunKvSize(const KvSizeFlags& f) {
       j["bytes_per_token"] = results[0].bytes_per_token;
       j["total_bytes"] = results[0].total_bytes;
     }
-    std::cout << j.dump(2) << "\n";
+    WriteStdout(JsonText(j) + "\n");
     return;
   }
   PrintTable(entries, results, o);
