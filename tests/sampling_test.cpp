@@ -206,14 +206,24 @@ TEST(Utf8Stream, HoldsBackIncompleteCharacters) {
   EXPECT_EQ(s.Push("\xE2\x82"), "");
   EXPECT_EQ(s.Push("\xAC!"), "\xE2\x82\xAC!");
   EXPECT_EQ(s.Push("\xF0\x9F"), "");
-  EXPECT_EQ(s.Flush(), "\xF0\x9F");
+  // The stream ended inside a character: it becomes U+FFFD, not a broken byte.
+  EXPECT_EQ(s.Flush(), "\xEF\xBF\xBD");
   EXPECT_EQ(s.Flush(), "");
 }
 
-TEST(Utf8Stream, PassesInvalidBytesThrough) {
+TEST(Utf8Stream, ReplacesBytesThatAreNotUtf8) {
   Utf8Stream s;
-  EXPECT_EQ(s.Push("\xFF" "a"), "\xFF" "a");
-  EXPECT_EQ(s.Push("\x80"), "\x80");
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(s.Push("\xFF" "a"), fffd + "a");
+  EXPECT_EQ(s.Push("\x80"), fffd);
+  // Overlong "/" (C0 AF), a surrogate (ED A0 80), past U+10FFFF (F4 90 80 80).
+  EXPECT_EQ(s.Push("\xC0\xAF"), fffd + fffd);
+  EXPECT_EQ(s.Push("\xED\xA0\x80"), fffd + fffd + fffd);
+  EXPECT_EQ(s.Push("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);
+  // A lead byte followed by a non-continuation: the lead alone is replaced.
+  EXPECT_EQ(s.Push("\xC3" "A"), fffd + "A");
+  EXPECT_EQ(s.Push("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");
+  EXPECT_EQ(s.Flush(), "");
 }
 
 TEST(ChatTemplate, DetectsFormats) {

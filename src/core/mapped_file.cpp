@@ -14,14 +14,23 @@
 namespace kvinfer {
 
 MappedFile MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a named pipe with no writer returns at once (and is
+  // then refused as not a regular file) instead of blocking forever.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    Fail(StatusCode::kNotFound, "cannot open '{}': {}", path, std::strerror(errno));
+    const int err = errno;
+    if (err == ENOENT) Fail(StatusCode::kNotFound, "'{}' does not exist", path);
+    if (err == EACCES || err == EPERM) {
+      Fail(StatusCode::kInvalidArgument, "cannot open '{}': permission denied", path);
+    }
+    Fail(StatusCode::kNotFound, "cannot open '{}': {}", path, std::strerror(err));
   }
   struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const bool dir = S_ISDIR(st.st_mode);
     ::close(fd);
-    Fail(StatusCode::kDataLoss, "'{}' is not a regular file", path);
+    Fail(StatusCode::kInvalidArgument, "'{}' is {}, not a regular file", path,
+         dir ? "a folder" : "a device, pipe or socket");
   }
   MappedFile f;
   f.path_ = path;

@@ -1,7 +1,9 @@
 #include "model/model_impl.h"
 
-#include <filesystem>
+#include <algorithm>
 #include <cctype>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -9,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "kv/kv_cache.h"
 #include "model/hf_checkpoint.h"
 #include "tokenizer/hf_tokenizer.h"
@@ -42,9 +45,10 @@ std::shared_ptr<const ModelImpl> ModelImpl::Load(const std::string& path) {
   }
   char magic[4] = {};
   {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) Fail(StatusCode::kNotFound, "cannot open '{}'", path);
-    in.read(magic, 4);
+    // Mapping checks existence, permission and file type (a named pipe would
+    // block a plain read forever) and names the problem.
+    const MappedFile head = MappedFile::Open(path);
+    std::memcpy(magic, head.data(), std::min<size_t>(4, head.size()));
   }
   if (std::string_view(magic, 4) == "GGUF") return LoadGguf(path);
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0) return LoadLlama2c(path);

@@ -90,6 +90,7 @@ nlohmann::json RunLevel(const Model& model, const ConcurrencyOptions& o, int c) 
 }
 
 void RunConcurrency(const ConcurrencyOptions& o) {
+  bench::MakeDir(o.out);  // before the run, so a bad --out fails at once
   Model model = LoadModel(o.model.empty() ? DefaultModelPath() : o.model);
   nlohmann::json levels = nlohmann::json::array();
   for (int c : o.levels) {
@@ -116,7 +117,6 @@ void RunConcurrency(const ConcurrencyOptions& o) {
                             {"prompt_tokens", o.prompt_tokens},
                             {"gen_tokens", o.gen_tokens},
                             {"levels", levels}};
-  bench::MakeDir(o.out);
   const std::string path = o.out + "/results.json";
   bench::WriteJson(path, j);
   std::fprintf(stderr, "wrote %s\n", path.c_str());

@@ -1,4 +1,5 @@
 #include "bench_util.h"
+#include "output.h"
 
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -157,10 +158,7 @@ void MakeDir(const std::string& dir) {
 void WriteJson(const std::string& path, const nlohmann::json& j) {
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) MakeDir(parent.string());
-  std::ofstream out(path);
-  out << j.dump(1) << "\n";
-  out.close();
-  if (!out) Die(fmt::format("cannot write '{}'", path));
+  WriteOutputFile(path, JsonText(j, 1) + "\n");
 }
 
 void RunPlot(const std::string& kind, const std::string& json_path, const std::string& out_dir) {

@@ -63,10 +63,13 @@ nlohmann::json KvStatsJson(const KvCacheStats& s);
 
 // Drives the engine until it has no work, streaming `id`'s text to stdout
 // when `stream`. Keeps the KV stats of the fullest step.
+// Stops early (finish reason "aborted") on SIGINT/SIGTERM once
+// InstallStopSignals() is in force, or when stdout stops taking the text.
 struct RunResult {
   RequestOutput final;
   KvCacheStats peak_kv;
   std::string text;
+  bool output_lost = false;  // stdout failed: part of the text was not written
 };
 RunResult RunToCompletion(Engine& engine, RequestId id, bool stream);
 

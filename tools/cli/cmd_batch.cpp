@@ -1,10 +1,13 @@
 // kvinfer batch: many prompts through one engine with continuous batching.
 // Input: JSON lines {"prompt": ..., "max_tokens", "temperature", "top_k",
 // "top_p", "seed", "ignore_eos", "chat"}; output: one JSON line per request,
-// in input order; a summary on stderr.
+// in input order as each completes the finished prefix (on SIGINT/SIGTERM,
+// every finished one, each with its index); a summary on stderr.
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -12,7 +15,9 @@
 
 #include <fmt/format.h>
 
+#include "batch_request.h"
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -25,70 +30,22 @@ struct BatchOptions {
   int default_max_tokens = 128;
 };
 
-struct Item {
-  std::string prompt;
-  bool chat = false;
-  SamplingParams params;
-};
-
-// Strict: unknown keys and wrong types are errors naming the line.
-Item ParseLine(const std::string& line, int line_no, const BatchOptions& o) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  auto fail = [&](const std::string& what) {
-    Die(fmt::format("{}:{}: {}", o.prompts_path, line_no, what));
-  };
-  if (j.is_discarded()) fail("not valid JSON");
-  if (!j.is_object()) fail("expected a JSON object");
-  Item it;
-  it.params = o.run.Sampling(o.default_max_tokens);
-  for (auto& [key, v] : j.items()) {
-    if (key == "prompt") {
-      if (!v.is_string()) fail("\"prompt\" must be a string");
-      it.prompt = v.get<std::string>();
-    } else if (key == "max_tokens") {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (1 << 24)) {
-        fail("\"max_tokens\" must be an integer in [0, 16777216]");
-      }
-      it.params.max_tokens = v.get<int>();
-    } else if (key == "temperature") {
-      if (!v.is_number()) fail("\"temperature\" must be a number");
-      it.params.temperature = v.get<float>();
-    } else if (key == "top_k") {
-      if (!v.is_number_integer()) fail("\"top_k\" must be an integer");
-      it.params.top_k = v.get<int>();
-    } else if (key == "top_p") {
-      if (!v.is_number()) fail("\"top_p\" must be a number");
-      it.params.top_p = v.get<float>();
-    } else if (key == "seed") {
-      if (!v.is_number_unsigned()) fail("\"seed\" must be a non-negative integer");
-      it.params.seed = v.get<uint64_t>();
-    } else if (key == "ignore_eos") {
-      if (!v.is_boolean()) fail("\"ignore_eos\" must be true or false");
-      it.params.ignore_eos = v.get<bool>();
-    } else if (key == "chat") {
-      if (!v.is_boolean()) fail("\"chat\" must be true or false");
-      it.chat = v.get<bool>();
-    } else {
-      fail(fmt::format("unknown key \"{}\" (known: prompt, max_tokens, temperature, top_k, top_p, "
-                       "seed, ignore_eos, chat)",
-                       key));
-    }
-  }
-  if (it.prompt.empty()) fail("\"prompt\" is missing or empty");
-  return it;
-}
-
 void RunBatch(const BatchOptions& o) {
   std::ifstream in(o.prompts_path);
   if (!in) Die(fmt::format("cannot read '{}'", o.prompts_path));
-  std::vector<Item> items;
+  std::vector<BatchRequest> items;
   std::string line;
+  const SamplingParams defaults = o.run.Sampling(o.default_max_tokens);
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    items.push_back(ParseLine(line, line_no, o));
+    StatusOr<BatchRequest> r = ParseBatchRequest(line, defaults);
+    if (!r.ok()) Die(fmt::format("{}:{}: {}", o.prompts_path, line_no, r.status().message()));
+    items.push_back(std::move(r).value());
   }
+  if (in.bad()) Die(fmt::format("cannot read '{}': {}", o.prompts_path, std::strerror(errno)));
   if (items.empty()) Die(fmt::format("'{}' holds no prompts", o.prompts_path));
 
+  InstallStopSignals();
   Model model = LoadModel(o.run.ModelPath());
   std::vector<std::vector<int32_t>> prompts;
   int64_t longest = 0;
@@ -126,12 +83,45 @@ void RunBatch(const BatchOptions& o) {
   std::vector<std::string> texts(items.size());
   std::vector<std::vector<int32_t>> tokens(items.size());
   std::vector<RequestOutput> finals(items.size());
+  std::vector<bool> finished(items.size(), false), written(items.size(), false);
+
+  // Results are written in input order as soon as every earlier one is
+  // written; on a signal the unfinished requests are aborted and every
+  // finished one is written (out of order: each line carries its index).
+  auto write_result = [&](size_t i) {
+    const RequestTimings& t = finals[i].timings;
+    const nlohmann::json j = {{"index", i},
+                              {"text", texts[i]},
+                              {"tokens", tokens[i]},
+                              {"finish_reason", FinishReasonName(finals[i].finish_reason)},
+                              {"prompt_tokens", t.prompt_tokens},
+                              {"generated_tokens", t.generated_tokens},
+                              {"queue_ms", t.queue_ms},
+                              {"ttft_ms", t.ttft_ms},
+                              {"decode_ms", t.decode_ms},
+                              {"total_ms", t.total_ms},
+                              {"time_per_output_token_ms",
+                               t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
+    written[i] = true;
+    if (!WriteStdout(JsonText(j, -1) + "\n") || std::fflush(stdout) != 0) {
+      Die(fmt::format("standard output could not be written (result {}): {}", i,
+                      std::strerror(errno)));
+    }
+  };
+  size_t next_to_write = 0;
 
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto t0 = std::chrono::steady_clock::now();
   size_t done = 0;
   int64_t peak_blocks = 0, generated = 0;
+  int stopped_by = 0;
   while (e.HasWork()) {
+    if (stopped_by == 0 && StopSignal() != 0) {
+      stopped_by = StopSignal();
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!finished[i]) e.Abort(ids[i]);
+      }
+    }
     for (RequestOutput& out : e.Step()) {
       const size_t i = index.at(out.id);
       texts[i] += out.text_delta;
@@ -139,8 +129,12 @@ void RunBatch(const BatchOptions& o) {
       generated += static_cast<int64_t>(out.new_tokens.size());
       if (out.finished) {
         finals[i] = std::move(out);
+        finished[i] = true;
         ++done;
       }
+    }
+    while (stopped_by == 0 && next_to_write < items.size() && finished[next_to_write]) {
+      write_result(next_to_write++);
     }
     peak_blocks = std::max(peak_blocks, e.KvStats().num_blocks_used);
     if (tty) {
@@ -156,24 +150,13 @@ void RunBatch(const BatchOptions& o) {
   if (tty) std::fputc('\n', stderr);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
+  size_t kept = 0;
   for (size_t i = 0; i < items.size(); ++i) {
-    const RequestTimings& t = finals[i].timings;
-    const nlohmann::json j = {{"index", i},
-                              {"text", texts[i]},
-                              {"tokens", tokens[i]},
-                              {"finish_reason", FinishReasonName(finals[i].finish_reason)},
-                              {"prompt_tokens", t.prompt_tokens},
-                              {"generated_tokens", t.generated_tokens},
-                              {"queue_ms", t.queue_ms},
-                              {"ttft_ms", t.ttft_ms},
-                              {"decode_ms", t.decode_ms},
-                              {"total_ms", t.total_ms},
-                              {"time_per_output_token_ms",
-                               t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
-    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    if (!written[i] && finished[i] && finals[i].finish_reason != FinishReason::kAborted) {
+      write_result(i);
+    }
+    kept += written[i] ? 1 : 0;
   }
-  std::cout.flush();
   const EngineStats st = e.Stats();
   const KvCacheStats kv = e.KvStats();
   std::fprintf(stderr,
@@ -184,6 +167,11 @@ void RunBatch(const BatchOptions& o) {
                kv.strategy.c_str(), static_cast<long long>(kv.num_blocks_total), kv.block_size_tokens,
                static_cast<long long>(peak_blocks), static_cast<long long>(st.peak_running),
                static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps));
+  if (stopped_by != 0) {
+    std::fprintf(stderr, "kvinfer batch: stopped by signal %d; %zu of %zu results written\n",
+                 stopped_by, kept, items.size());
+    std::exit(ExitStatusForSignal(stopped_by));
+  }
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 
 #include "bench_util.h"
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 
@@ -153,7 +154,7 @@ void RunSpeed(const SpeedOptions& o) {
                               {"time_per_output_token_ms", tpot.mean},
                               {"time_per_output_token_ms_stddev", tpot.stddev},
                               {"runs", rj}};
-    std::cout << j.dump(2) << "\n";
+    WriteStdout(JsonText(j) + "\n");
     return;
   }
   const std::string name = std::filesystem::path(info.path).stem().string();
@@ -282,7 +283,7 @@ void RunContext(const ContextOptions& o) {
                               {"gen_tokens", o.gen_tokens},
                               {"repetitions", o.repetitions},
                               {"results", results}};
-    std::cout << j.dump(2) << "\n";
+    WriteStdout(JsonText(j) + "\n");
     return;
   }
   fmt::print("| {:<8} | {:>7} | {:>20} | {:>22} | {:>8} |\n", "kv dtype", "depth", "tg tok/s",

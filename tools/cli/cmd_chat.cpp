@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -23,7 +24,9 @@ struct ChatOptions {
 };
 
 void RunChat(const ChatOptions& o) {
-  Model model = LoadModel(o.run.ModelPath());
+  const std::string model_path = o.run.ModelPath();
+  if (!o.stats_json.empty()) CheckOutputPath(o.stats_json, "--stats-json", {model_path});
+  Model model = LoadModel(model_path);
   auto engine = Engine::Create(model, o.run.Engine(model.info().context_length));
   DieIf(engine.status(), "engine");
   Engine& e = **engine;
@@ -37,13 +40,15 @@ void RunChat(const ChatOptions& o) {
   const bool tty = isatty(STDIN_FILENO) != 0;
   std::fprintf(stderr,
                "kvinfer chat: %s (%s template, KV %s). /reset clears the conversation, /quit "
-               "exits.\n",
-               model.info().name.c_str(), model.info().chat_template.c_str(), o.run.kv.c_str());
+               "exits; Ctrl-C stops a reply.\n",
+               Printable(model.info().name).c_str(), model.info().chat_template.c_str(),
+               o.run.kv.c_str());
+  InstallStopSignals();
   nlohmann::json turns = nlohmann::json::array();
   std::string line;
   for (;;) {
     if (tty) std::fputs("> ", stderr);
-    if (!std::getline(std::cin, line)) break;
+    if (!std::getline(std::cin, line)) break;  // end of input, or Ctrl-C at the prompt
     if (line == "/quit" || line == "/exit") break;
     if (line == "/reset") {
       e.EndSession(session);
@@ -60,13 +65,23 @@ void RunChat(const ChatOptions& o) {
     StatusOr<RequestId> id = e.AddRequest(*text, o.run.Sampling(o.max_tokens), ro);
     if (!id.ok()) {
       // E.g. the conversation outgrew the context: say so, keep the session.
-      std::fprintf(stderr, "kvinfer: %s\n", id.status().ToString().c_str());
+      std::fprintf(stderr, "kvinfer: %s%s\n", id.status().ToString().c_str(),
+                   id.status().code() == StatusCode::kOutOfRange
+                       ? "\n(the conversation no longer fits the context: /reset starts a new one)"
+                       : "");
       messages.pop_back();
       continue;
     }
     RunResult res = RunToCompletion(e, *id, true);
-    std::fputc('\n', stdout);
+    if (res.output_lost) Die("standard output could not be written");
+    WriteStdout("\n");
     std::fflush(stdout);
+    if (StopSignal() != 0) {
+      // Ctrl-C ends the reply, not the session; the partial reply stays in
+      // the conversation as what the assistant said.
+      ClearStopSignal();
+      std::fputs("(reply stopped)\n", stderr);
+    }
     messages.push_back({"assistant", res.text});
     const RequestTimings& t = res.final.timings;
     std::fprintf(stderr,
@@ -84,9 +99,8 @@ void RunChat(const ChatOptions& o) {
                      {"decode_tokens_per_s", t.decode_tokens_per_s()}});
   }
   if (!o.stats_json.empty()) {
-    std::ofstream out(o.stats_json);
-    out << nlohmann::json{{"model", model.info().path}, {"turns", turns}}.dump(2) << "\n";
-    if (!out) Die(fmt::format("cannot write '{}'", o.stats_json));
+    WriteOutputFile(o.stats_json,
+                    JsonText(nlohmann::json{{"model", model.info().path}, {"turns", turns}}) + "\n");
   }
 }
 

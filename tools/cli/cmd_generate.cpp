@@ -1,6 +1,8 @@
 // kvinfer generate: one prompt, its continuation on stdout, diagnostics and
 // statistics on stderr (and --stats-json).
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -8,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -24,13 +27,18 @@ struct GenerateOptions {
 
 // n > 1: the samples share the prompt's KV blocks; print each sample, then
 // what sharing saved against n independent caches.
-void RunSamples(const Model& model, Engine& engine, const GenerateOptions& o,
+void RunSamples(const Model& model, Engine& engine, RequestId id, const GenerateOptions& o,
                 size_t n_prompt) {
   std::vector<std::string> texts(o.n);
   std::vector<RequestOutput> finals(o.n);
   KvCacheStats peak;
   int64_t peak_logical = 0;
+  bool aborted = false;
   while (engine.HasWork()) {
+    if (!aborted && StopSignal() != 0) {
+      engine.Abort(id);  // every sample of the request
+      aborted = true;
+    }
     for (RequestOutput& out : engine.Step()) {
       const int i = out.sample_index;
       texts[i] += out.text_delta;
@@ -41,9 +49,8 @@ void RunSamples(const Model& model, Engine& engine, const GenerateOptions& o,
     peak_logical = std::max(peak_logical, st.bytes_logical);
   }
   for (int i = 0; i < o.n; ++i) {
-    std::printf("--- sample %d (seed %llu, %s) ---\n%s\n", i,
-                static_cast<unsigned long long>(o.run.seed + i),
-                FinishReasonName(finals[i].finish_reason), texts[i].c_str());
+    WriteStdout(fmt::format("--- sample {} (seed {}, {}) ---\n{}\n", i, o.run.seed + i,
+                            FinishReasonName(finals[i].finish_reason), texts[i]));
   }
   std::fflush(stdout);
   const double saved = peak_logical > 0 ? 100.0 * (1.0 - static_cast<double>(peak.peak_bytes_reserved) /
@@ -72,9 +79,11 @@ void RunSamples(const Model& model, Engine& engine, const GenerateOptions& o,
                               {"saved_percent", saved},
                               {"num_cow_copies", engine.KvStats().num_cow_copies},
                               {"kv", KvStatsJson(peak)}};
-    std::ofstream out(o.stats_json);
-    out << j.dump(2) << "\n";
-    if (!out) Die(fmt::format("cannot write '{}'", o.stats_json));
+    WriteOutputFile(o.stats_json, JsonText(j) + "\n");
+  }
+  if (const int sig = StopSignal(); sig != 0) {
+    std::fprintf(stderr, "kvinfer: stopped by signal %d\n", sig);
+    std::exit(ExitStatusForSignal(sig));
   }
 }
 
@@ -82,11 +91,21 @@ void RunGenerate(const GenerateOptions& o) {
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) {
     std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) {
+      Die(fmt::format("cannot read --prompt-file '{}': {}", o.prompt_file, std::strerror(errno)));
+    }
     prompt.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) Die(fmt::format("cannot read --prompt-file '{}'", o.prompt_file));
+    if (prompt.empty()) Die(fmt::format("--prompt-file '{}' is empty", o.prompt_file));
   }
   if (prompt.empty()) Die("generate needs a non-empty --prompt or --prompt-file");
+  const std::string model_path = o.run.ModelPath();
+  if (!o.stats_json.empty()) {
+    CheckOutputPath(o.stats_json, "--stats-json", {model_path, o.prompt_file});
+  }
+  InstallStopSignals();
 
-  Model model = LoadModel(o.run.ModelPath());
+  Model model = LoadModel(model_path);
   RequestOptions ro;
   std::string text = prompt;
   if (o.chat) {
@@ -116,11 +135,11 @@ void RunGenerate(const GenerateOptions& o) {
   StatusOr<RequestId> id = (*engine)->AddRequestTokens(std::move(ids).value(), sp, ro);
   DieIf(id.status(), "request");
   if (o.n > 1) {
-    RunSamples(model, **engine, o, n_prompt);
+    RunSamples(model, **engine, *id, o, n_prompt);
     return;
   }
   RunResult res = RunToCompletion(**engine, *id, true);
-  std::fputc('\n', stdout);
+  if (!res.output_lost) WriteStdout("\n");
   std::fflush(stdout);
 
   const RequestTimings& t = res.final.timings;
@@ -145,9 +164,18 @@ void RunGenerate(const GenerateOptions& o) {
                               {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
                               {"decode_tokens_per_s", t.decode_tokens_per_s()},
                               {"kv", KvStatsJson(res.peak_kv)}};
-    std::ofstream out(o.stats_json);
-    out << j.dump(2) << "\n";
-    if (!out) Die(fmt::format("cannot write '{}'", o.stats_json));
+    WriteOutputFile(o.stats_json, JsonText(j) + "\n");
+  }
+  if (res.output_lost) Die("standard output could not be written; generation stopped");
+  if (const int sig = StopSignal(); sig != 0) {
+    std::fprintf(stderr, "kvinfer: stopped by signal %d after %lld tokens\n", sig,
+                 static_cast<long long>(t.generated_tokens));
+    std::exit(ExitStatusForSignal(sig));
+  }
+  if (res.final.finish_reason == FinishReason::kKvExhausted) {
+    Die(fmt::format("the prompt ({} tokens) does not fit the KV pool ({} blocks of {} tokens); "
+                    "raise --kv-memory-mib or --num-blocks",
+                    n_prompt, res.peak_kv.num_blocks_total, res.peak_kv.block_size_tokens));
   }
 }
 

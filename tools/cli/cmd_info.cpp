@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -39,7 +40,7 @@ void RunInfo(const std::string& path, bool as_json) {
               {"kv_bytes_per_token_f16", i.kv_bytes_per_token_f16},
               {"kv_bytes_per_token_q8_0", i.kv_bytes_per_token_q8_0},
               {"kv_bytes_per_token_q4_0", i.kv_bytes_per_token_q4_0}};
-    std::cout << j.dump(2) << "\n";
+    WriteStdout(JsonText(j) + "\n");
     return;
   }
   const char* attn = i.n_kv_heads == i.n_heads ? "MHA" : (i.n_kv_heads == 1 ? "MQA" : "GQA");
@@ -51,8 +52,8 @@ void RunInfo(const std::string& path, bool as_json) {
                        : i.format == "hf"      ? "Hugging Face checkpoint directory (safetensors)"
                        : i.format == "llama2c" ? "llama2.c checkpoint"
                                                : i.format.c_str();
-  fmt::print("file            {} ({})\n", i.path, format);
-  fmt::print("name            {}\n", i.name);
+  fmt::print("file            {} ({})\n", Printable(i.path), format);
+  fmt::print("name            {}\n", Printable(i.name));
   fmt::print("architecture    {}\n", i.architecture);
   fmt::print("layers          {}\n", i.n_layers);
   fmt::print("hidden size     {}\n", i.d_model);

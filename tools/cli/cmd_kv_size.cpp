@@ -32,6 +32,7 @@
 
 #include "cli.h"
 #include "kvinfer/kv_size.h"
+#include "output.h"
 
 extern char** environ;
 
@@ -273,11 +274,7 @@ void DrawPlot(const std::vector<Entry>& entries, const KvSizeOptions& o, const s
   const std::string data_path =
       (std::filesystem::temp_directory_path() / fmt::format("kvinfer-kv-size-{}.json", getpid()))
           .string();
-  {
-    std::ofstream out(data_path);
-    out << data.dump();
-    if (!out) Die(fmt::format("--plot: cannot write '{}'", data_path));
-  }
+  WriteOutputFile(data_path, JsonText(data, -1));
   // Spawned directly (no shell), so paths need no quoting.
   std::vector<std::string> args = {python, script, data_path, png};
   std::vector<char*> argv;
@@ -339,7 +336,7 @@ void RunKvSize(const KvSizeFlags& f) {
       j["bytes_per_token"] = results[0].bytes_per_token;
       j["total_bytes"] = results[0].total_bytes;
     }
-    std::cout << j.dump(2) << "\n";
+    WriteStdout(JsonText(j) + "\n");
     return;
   }
   PrintTable(entries, results, o);

@@ -1,10 +1,16 @@
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "cli.h"
+#include "output.h"
 
 namespace kvinfer::cli {
 namespace {
@@ -33,12 +39,17 @@ void DieIf(const Status& st, const std::string& context) {
 }
 
 Model LoadModel(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    Die(fmt::format("model file '{}' does not exist{}", path,
-                    path.find(kDefaultModelFile) != std::string::npos
-                        ? " (run ./scripts/setup.sh to fetch the default model)"
-                        : ""));
+  if (path.empty()) Die("the model path is empty");
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      Die(fmt::format("model file '{}' does not exist{}", path,
+                      path.find(kDefaultModelFile) != std::string::npos
+                          ? " (run ./scripts/setup.sh to fetch the default model)"
+                          : ""));
+    }
+    Die(fmt::format("cannot open model '{}': {}", path, std::strerror(err)));
   }
   StatusOr<Model> m = Model::Load(path);
   DieIf(m.status(), "cannot load model");
@@ -49,7 +60,26 @@ void AddModelOption(CLI::App* cmd, std::string* model) {
   cmd->add_option("--model,-m", *model,
                   "Model: GGUF file, Hugging Face checkpoint directory (config.json + "
                   "safetensors) or llama2.c .bin; default: the installed "
-                  "SmolLM2-135M-Instruct");
+                  "SmolLM2-135M-Instruct")
+      ->check(CLI::Validator(
+          [](const std::string& s) { return s.empty() ? std::string("the model path is empty") : ""; },
+          "PATH"));
+}
+
+// A decimal integer in [0, 2^64): CLI11's own conversion wraps "-1" and
+// clamps values past the range instead of refusing them.
+CLI::Validator Uint64Validator() {
+  return CLI::Validator(
+      [](const std::string& s) -> std::string {
+        uint64_t v = 0;
+        const char* end = s.data() + s.size();
+        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
+        if (s.empty() || ec != std::errc() || ptr != end) {
+          return "must be an integer in [0, 18446744073709551615], got '" + s + "'";
+        }
+        return "";
+      },
+      "UINT64");
 }
 
 void AddThreadsOption(CLI::App* cmd, int* threads, ActivationPrecision* activations) {
@@ -116,6 +146,7 @@ void RunFlags::Add(CLI::App* app, bool sampling) {
       ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
   app->add_option("--seed", seed, "Random seed (sampling is deterministic per seed)")
+      ->check(Uint64Validator())
       ->capture_default_str();
   app->add_flag("--ignore-eos", ignore_eos, "Keep generating past end-of-generation tokens");
 }
@@ -127,7 +158,11 @@ EngineOptions RunFlags::Engine(int max_seq_len_auto) const {
   o.kv.strategy = *ParseKvStrategy(kv);
   o.kv.precision = *ParseKvPrecision(kv_dtype);
   o.kv.block_size_tokens = block_size;
-  o.kv.memory_bytes = static_cast<int64_t>(kv_memory_mib * 1024.0 * 1024.0);
+  // A budget below one byte is still a budget (which the engine refuses as
+  // smaller than a block), not "automatic".
+  o.kv.memory_bytes = kv_memory_mib > 0
+                          ? std::max<int64_t>(1, static_cast<int64_t>(kv_memory_mib * 1048576.0))
+                          : 0;
   o.kv.num_blocks = num_blocks;
   o.kv.max_seq_len = max_seq_len > 0 ? max_seq_len : max_seq_len_auto;
   o.num_threads = threads;
@@ -181,16 +216,19 @@ nlohmann::json KvStatsJson(const KvCacheStats& s) {
 
 RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {
   RunResult res;
+  bool aborted = false;
   while (engine.HasWork()) {
+    // A signal, or a stdout that no longer takes the text, ends the request
+    // with what it has (finish reason "aborted").
+    if (!aborted && (StopSignal() != 0 || res.output_lost)) aborted = engine.Abort(id);
     std::vector<RequestOutput> outs = engine.Step();
     KvCacheStats st = engine.KvStats();
     if (st.bytes_reserved >= res.peak_kv.bytes_reserved) res.peak_kv = st;
     for (RequestOutput& o : outs) {
       if (o.id != id) continue;
       res.text += o.text_delta;
-      if (stream && !o.text_delta.empty()) {
-        std::fwrite(o.text_delta.data(), 1, o.text_delta.size(), stdout);
-        std::fflush(stdout);
+      if (stream && !o.text_delta.empty() && !res.output_lost) {
+        res.output_lost = !WriteStdout(o.text_delta) || std::fflush(stdout) != 0;
       }
       if (o.finished) res.final = std::move(o);
     }
