@@ -101,6 +101,13 @@ TEST(CliFailures, JsonWritersTakeBytesThatAreNotUtf8) {
   CmdResult kv = Shell(Kvinfer() + " kv-size --json -m " + Quote(model) + " >" + dir + "/kv.json");
   ASSERT_EQ(kv.exit_code, 0) << kv.err;
   EXPECT_FALSE(nlohmann::json::parse(ReadFile(dir + "/kv.json")).empty());
+
+  CmdResult bench = Shell(Kvinfer() + " bench speed --json -p 8 -n 4 -r 1 -m " + Quote(model) +
+                          " >" + dir + "/bench.json");
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_NE(nlohmann::json::parse(ReadFile(dir + "/bench.json"))["model"].get<std::string>().find(
+                "\xEF\xBF\xBD"),
+            std::string::npos);
 }
 
 TEST(CliFailures, ControlCharactersInMetadataAreEscapedOnTheTerminal) {
@@ -122,7 +129,8 @@ TEST(CliFailures, OutputThatCannotBeWrittenIsAnError) {
            " info --json -m " + stories, " info -m " + stories,
         " generate -m " + stories + " -p Once -n 4",
         " batch -m " + stories + " --prompts " + prompts,
-        " kv-size --preset llama-2-7b --json", " kv-size --preset llama-2-7b"}) {
+        " kv-size --preset llama-2-7b --json", " kv-size --preset llama-2-7b",
+        " bench speed --json -p 8 -n 4 -r 1 -m " + stories}) {
     CmdResult r = Shell(Kvinfer() + args + " >/dev/full");
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.err.find("standard output"), std::string::npos) << args << ": " << r.err;
