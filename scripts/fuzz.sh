@@ -15,7 +15,7 @@
 # build-fuzz/artifacts/; after fixing one, copy it into tests/data/gguf_corpus/
 # so gguf_test replays it.
 #
-# Env: FUZZ_RUNS=N runs exactly N executions instead of stopping on time;
+# Env: FUZZ_RUNS=N stops after N executions (or the given seconds, if first);
 # FUZZ_MAX_LEN (bytes, default 65536: longer seeds are cut, which keeps
 # executions fast; the interesting bytes are the header and metadata),
 # FUZZ_DIRECT=1 to skip CMake and compile the target from src/core, src/io
@@ -30,7 +30,7 @@ corpus="$root/fuzz/corpus-run"
 models="$root/../shared/models"
 max_len="${FUZZ_MAX_LEN:-65536}"
 if [[ -n "${FUZZ_RUNS:-}" ]]; then
-  stop=(-runs="$FUZZ_RUNS")
+  stop=(-runs="$FUZZ_RUNS" -max_total_time="$secs")
 else
   stop=("${stop[@]}")
 fi
