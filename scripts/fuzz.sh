@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fuzzes the GGUF reader (or another fuzz/*_fuzz.cpp target) with libFuzzer
-# (clang, ASan + UBSan).
+# Fuzzes one parser with libFuzzer (clang, ASan + UBSan).
 #
 #   scripts/fuzz.sh [seconds] [target]     (default 60, gguf_fuzz)
 #
-# target: gguf_fuzz (as below) or safetensors_fuzz (seeds written by this
-# script into build-fuzz/corpus-safetensors_fuzz/).
+# target: gguf_fuzz (as below), safetensors_fuzz, llama2c_fuzz,
+# tokenizer_fuzz or batch_request_fuzz; the last four are seeded with small
+# valid inputs written by this script into build-fuzz/corpus-<target>/ plus
+# the files of the matching tests/data/<name>_corpus/ dir. docs/fuzzing.md
+# describes each target's input format.
 #
 # Builds build-fuzz/gguf_fuzz, seeds fuzz/corpus-run/ (git-ignored) from the
 # real GGUF files in ../shared/models and the writer-made / reproducer files in
@@ -13,9 +15,11 @@
 # build-fuzz/artifacts/; after fixing one, copy it into tests/data/gguf_corpus/
 # so gguf_test replays it.
 #
-# Env: FUZZ_MAX_LEN (bytes, default 65536: longer seeds are cut, which keeps
+# Env: FUZZ_RUNS=N stops after N executions (or the given seconds, if first);
+# FUZZ_MAX_LEN (bytes, default 65536: longer seeds are cut, which keeps
 # executions fast; the interesting bytes are the header and metadata),
-# FUZZ_DIRECT=1 to skip CMake and compile the target from src/core + src/io.
+# FUZZ_DIRECT=1 to skip CMake and compile the target from src/core, src/io
+# and src/tokenizer (plus tools/cli/batch_request.cpp) only.
 set -euo pipefail
 
 secs="${1:-60}"
@@ -25,6 +29,11 @@ build="$root/build-fuzz"
 corpus="$root/fuzz/corpus-run"
 models="$root/../shared/models"
 max_len="${FUZZ_MAX_LEN:-65536}"
+if [[ -n "${FUZZ_RUNS:-}" ]]; then
+  stop=(-runs="$FUZZ_RUNS" -max_total_time="$secs")
+else
+  stop=("${stop[@]}")
+fi
 export CC="${CC:-clang}" CXX="${CXX:-clang++}"
 
 # The top-level CMakeLists instruments only the fuzz target itself; the flags
@@ -40,11 +49,20 @@ build_cmake() {
 # Fallback: only the sources the reader needs, so a half-finished file
 # elsewhere in src/ (or a missing tool source) does not block fuzzing.
 build_direct() {
-  mkdir -p "$build/direct"
-  local srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp)
+  local obj="$build/direct/obj" srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp
+    "$root"/src/tokenizer/*.cpp "$root"/tools/cli/batch_request.cpp)
+  mkdir -p "$obj"
+  local f o objs=()
+  for f in "${srcs[@]}"; do
+    o="$obj/$(basename "$(dirname "$f")")_$(basename "$f" .cpp).o"
+    objs+=("$o")
+    [[ "$o" -nt "$f" ]] && continue
+    "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+      -I"$root/src" -I"$root/include" -c "$f" -o "$o"
+  done
   "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-    -I"$root/src" -I"$root/include" "${srcs[@]}" "$root/fuzz/$target.cpp" \
-    -lfmt -o "$build/direct/$target"
+    -I"$root/src" -I"$root/include" -I"$root/tools/cli" "$root/fuzz/$target.cpp" "${objs[@]}" \
+    -lfmt -licuuc -o "$build/direct/$target"
 }
 
 fuzzer="$build/$target"
@@ -52,6 +70,26 @@ if [[ "${FUZZ_DIRECT:-0}" == 1 ]] || ! build_cmake; then
   echo "fuzz.sh: CMake build failed or skipped; compiling $target from src/core + src/io" >&2
   build_direct
   fuzzer="$build/direct/$target"
+fi
+
+run_seeded() {  # corpus dir, dict file
+  exec "$fuzzer" "$1" -dict="$2" "${stop[@]}" -max_len="$max_len" \
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1
+}
+
+if [[ "$target" == llama2c_fuzz || "$target" == tokenizer_fuzz || "$target" == batch_request_fuzz ]]; then
+  name="${target%_fuzz}"
+  corpus="$build/corpus-$target"
+  mkdir -p "$corpus" "$build/artifacts"
+  for f in "$root/tests/data/${name}_corpus"/*; do
+    [[ -f "$f" ]] && cp -f "$f" "$corpus/seed-$(basename "$f")"
+  done
+  [[ "$target" == llama2c_fuzz && -f "$models/stories260K/tok512.bin" ]] &&
+    { printf '\x01'; cat "$models/stories260K/tok512.bin"; } > "$corpus/seed-tok512"
+  /usr/bin/python3 "$root/fuzz/seeds.py" "$target" "$corpus"
+  dict="$build/$target.dict"
+  /usr/bin/python3 "$root/fuzz/seeds.py" "$target-dict" "$dict"
+  run_seeded "$corpus" "$dict"
 fi
 
 if [[ "$target" == safetensors_fuzz ]]; then
@@ -87,7 +125,7 @@ PY
 "18446744073709551615"
 "4294967296"
 DICT
-  exec "$fuzzer" "$corpus" -dict="$dict" -max_total_time="$secs" -max_len="$max_len" \
+  exec "$fuzzer" "$corpus" -dict="$dict" "${stop[@]}" -max_len="$max_len" \
     -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1
 fi
 
@@ -112,5 +150,5 @@ cat > "$dict" <<'DICT'
 "\xff\xff\xff\xff\xff\xff\xff\xff"
 DICT
 
-exec "$fuzzer" "$corpus" -dict="$dict" -max_total_time="$secs" -max_len="$max_len" \
+exec "$fuzzer" "$corpus" -dict="$dict" "${stop[@]}" -max_len="$max_len" \
   -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1

@@ -338,5 +338,28 @@ TEST_F(HfTokenizerTest, MissingAndMalformedFiles) {
               Path("tokenizer.json") + ": expected a JSON object with a \"model\"");
 }
 
+// Fields of the wrong JSON type are malformed input (kDataLoss naming the
+// field), not nlohmann's type_error escaping the reader (a fuzzer finding).
+TEST(HfTokenizerJsonTest, WrongTypedFieldIsDataLoss) {
+  const std::string cases[] = {
+      R"({"model": {"type": 5, "vocab": {"a": 0}, "merges": []}})",
+      R"({"model": {"type": "BPE", "byte_fallback": "no", "vocab": {"a": 0}, "merges": []}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+          "pre_tokenizer": {"type": ["ByteLevel"]}})",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+          "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false},
+          "added_tokens": [{"id": 0, "content": "a", "special": 1}]})",
+  };
+  for (const std::string& json : cases) {
+    try {
+      (void)TokenizerSpecFromHfJson(json, "", "t.json");
+      ADD_FAILURE() << "accepted: " << json;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), StatusCode::kDataLoss) << json;
+      EXPECT_NE(std::string(e.what()).find("tokenizer field"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvinfer

@@ -19,6 +19,28 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
+// obj[key] when present, else `fallback`; a value of the wrong JSON type is
+// malformed input (nlohmann's value() would throw its own type_error).
+std::string StringField(const Json& obj, const char* key, const char* fallback) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_string()) {
+    Fail(StatusCode::kDataLoss, "tokenizer field \"{}\" is a JSON {} (expected a string)", key,
+         it->type_name());
+  }
+  return it->get<std::string>();
+}
+
+bool BoolField(const Json& obj, const char* key, bool fallback) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) {
+    Fail(StatusCode::kDataLoss, "tokenizer field \"{}\" is a JSON {} (expected true or false)",
+         key, it->type_name());
+  }
+  return it->get<bool>();
+}
+
 constexpr int64_t kMaxVocab = 1 << 22;
 
 // Llama 3's pre-tokenizer regex as its tokenizer.json spells it (after JSON
@@ -214,29 +236,29 @@ void MarkSpecialTypes(TokenizerSpec& spec) {
 }
 
 bool IsByteLevel(const Json& j, bool want_regex) {
-  if (!j.is_object() || j.value("type", "") != "ByteLevel") return false;
-  if (j.value("add_prefix_space", false)) return false;
-  return j.value("use_regex", true) == want_regex;
+  if (!j.is_object() || StringField(j, "type", "") != "ByteLevel") return false;
+  if (BoolField(j, "add_prefix_space", false)) return false;
+  return BoolField(j, "use_regex", true) == want_regex;
 }
 
 // Maps tokenizer.json's pre_tokenizer onto a kvinfer pre-tokenizer name.
 std::string RecognizePre(const Json& pre, const std::string& label) {
   if (IsByteLevel(pre, true)) return "gpt-2";
-  if (pre.is_object() && pre.value("type", "") == "Sequence") {
+  if (pre.is_object() && StringField(pre, "type", "") == "Sequence") {
     const auto seq = pre.find("pretokenizers");
     if (seq != pre.end() && seq->is_array() && seq->size() == 2) {
       const Json& a = (*seq)[0];
       const Json& b = (*seq)[1];
-      if (a.is_object() && a.value("type", "") == "Digits" &&
-          a.value("individual_digits", false) && IsByteLevel(b, true)) {
+      if (a.is_object() && StringField(a, "type", "") == "Digits" &&
+          BoolField(a, "individual_digits", false) && IsByteLevel(b, true)) {
         return "smollm";
       }
-      if (a.is_object() && a.value("type", "") == "Split" && IsByteLevel(b, false)) {
+      if (a.is_object() && StringField(a, "type", "") == "Split" && IsByteLevel(b, false)) {
         const auto pattern = a.find("pattern");
         if (pattern != a.end() && pattern->is_object() && pattern->contains("Regex") &&
             (*pattern)["Regex"].is_string() &&
             (*pattern)["Regex"].get<std::string>() == kLlama3Regex &&
-            a.value("behavior", "") == "Isolated" && !a.value("invert", false)) {
+            StringField(a, "behavior", "") == "Isolated" && !BoolField(a, "invert", false)) {
           return "llama3";
         }
       }
@@ -256,12 +278,12 @@ TokenizerSpec FromHfJson(std::string_view tokenizer_json, const std::vector<Sour
     Fail(StatusCode::kDataLoss, "{}: expected a JSON object with a \"model\" object", label);
   }
   const Json& model = root["model"];
-  const std::string type = model.value("type", "");
+  const std::string type = StringField(model, "type", "");
   if (type != "BPE") {
     Fail(StatusCode::kUnimplemented, "{}: model.type '{}' is not supported (only byte-level BPE)",
          label, type);
   }
-  if (model.value("byte_fallback", false)) {
+  if (BoolField(model, "byte_fallback", false)) {
     Fail(StatusCode::kUnimplemented,
          "{}: SentencePiece-style BPE (byte_fallback) is not supported; convert to GGUF", label);
   }
@@ -287,7 +309,7 @@ TokenizerSpec FromHfJson(std::string_view tokenizer_json, const std::vector<Sour
         Fail(StatusCode::kDataLoss,
              "{}: added_tokens[{}] needs an integer \"id\" and a string \"content\"", label, i);
       }
-      const bool special = t.value("special", false);
+      const bool special = BoolField(t, "special", false);
       vb.Set(t["id"].get<int64_t>(), t["content"].get<std::string>(),
              special ? TokenType::kControl : TokenType::kUserDefined, true);
     }
@@ -317,13 +339,14 @@ TokenizerSpec FromHfJson(std::string_view tokenizer_json, const std::vector<Sour
   // A post-processor that prepends the BOS token means the model expects it.
   if (!add_bos_configured) {
     const auto pp = root.find("post_processor");
-    if (pp != root.end() && pp->is_object() && pp->value("type", "") == "TemplateProcessing") {
+    if (pp != root.end() && pp->is_object() &&
+        StringField(*pp, "type", "") == "TemplateProcessing") {
       const auto single = pp->find("single");
       if (single != pp->end() && single->is_array() && !single->empty()) {
         const Json& first = (*single)[0];
         if (first.is_object() && first.contains("SpecialToken") &&
             first["SpecialToken"].is_object()) {
-          const std::string id = first["SpecialToken"].value("id", "");
+          const std::string id = StringField(first["SpecialToken"], "id", "");
           if (spec.bos_id >= 0 && vb.Find(id) == spec.bos_id) spec.add_bos = true;
         }
       }
