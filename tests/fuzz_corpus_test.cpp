@@ -118,5 +118,19 @@ TEST(FuzzCorpusTest, BatchLinesParseInRangeOrFailWithInvalidArgument) {
   EXPECT_GE(parsed, 3);
 }
 
+TEST(FuzzCorpusTest, BatchNumbersPastAFloatAreRefused) {
+  // A double a float cannot hold has no float to become (UBSan's
+  // float-cast-overflow): refused by name rather than cast.
+  for (const char* line : {R"({"prompt": "x", "temperature": 1e300})",
+                           R"({"prompt": "x", "top_p": -1e39})"}) {
+    const StatusOr<cli::BatchRequest> r = cli::ParseBatchRequest(line, SamplingParams{});
+    ASSERT_FALSE(r.ok()) << line;
+    EXPECT_NE(r.status().message().find("finite number"), std::string::npos) << r.status().message();
+  }
+  const StatusOr<cli::BatchRequest> ok =
+      cli::ParseBatchRequest(R"({"prompt": "x", "temperature": 3.4e38})", SamplingParams{});
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+}
+
 }  // namespace
 }  // namespace kvinfer

@@ -6,6 +6,10 @@
 #include <nlohmann/json.hpp>
 
 namespace kvinfer::cli {
+namespace {
+// The largest value a float holds: a double past it has no float to become.
+constexpr double kMaxFloat = 3.4028234663852886e38;
+}  // namespace
 
 StatusOr<BatchRequest> ParseBatchRequest(std::string_view line, const SamplingParams& defaults) {
   auto fail = [](std::string what) { return Status(StatusCode::kInvalidArgument, std::move(what)); };
@@ -41,8 +45,8 @@ StatusOr<BatchRequest> ParseBatchRequest(std::string_view line, const SamplingPa
       }
       r.params.max_tokens = v.get<int>();
     } else if (key == "temperature") {
-      if (!v.is_number() || !std::isfinite(v.get<double>())) {
-        return fail("\"temperature\" must be a number");
+      if (!v.is_number() || !(std::abs(v.get<double>()) <= kMaxFloat)) {
+        return fail("\"temperature\" must be a finite number");
       }
       r.params.temperature = static_cast<float>(v.get<double>());
     } else if (key == "top_k") {
@@ -51,7 +55,9 @@ StatusOr<BatchRequest> ParseBatchRequest(std::string_view line, const SamplingPa
       }
       r.params.top_k = v.get<int>();
     } else if (key == "top_p") {
-      if (!v.is_number() || !std::isfinite(v.get<double>())) return fail("\"top_p\" must be a number");
+      if (!v.is_number() || !(std::abs(v.get<double>()) <= kMaxFloat)) {
+        return fail("\"top_p\" must be a finite number");
+      }
       r.params.top_p = static_cast<float>(v.get<double>());
     } else if (key == "seed") {
       if (!v.is_number_unsigned()) return fail("\"seed\" must be a non-negative integer");
