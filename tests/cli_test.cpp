@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -13,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf_writer.h"
 #include "test_util.h"
 
 namespace kvinfer {
@@ -124,6 +126,105 @@ TEST(Cli, InfoDescribesTheModel) {
   EXPECT_EQ(j["kv_bytes_per_token_f16"], 640);
   EXPECT_EQ(j["kv_bytes_per_token_q8_0"], 400);
   EXPECT_EQ(j["kv_bytes_per_token_q4_0"], 240);
+}
+
+// A one-layer llama GGUF whose tokenizer.chat_template is `jinja`, written
+// to a temporary file; returns its path.
+std::string WriteTinyModelWithTemplate(const std::string& name, const std::string& jinja) {
+  constexpr uint64_t kDim = 8, kFf = 8, kVocab = 4;
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  w.SetU32("llama.context_length", 64);
+  w.SetU32("llama.embedding_length", kDim);
+  w.SetU32("llama.block_count", 1);
+  w.SetU32("llama.feed_forward_length", kFf);
+  w.SetU32("llama.attention.head_count", 2);
+  w.SetU32("llama.attention.head_count_kv", 2);
+  w.SetF32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.SetString("tokenizer.ggml.model", "gpt2");
+  w.SetString("tokenizer.ggml.pre", "gpt-2");
+  w.SetString("tokenizer.chat_template", jinja);
+  const std::vector<std::string> tokens = {"x", "y", "xy", "z"}, merges = {"x y"};
+  w.SetStringArray("tokenizer.ggml.tokens", std::span<const std::string>(tokens));
+  w.SetStringArray("tokenizer.ggml.merges", std::span<const std::string>(merges));
+  const auto tensor = [&](const std::string& tname, std::vector<uint64_t> dims) {
+    uint64_t count = 1;
+    for (uint64_t d : dims) count *= d;
+    std::vector<uint8_t> bytes(count * sizeof(float));
+    for (uint64_t i = 0; i < count; ++i) {
+      const float v = 0.05f * static_cast<float>(i % 7);
+      std::memcpy(bytes.data() + i * sizeof(float), &v, sizeof(float));
+    }
+    w.AddTensor(tname, std::move(dims), DType::kF32, std::move(bytes));
+  };
+  tensor("token_embd.weight", {kDim, kVocab});
+  tensor("blk.0.attn_norm.weight", {kDim});
+  for (const char* t : {"attn_q", "attn_k", "attn_v", "attn_output"}) {
+    tensor(std::string("blk.0.") + t + ".weight", {kDim, kDim});
+  }
+  tensor("blk.0.ffn_norm.weight", {kDim});
+  tensor("blk.0.ffn_gate.weight", {kDim, kFf});
+  tensor("blk.0.ffn_up.weight", {kDim, kFf});
+  tensor("blk.0.ffn_down.weight", {kFf, kDim});
+  tensor("output_norm.weight", {kDim});
+  const std::string path = ::testing::TempDir() + "/" + name + std::to_string(getpid()) + ".gguf";
+  w.WriteFile(path);
+  return path;
+}
+
+// A template kvinfer does not recognise is reported, not silently rendered
+// as ChatML: info marks it guessed, and chat / generate --chat warn on stderr.
+TEST(Cli, UnrecognisedChatTemplateIsReported) {
+  const std::string path = WriteTinyModelWithTemplate(
+      "alpaca_template", "{% for m in messages %}### {{ m['role'] }}{% endfor %}");
+  CmdResult info = RunCli("info --json --model " + path);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  nlohmann::json j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j["chat_template"], "chatml");
+  EXPECT_EQ(j["chat_template_recognised"], false);
+  CmdResult text = RunCli("info --model " + path);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("chatml (guessed: template not recognised)"), std::string::npos)
+      << text.out;
+  const std::string warning = "warning: the model's chat template is not one kvinfer recognises";
+  CmdResult gen = RunCli("generate --chat -n 1 -p xy --model " + path);
+  EXPECT_NE(gen.err.find(warning), std::string::npos) << gen.err;
+  CmdResult chat = RunCli("chat -n 1 --model " + path, "xy\n/quit\n");
+  EXPECT_NE(chat.err.find(warning), std::string::npos) << chat.err;
+  std::remove(path.c_str());
+
+  // A recognised template draws no warning.
+  const std::string chatml = WriteTinyModelWithTemplate("chatml_template", "{{'<|im_start|>'}}");
+  CmdResult ok = RunCli("info --json --model " + chatml);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(nlohmann::json::parse(ok.out)["chat_template_recognised"], true);
+  CmdResult ok_gen = RunCli("generate --chat -n 1 -p xy --model " + chatml);
+  EXPECT_EQ(ok_gen.err.find(warning), std::string::npos) << ok_gen.err;
+  std::remove(chatml.c_str());
+}
+
+// A KV pool the process cannot get (address space capped at 2 GiB, the pool
+// 400000 blocks x 16 tokens x 1280 bytes = 8.2 GB) fails with a message
+// naming the strategy, dtype, block count, block size and total.
+TEST(Cli, KvPoolOutOfMemoryNamesThePool) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string err_path =
+      ::testing::TempDir() + "/kv_oom_err_" + std::to_string(getpid()) + ".txt";
+  const std::string cmd = "bash -c 'ulimit -v 2097152; exec " + std::string(KVINFER_BINARY_DIR) +
+                          "/kvinfer generate -n 1 -p hi --kv paged --num-blocks 400000 --model " +
+                          testing::StoriesGguf() + "' </dev/null >/dev/null 2>" + err_path;
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = ReadFile(err_path);
+  std::remove(err_path.c_str());
+  EXPECT_NE(err.find("out of memory allocating the KV pool (paged strategy, f32 KV cache)"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("400000 blocks of 16 tokens x 1280 bytes per token = 20480 bytes per block"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("8192000000 bytes"), std::string::npos) << err;
 }
 
 TEST(Cli, ChatKeepsTheCacheBetweenTurns) {

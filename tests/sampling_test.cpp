@@ -234,6 +234,17 @@ TEST(ChatTemplate, DetectsFormats) {
   EXPECT_EQ(DetectChatFormat("<|start_header_id|>"), ChatFormat::kLlama3);
 }
 
+TEST(ChatTemplate, UnknownTemplateIsAGuessedChatMl) {
+  const std::string alpaca =
+      "{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}{% endfor %}";
+  EXPECT_EQ(DetectChatFormat(alpaca), ChatFormat::kChatMl);
+  EXPECT_FALSE(ChatTemplateRecognised(alpaca));
+  EXPECT_TRUE(ChatTemplateRecognised(""));
+  EXPECT_TRUE(ChatTemplateRecognised("{{'<|im_start|>' + message['role']}}"));
+  EXPECT_TRUE(ChatTemplateRecognised("[INST]"));
+  EXPECT_TRUE(ChatTemplateRecognised("<|start_header_id|>"));
+}
+
 TEST(ChatTemplate, ChatMlWithTheDefaultSystemPrompt) {
   // The shape of SmolLM2's template.
   const std::string jinja =

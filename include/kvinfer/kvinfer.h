@@ -48,6 +48,9 @@ struct ModelInfo {
   std::vector<std::pair<std::string, int>> tensor_types;
   std::string tokenizer;          // "spm" or "bpe:<pre>"
   std::string chat_template;      // "chatml", "llama2", "llama3" or "none"
+  // False when the model carries a chat template kvinfer does not recognise;
+  // chat_template is then "chatml", a guess that may render turns wrongly.
+  bool chat_template_recognised = true;
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t eot_id = -1;

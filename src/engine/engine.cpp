@@ -425,6 +425,19 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   Status st = CatchToStatus([&] {
     impl = std::make_unique<EngineImpl>(model, o, block_size, static_cast<int32_t>(num_blocks));
   });
+  if (st.code() == StatusCode::kResourceExhausted) {
+    // Almost all of what the engine allocates up front is the KV pool: name
+    // its shape so the user sees what to shrink.
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("out of memory allocating the KV pool ({} strategy, {} KV cache): "
+                              "{} blocks of {} tokens x {} bytes per token = {} bytes per block, "
+                              "{} bytes ({:.1f} MiB) in total; ask for fewer blocks "
+                              "(--num-blocks / --kv-memory-mib) or a smaller KV dtype",
+                              KvStrategyName(o.kv.strategy), KvPrecisionName(o.kv.precision),
+                              num_blocks, block_size, kv_token_bytes, block_bytes,
+                              num_blocks * block_bytes,
+                              static_cast<double>(num_blocks * block_bytes) / 1048576.0));
+  }
   if (!st.ok()) return st;
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

@@ -14,13 +14,27 @@ const char* ChatFormatName(ChatFormat f) {
   return "?";
 }
 
-ChatFormat DetectChatFormat(std::string_view src) {
-  if (src.empty()) return ChatFormat::kNone;
+namespace {
+
+// The format whose marker the template spells, or kNone when it spells none.
+ChatFormat MatchChatFormat(std::string_view src) {
   if (src.find("<|im_start|>") != std::string_view::npos) return ChatFormat::kChatMl;
   if (src.find("<|start_header_id|>") != std::string_view::npos) return ChatFormat::kLlama3;
   if (src.find("[INST]") != std::string_view::npos) return ChatFormat::kLlama2;
+  return ChatFormat::kNone;
+}
+
+}  // namespace
+
+ChatFormat DetectChatFormat(std::string_view src) {
+  if (src.empty()) return ChatFormat::kNone;
+  const ChatFormat f = MatchChatFormat(src);
   // An unrecognised template: ChatML is the most common convention.
-  return ChatFormat::kChatMl;
+  return f == ChatFormat::kNone ? ChatFormat::kChatMl : f;
+}
+
+bool ChatTemplateRecognised(std::string_view src) {
+  return src.empty() || MatchChatFormat(src) != ChatFormat::kNone;
 }
 
 std::string DefaultSystemPrompt(std::string_view src) {

@@ -114,6 +114,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadHfDirectory(const std::string& d
       const std::string jinja = j["chat_template"].get<std::string>();
       m->chat_template_.format = DetectChatFormat(jinja);
       m->chat_template_.default_system = DefaultSystemPrompt(jinja);
+      m->chat_template_.recognised = ChatTemplateRecognised(jinja);
     }
   }
   if (m->tokenizer_->bos_id() >= 0) {
@@ -207,6 +208,7 @@ std::shared_ptr<const ModelImpl> ModelImpl::LoadGguf(const std::string& path) {
   const std::string_view jinja = file.GetString("tokenizer.chat_template").value_or("");
   m->chat_template_.format = DetectChatFormat(jinja);
   m->chat_template_.default_system = DefaultSystemPrompt(jinja);
+  m->chat_template_.recognised = ChatTemplateRecognised(jinja);
   if (m->tokenizer_->bos_id() >= 0) {
     m->chat_template_.bos_text = m->tokenizer_->Piece(m->tokenizer_->bos_id());
   }
@@ -242,6 +244,7 @@ void ModelImpl::FillInfo(const std::string& path, const std::string& format) {
   const Tokenizer& tok = *tokenizer_;
   info.tokenizer = tok.kind() == TokenizerKind::kSpm ? "spm" : "bpe:" + tok.pre();
   info.chat_template = ChatFormatName(chat_template_.format);
+  info.chat_template_recognised = chat_template_.recognised;
   info.bos_id = tok.bos_id();
   info.eos_id = tok.eos_id();
   info.eot_id = tok.eot_id();

@@ -25,6 +25,10 @@ void DieIf(const Status& st, const std::string& context = "");
 // Loads a model or dies with a message naming the file and the problem.
 Model LoadModel(const std::string& path);
 
+// Prints a one-line warning to stderr when the model's chat template is not
+// one kvinfer recognises (turns are then rendered as ChatML, a guess).
+void WarnIfChatTemplateGuessed(const ModelInfo& info);
+
 // Options shared by every command that runs the model.
 struct RunFlags {
   std::string model;

@@ -43,6 +43,7 @@ void RunChat(const ChatOptions& o) {
                "exits; Ctrl-C stops a reply.\n",
                Printable(model.info().name).c_str(), model.info().chat_template.c_str(),
                o.run.kv.c_str());
+  WarnIfChatTemplateGuessed(model.info());
   InstallStopSignals();
   nlohmann::json turns = nlohmann::json::array();
   std::string line;

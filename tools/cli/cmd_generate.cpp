@@ -109,6 +109,7 @@ void RunGenerate(const GenerateOptions& o) {
   RequestOptions ro;
   std::string text = prompt;
   if (o.chat) {
+    WarnIfChatTemplateGuessed(model.info());
     const ChatMessage msg{"user", prompt};
     StatusOr<std::string> rendered = model.ApplyChatTemplate({&msg, 1}, true);
     DieIf(rendered.status(), "chat template");

@@ -36,6 +36,7 @@ void RunInfo(const std::string& path, bool as_json) {
               {"tensor_types", types},
               {"tokenizer", i.tokenizer},
               {"chat_template", i.chat_template},
+              {"chat_template_recognised", i.chat_template_recognised},
               {"kv_bytes_per_token_f32", i.kv_bytes_per_token_f32},
               {"kv_bytes_per_token_f16", i.kv_bytes_per_token_f16},
               {"kv_bytes_per_token_q8_0", i.kv_bytes_per_token_q8_0},
@@ -68,7 +69,8 @@ void RunInfo(const std::string& path, bool as_json) {
   fmt::print("parameters      {} ({:.1f} M), {:.1f} MiB of weights\n", i.num_parameters,
              i.num_parameters / 1e6, i.weight_bytes / 1048576.0);
   fmt::print("tensor types    {}\n", type_list);
-  fmt::print("chat template   {}\n", i.chat_template);
+  fmt::print("chat template   {}{}\n", i.chat_template,
+             i.chat_template_recognised ? "" : " (guessed: template not recognised)");
   fmt::print("KV per token    {} bytes (f32), {} bytes (f16), {} bytes (q8_0), {} bytes (q4_0)\n",
              i.kv_bytes_per_token_f32, i.kv_bytes_per_token_f16, i.kv_bytes_per_token_q8_0,
              i.kv_bytes_per_token_q4_0);

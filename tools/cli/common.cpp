@@ -56,6 +56,14 @@ Model LoadModel(const std::string& path) {
   return std::move(m).value();
 }
 
+void WarnIfChatTemplateGuessed(const ModelInfo& info) {
+  if (info.chat_template_recognised) return;
+  std::fprintf(stderr,
+               "kvinfer: warning: the model's chat template is not one kvinfer recognises; "
+               "rendering turns as %s\n",
+               info.chat_template.c_str());
+}
+
 void AddModelOption(CLI::App* cmd, std::string* model) {
   cmd->add_option("--model,-m", *model,
                   "Model: GGUF file, Hugging Face checkpoint directory (config.json + "
