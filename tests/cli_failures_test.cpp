@@ -4,7 +4,9 @@
 // values that used to be misread in silence. Each must end in a clear error
 // and a non-zero exit (or in correct output), never an abort, a hang or a
 // truncated file reported as success.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -140,10 +142,30 @@ TEST(CliFailures, OutputThatCannotBeWrittenIsAnError) {
       Shell(Kvinfer() + " generate -m " + stories + " -p Once -n 2 --stats-json /dev/full >/dev/null");
   EXPECT_EQ(stats.exit_code, 1);
   EXPECT_NE(stats.err.find("/dev/full"), std::string::npos) << stats.err;
-  // A closed pipe with SIGPIPE ignored: the write fails with EPIPE.
-  CmdResult piped = Shell("bash -c " + Quote("trap '' PIPE; " + Kvinfer() + " info -m " + stories +
-                                             " | true; exit ${PIPESTATUS[0]}"));
-  EXPECT_NE(piped.exit_code, 0) << piped.err;
+  // A pipe whose reader is gone, with SIGPIPE ignored: the write fails with
+  // EPIPE. The read end is closed before kvinfer starts, so the write can
+  // never land in the pipe's buffer first.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ::close(fds[0]);
+  const std::string err_path = Scratch() + "/epipe_err";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::signal(SIGPIPE, SIG_IGN);  // stays ignored across exec
+    ::dup2(fds[1], STDOUT_FILENO);
+    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(err_fd, STDERR_FILENO);
+    const std::string bin = Kvinfer();
+    ::execl(bin.c_str(), bin.c_str(), "info", "-m", stories.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(ReadFile(err_path).find("Broken pipe"), std::string::npos) << ReadFile(err_path);
 }
 
 TEST(CliFailures, StatsJsonNeverOverwritesTheModel) {
