@@ -83,7 +83,7 @@ void RunBatch(const BatchOptions& o) {
   std::vector<std::string> texts(items.size());
   std::vector<std::vector<int32_t>> tokens(items.size());
   std::vector<RequestOutput> finals(items.size());
-  std::vector<bool> finished(items.size(), false), written(items.size(), false);
+  std::vector<bool> written(items.size(), false);
 
   // Results are written in input order as soon as every earlier one is
   // written; on a signal the unfinished requests are aborted and every
@@ -103,7 +103,7 @@ void RunBatch(const BatchOptions& o) {
                               {"time_per_output_token_ms",
                                t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
     written[i] = true;
-    if (!WriteStdout(JsonText(j, -1) + "\n") || std::fflush(stdout) != 0) {
+    if (!WriteStdout(JsonText(j, -1) + "\n")) {
       Die(fmt::format("standard output could not be written (result {}): {}", i,
                       std::strerror(errno)));
     }
@@ -119,7 +119,7 @@ void RunBatch(const BatchOptions& o) {
     if (stopped_by == 0 && StopSignal() != 0) {
       stopped_by = StopSignal();
       for (size_t i = 0; i < items.size(); ++i) {
-        if (!finished[i]) e.Abort(ids[i]);
+        if (!finals[i].finished) e.Abort(ids[i]);
       }
     }
     for (RequestOutput& out : e.Step()) {
@@ -129,11 +129,10 @@ void RunBatch(const BatchOptions& o) {
       generated += static_cast<int64_t>(out.new_tokens.size());
       if (out.finished) {
         finals[i] = std::move(out);
-        finished[i] = true;
         ++done;
       }
     }
-    while (stopped_by == 0 && next_to_write < items.size() && finished[next_to_write]) {
+    while (stopped_by == 0 && next_to_write < items.size() && finals[next_to_write].finished) {
       write_result(next_to_write++);
     }
     peak_blocks = std::max(peak_blocks, e.KvStats().num_blocks_used);
@@ -152,7 +151,7 @@ void RunBatch(const BatchOptions& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   size_t kept = 0;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (!written[i] && finished[i] && finals[i].finish_reason != FinishReason::kAborted) {
+    if (!written[i] && finals[i].finished && finals[i].finish_reason != FinishReason::kAborted) {
       write_result(i);
     }
     kept += written[i] ? 1 : 0;

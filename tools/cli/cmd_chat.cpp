@@ -76,7 +76,6 @@ void RunChat(const ChatOptions& o) {
     RunResult res = RunToCompletion(e, *id, true);
     if (res.output_lost) Die("standard output could not be written");
     WriteStdout("\n");
-    std::fflush(stdout);
     if (StopSignal() != 0) {
       // Ctrl-C ends the reply, not the session; the partial reply stays in
       // the conversation as what the assistant said.

@@ -52,7 +52,6 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
     WriteStdout(fmt::format("--- sample {} (seed {}, {}) ---\n{}\n", i, o.run.seed + i,
                             FinishReasonName(finals[i].finish_reason), texts[i]));
   }
-  std::fflush(stdout);
   const double saved = peak_logical > 0 ? 100.0 * (1.0 - static_cast<double>(peak.peak_bytes_reserved) /
                                                              static_cast<double>(peak_logical))
                                         : 0.0;
@@ -141,7 +140,6 @@ void RunGenerate(const GenerateOptions& o) {
   }
   RunResult res = RunToCompletion(**engine, *id, true);
   if (!res.output_lost) WriteStdout("\n");
-  std::fflush(stdout);
 
   const RequestTimings& t = res.final.timings;
   std::fprintf(stderr,

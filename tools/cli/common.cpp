@@ -236,7 +236,7 @@ RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {
       if (o.id != id) continue;
       res.text += o.text_delta;
       if (stream && !o.text_delta.empty() && !res.output_lost) {
-        res.output_lost = !WriteStdout(o.text_delta) || std::fflush(stdout) != 0;
+        res.output_lost = !WriteStdout(o.text_delta);
       }
       if (o.finished) res.final = std::move(o);
     }

@@ -124,7 +124,7 @@ void WriteOutputFile(const std::string& path, std::string_view contents) {
 
 bool WriteStdout(std::string_view text) {
   if (!text.empty()) std::fwrite(text.data(), 1, text.size(), stdout);
-  return std::ferror(stdout) == 0;
+  return std::fflush(stdout) == 0 && std::ferror(stdout) == 0;
 }
 
 bool StdoutIntact() { return std::fflush(stdout) == 0 && std::ferror(stdout) == 0; }

@@ -31,7 +31,8 @@ void CheckOutputDir(const std::string& dir, const char* flag);
 // and the system's reason when anything was not written.
 void WriteOutputFile(const std::string& path, std::string_view contents);
 
-// Writes to stdout; false when the stream has failed (full disk, closed pipe).
+// Writes to stdout and flushes, so streamed text appears as it is made;
+// false when the stream has failed (full disk, closed pipe).
 bool WriteStdout(std::string_view text);
 // Flushes stdout and reports whether everything written to it arrived; main
 // exits non-zero with a message when it did not.
