@@ -224,9 +224,10 @@ def test_unknown_route_and_method(server):
     assert status in (404, 405)
 
 
-def test_api_key():
+def test_api_key_and_served_model_name():
     key = "sk-test-0123456789"
-    with serverproc.ServerProcess(["--api-key", key, "--max-seqs", "2"], name="server-api-key") as srv:
+    args = ["--api-key", key, "--max-seqs", "2", "--served-model-name", "my-model"]
+    with serverproc.ServerProcess(args, name="server-api-key") as srv:
         body = {"model": "ignored", "prompt": "Hi", "max_tokens": 1}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key},
                         {"Authorization": "Basic " + key}):
@@ -239,9 +240,15 @@ def test_api_key():
         status, _, raw = serverproc.request(srv.base_url, "GET", "/v1/models", headers=auth)
         assert status == 200, raw
         model = json.loads(raw)["data"][0]["id"]
+        assert model == "my-model"
         status, _, parsed, raw = serverproc.post_json(srv.base_url, "/v1/completions",
                                                       {**body, "model": model}, auth)
         assert status == 200, raw
+        assert parsed["model"] == "my-model"
+        # The file's name is not the model's name any more.
+        status, _, parsed, raw = serverproc.post_json(
+            srv.base_url, "/v1/completions", {**body, "model": serverproc.MODEL.name}, auth)
+        check_error(status, parsed, raw, 404)
         # The official client with the key.
         import openai
         c = openai.OpenAI(base_url=srv.base_url + "/v1", api_key=key, max_retries=0)
