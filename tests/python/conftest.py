@@ -40,7 +40,7 @@ def server():
         yield Server(url, None)
         return
     try:
-        proc = serverproc.ServerProcess(["--max-seqs", "64"], name="server-session").start()
+        proc = serverproc.ServerProcess(["--max-seqs", "64", "--kv-memory-mib", "512"], name="server-session").start()
     except serverproc.ServerError as e:
         pytest.fail(str(e))
     try:

@@ -30,7 +30,7 @@ missing() { echo "server.python: missing fixture: $*" >&2; exit 1; }
 mkdir -p "$KVINFER_ARTIFACTS"
 LOG=$KVINFER_ARTIFACTS/server-session.log
 "$KVINFER_BIN" serve --model "$KVINFER_MODEL" --host 127.0.0.1 --port 0 \
-  --threads "$KVINFER_TEST_THREADS" --max-seqs 64 </dev/null >/dev/null 2>"$LOG" &
+  --threads "$KVINFER_TEST_THREADS" --max-seqs 64 --kv-memory-mib 512 </dev/null >/dev/null 2>"$LOG" &
 PID=$!
 stop_server() {
   local rc=$?

@@ -226,7 +226,7 @@ def test_unknown_route_and_method(server):
 
 def test_api_key_and_served_model_name():
     key = "sk-test-0123456789"
-    args = ["--api-key", key, "--max-seqs", "2", "--served-model-name", "my-model"]
+    args = ["--api-key", key, "--max-seqs", "2", "--served-model-name", "my-model", "--kv-memory-mib", "64"]
     with serverproc.ServerProcess(args, name="server-api-key") as srv:
         body = {"model": "ignored", "prompt": "Hi", "max_tokens": 1}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key},
@@ -265,7 +265,7 @@ def test_queue_full_gets_429():
     """One running, one waiting at most: a burst of long requests gets 429s
     with Retry-After; the admitted ones complete."""
     aiohttp = pytest.importorskip("aiohttp")
-    args = ["--max-seqs", "1", "--max-waiting", "1"]
+    args = ["--max-seqs", "1", "--max-waiting", "1", "--kv-memory-mib", "64"]
     with serverproc.ServerProcess(args, name="server-queue") as srv:
         status, _, raw = serverproc.request(srv.base_url, "GET", "/v1/models")
         model = json.loads(raw)["data"][0]["id"]

@@ -35,7 +35,7 @@ def finish_reasons(events):
 
 
 def run_with_sigterm(drain_args, max_tokens):
-    with serverproc.ServerProcess(["--max-seqs", "4", *drain_args], name="server-drain") as srv:
+    with serverproc.ServerProcess(["--max-seqs", "4", "--kv-memory-mib", "64", *drain_args], name="server-drain") as srv:
         model = json.loads(serverproc.request(srv.base_url, "GET", "/v1/models")[2])["data"][0]["id"]
         body = {"model": model, "prompt": "Count slowly:", "max_tokens": max_tokens,
                 "temperature": 0, "ignore_eos": True}
@@ -72,7 +72,7 @@ def test_sigterm_drains_running_requests():
 
 
 def test_sigterm_without_drain_aborts():
-    events, status, rc = run_with_sigterm(["--drain-seconds", "0"], 3000)
+    events, status, rc = run_with_sigterm(["--drain-seconds", "0"], 1000)
     assert events[-1] is None, "the aborted stream did not end with [DONE]"
     assert finish_reasons(events) == ["abort"]
     assert rc == 0
