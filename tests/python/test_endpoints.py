@@ -127,6 +127,8 @@ def test_chat_page_route(server):
     assert hdrs.get_content_type() == "text/html"
     page = raw.decode()
     assert "<html" in page.lower() and "/v1/chat/completions" in page
+    # The page is web/chat.html, byte for byte (embedded at build time).
+    assert raw == (serverproc.REPO / "web" / "chat.html").read_bytes()
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert not re.search(r"""(fetch|import)\s*\(\s*["'`](https?:)?//""", page)
