@@ -307,6 +307,7 @@ struct EngineStats {
   int64_t num_waiting = 0;
   int64_t peak_running = 0;           // most sequences in one step
   int64_t num_preemptions = 0;        // running requests whose blocks were freed for others
+  int64_t tokens_recomputed = 0;      // computed tokens whose K/V preemptions dropped (to compute again)
   int64_t num_session_evictions = 0;  // idle sessions whose cached tokens were dropped
   int64_t tokens_computed = 0;        // tokens through the forward pass (prefill + decode + recompute)
 };

@@ -344,6 +344,7 @@ EngineStats EngineImpl::Stats() const {
   st.num_steps = ss.num_steps;
   st.peak_running = ss.peak_running;
   st.num_preemptions = ss.num_preemptions;
+  st.tokens_recomputed = ss.tokens_recomputed;
   st.num_session_evictions = ss.num_session_evictions;
   st.tokens_computed = tokens_computed_;
   st.num_running = static_cast<int64_t>(scheduler_.running().size());

@@ -109,6 +109,7 @@ void Scheduler::ReleaseKv(Request& r) {
 }
 
 void Scheduler::Preempt(Request& r, SchedulerOutput& out) {
+  stats_.tokens_recomputed += r.num_computed;
   ReleaseKv(r);
   r.num_computed = 0;
   r.timings.cached_prompt_tokens = 0;

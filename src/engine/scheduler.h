@@ -80,6 +80,7 @@ struct SchedulerStats {
   int64_t num_steps = 0;
   int64_t peak_running = 0;
   int64_t num_preemptions = 0;
+  int64_t tokens_recomputed = 0;  // computed tokens whose K/V preemptions dropped
   int64_t num_session_evictions = 0;
 };
 

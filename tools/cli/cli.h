@@ -83,5 +83,6 @@ void AddInfoCommand(CLI::App& app);
 void AddBatchCommand(CLI::App& app);
 void AddKvSizeCommand(CLI::App& app);
 void AddBenchCommand(CLI::App& app);
+void AddServeCommand(CLI::App& app);
 
 }  // namespace kvinfer::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   kvinfer::cli::AddInfoCommand(app);
   kvinfer::cli::AddKvSizeCommand(app);
   kvinfer::cli::AddBenchCommand(app);
+  kvinfer::cli::AddServeCommand(app);
   // A first word that is not an option must name a subcommand; CLI11 alone
   // would report it as a missing subcommand.
   if (argc > 1 && argv[1][0] != '-') {
