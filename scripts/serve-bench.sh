@@ -73,12 +73,13 @@ nice "$KVINFER" generate --model "$MODEL" --threads "$THREADS" --temperature 0 -
 
 # 2. kvinfer serve.
 LOG=$WORK/kvinfer-serve.log
+: >"$LOG"
 nice "$KVINFER" serve --model "$MODEL" --host 127.0.0.1 --port 0 --threads "$THREADS" \
   --max-seqs "$MAX_LEVEL" </dev/null >/dev/null 2>"$LOG" &
 PIDS+=($!)
 URL=""
 for _ in $(seq 1200); do
-  URL=$(sed -n 's/.*kvinfer serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$LOG" | head -n1)
+  URL=$(sed -n 's/.*kvinfer serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$LOG" | head -n1 || true)
   [ -n "$URL" ] && break
   kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "serve-bench: kvinfer serve exited:" >&2; cat "$LOG" >&2; exit 1; }
   sleep 0.25

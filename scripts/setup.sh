@@ -59,7 +59,7 @@ fi
 # (pytest, aiohttp, selenium) plus the official OpenAI client, pinned, from
 # PyPI through pip's own configuration. tests/python/run.sh uses it.
 VENV=build/venv
-OPENAI_VERSION=3.57.0
+OPENAI_VERSION=2.54.0
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV" >&2
   mkdir -p build

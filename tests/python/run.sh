@@ -29,6 +29,7 @@ missing() { echo "server.python: missing fixture: $*" >&2; exit 1; }
 
 mkdir -p "$KVINFER_ARTIFACTS"
 LOG=$KVINFER_ARTIFACTS/server-session.log
+: >"$LOG"
 "$KVINFER_BIN" serve --model "$KVINFER_MODEL" --host 127.0.0.1 --port 0 \
   --threads "$KVINFER_TEST_THREADS" --max-seqs 64 --kv-memory-mib 512 </dev/null >/dev/null 2>"$LOG" &
 PID=$!
@@ -54,7 +55,7 @@ trap 'exit 143' TERM
 
 URL=""
 for _ in $(seq 1800); do  # up to 3 minutes to load the model and bind
-  URL=$(sed -n 's/.*kvinfer serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$LOG" | head -n1)
+  URL=$(sed -n 's/.*kvinfer serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$LOG" | head -n1 || true)
   [ -n "$URL" ] && break
   kill -0 "$PID" 2>/dev/null || { echo "server.python: kvinfer serve exited:" >&2; cat "$LOG" >&2; exit 1; }
   sleep 0.1

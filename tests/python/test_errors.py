@@ -285,7 +285,7 @@ def test_queue_full_gets_429():
         ok = [r for r in results if r[0] == 200]
         assert len(ok) + len(rejected) == len(results), [r[0] for r in results]
         assert rejected, "no request was refused with a queue of one"
-        assert len(ok) >= 2
+        assert ok, "no request was admitted"
         for status, headers, raw in rejected:
             check_error(status, json.loads(raw), raw, 429)
             retry = {k.lower(): v for k, v in headers.items()}.get("retry-after")
