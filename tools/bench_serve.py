@@ -109,8 +109,8 @@ async def one_request(session, url, payload, chat: bool, headers) -> RequestResu
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
-                    done = True
-                    break
+                    done = True  # read on to the end of the body, so the connection is reusable
+                    continue
                 obj = json.loads(data)
                 if "error" in obj:
                     res.error = json.dumps(obj["error"])[:200]
@@ -174,7 +174,8 @@ async def run_level(args, prompts, model, concurrency) -> dict:
         return p
 
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
-    connector = aiohttp.TCPConnector(limit=0)
+    # A connection per request, as vLLM's benchmark does: no keep-alive reuse races.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         warm = await one_request(session, url, {**payload(prompts[0]), "max_tokens": 4}, chat, headers)
         if not warm.ok:
