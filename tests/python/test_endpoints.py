@@ -132,3 +132,22 @@ def test_chat_page_route(server):
     # Self-contained: nothing fetched from elsewhere.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert not re.search(r"""(fetch|import)\s*\(\s*["'`](https?:)?//""", page)
+
+
+def test_listen_backlog_takes_a_burst(server):
+    """The listening socket's backlog holds a burst of connections (64 clients
+    connecting at once): with a backlog of 5 (cpp-httplib's default in
+    Debian's 0.11) the kernel overflows the accept queue
+    (TcpExtListenOverflows) and some clients get ECONNRESET."""
+    import shutil
+    import subprocess
+    from urllib.parse import urlsplit
+    import pytest
+    if not shutil.which("ss"):
+        pytest.skip("ss (iproute2) is not installed")
+    port = urlsplit(server.base_url).port
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    # State Recv-Q Send-Q Local Peer: on a listening socket Send-Q is the backlog.
+    assert out and out[0] == "LISTEN", out
+    assert int(out[2]) >= 64, f"listen backlog {out[2]}"
