@@ -31,9 +31,9 @@ std::string NonFiniteMessage(const std::optional<NonFiniteSite>& site, bool nan,
                        "sequence found every value finite; {}",
                        nan ? "NaN" : "Inf", position, kHint);
   }
-  const std::string where = site->layer >= 0
-                                ? fmt::format("layer {} {}", site->layer, ForwardTensorName(site->tensor))
-                                : fmt::format("the {}", ForwardTensorName(site->tensor));
+  const char* tensor = ForwardTensorName(site->tensor);
+  const std::string where = site->layer >= 0 ? fmt::format("layer {} {}", site->layer, tensor)
+                                             : fmt::format("the {}", tensor);
   return fmt::format("non-finite values ({}) in {} at position {} (token {}); {}",
                      site->nan ? "NaN" : "Inf", where, site->position, site->token, kHint);
 }

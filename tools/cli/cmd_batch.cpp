@@ -167,7 +167,8 @@ void RunBatch(const BatchOptions& o) {
                "kvinfer batch: %zu requests, %zu failed, %lld generated tokens in %.2f s = %.1f "
                "tok/s | KV %s: %lld blocks of %d tokens, peak %lld used | peak %lld sequences "
                "running | %lld preemptions | %lld steps\n",
-               items.size(), failed, static_cast<long long>(generated), seconds, generated / seconds,
+               items.size(), failed, static_cast<long long>(generated), seconds,
+               generated / seconds,
                kv.strategy.c_str(), static_cast<long long>(kv.num_blocks_total), kv.block_size_tokens,
                static_cast<long long>(peak_blocks), static_cast<long long>(st.peak_running),
                static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps));
