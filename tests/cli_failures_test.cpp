@@ -436,7 +436,7 @@ TEST(CliFailures, BatchReportsTheFailedRequestAndFinishesTheOthers) {
   EXPECT_EQ(results[0]["tokens"].get<std::vector<int32_t>>(), p.a_reply);
   EXPECT_EQ(results[1]["finish_reason"], "error");
   EXPECT_TRUE(results[1]["tokens"].empty());
-  const std::string want = "non-finite values (NaN) in the input embedding (token_embd) at "
+  const std::string want = "non-finite values (NaN) in the token embedding (token_embd) at "
                            "position ";
   ASSERT_TRUE(results[1]["error"].is_string());
   const std::string error = results[1]["error"].get<std::string>();
@@ -455,7 +455,7 @@ TEST(CliFailures, ChatReportsAFailedTurnAndGoesOn) {
                                         " --stats-json " + stats,
                                     std::string(kPromptB) + "\n" + kPromptA + "\n/quit\n");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("kvinfer: error: non-finite values (NaN) in the input embedding "
+  EXPECT_NE(r.err.find("kvinfer: error: non-finite values (NaN) in the token embedding "
                        "(token_embd)"),
             std::string::npos)
       << r.err;

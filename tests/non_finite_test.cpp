@@ -191,7 +191,7 @@ TEST_F(NonFiniteTest, PoisonedPromptTokenEndsOnlyItsRequest) {
       EXPECT_EQ(got[1].finish, FinishReason::kError);
       EXPECT_TRUE(got[1].tokens.empty());
       EXPECT_EQ(got[1].error, "non-finite values (" + std::string(value == kInf ? "Inf" : "NaN") +
-                                  ") in the input embedding (token_embd) at position " +
+                                  ") in the token embedding (token_embd) at position " +
                                   std::to_string(pos) + " (token " + std::to_string(token) +
                                   "); the model file or its weights may be corrupt");
     }
@@ -216,8 +216,8 @@ TEST_F(NonFiniteTest, PoisonedGeneratedTokenEndsItsRequestMidway) {
     const std::vector<int32_t>& out = alone[0].tokens;
     for (int i = 2; i < static_cast<int>(out.size()) - 1 && k < 0; ++i) {
       const int32_t t = out[static_cast<size_t>(i)];
-      if (!Contains(a, t) && std::count(out.begin(), out.begin() + i, t) == 0 &&
-          !Contains(b, t) && !Contains(alone[1].tokens, t)) {
+      if (!Contains(a, t) && std::count(out.begin(), out.begin() + i, t) == 0 && !Contains(b, t) &&
+          !Contains(alone[1].tokens, t)) {
         k = i;
       }
     }
@@ -230,7 +230,7 @@ TEST_F(NonFiniteTest, PoisonedGeneratedTokenEndsItsRequestMidway) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].finish, FinishReason::kError);
   EXPECT_EQ(got[0].tokens, std::vector<int32_t>(out_a.begin(), out_a.begin() + k + 1));
-  EXPECT_NE(got[0].error.find("(NaN) in the input embedding (token_embd) at position " +
+  EXPECT_NE(got[0].error.find("(NaN) in the token embedding (token_embd) at position " +
                               std::to_string(a.size() + static_cast<size_t>(k)) + " (token " +
                               std::to_string(token) + ")"),
             std::string::npos)
@@ -261,6 +261,53 @@ TEST_F(NonFiniteTest, EverySampleOfAFailedPromptEnds) {
   EXPECT_NE(errors[0].find("layer 0 query projection (attn_q) at position 0"), std::string::npos)
       << errors[0];
   EXPECT_EQ(errors[1], errors[0]);
+}
+
+// The GPT-2 pass (LayerNorm, biases, GELU, learned positions) is checked
+// step by step too: a NaN bias of layer 1's FFN, and an Inf in the learned
+// embedding of position 5, which a request reaches while decoding.
+TEST_F(NonFiniteTest, Gpt2StepsAreNamed) {
+  const std::string src = std::string(KVINFER_SOURCE_DIR) + "/models/gpt2-tiny-random/model.gguf";
+  KVINFER_REQUIRE_FILE(src);
+  auto load = [&](const std::vector<Poison>& poisons) {
+    const std::string path = ::testing::TempDir() + "/kvinfer_poisoned_gpt2_" +
+                             std::to_string(getpid()) + "_" + std::to_string(files_++) + ".gguf";
+    testing::WritePoisonedCopy(src, path, poisons);
+    StatusOr<Model> m = Model::Load(path);
+    std::filesystem::remove(path);
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    return *m;
+  };
+  const EngineOptions options = {.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 64},
+                                 .num_threads = 2};
+  const std::vector<int32_t> prompt = Prompt(3, 7);
+
+  const Model bias = load({{"blk.1.ffn_up.bias", 5, 6, kNaN}});
+  std::vector<Result> got = Generate(bias, {prompt}, options, 8);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].finish, FinishReason::kError);
+  EXPECT_NE(got[0].error.find("(NaN) in layer 1 FFN up projection (ffn_up) at position 0"),
+            std::string::npos)
+      << got[0].error;
+
+  StatusOr<Model> healthy = Model::Load(src);
+  ASSERT_TRUE(healthy.ok());
+  const std::vector<Result> want = Generate(*healthy, {prompt}, options, 8);
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(want[0].tokens.size(), 8u);
+  // position_embd [64 positions, 64] in F16: row 5 is elements [320, 384).
+  const Model position = load({{"position_embd.weight", 5 * 64, 6 * 64, kInf}});
+  got = Generate(position, {prompt}, options, 8);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].finish, FinishReason::kError);
+  // Positions 3 and 4 were fed the first two sampled tokens and sampled two
+  // more; position 5's pass fails.
+  EXPECT_EQ(got[0].tokens,
+            std::vector<int32_t>(want[0].tokens.begin(), want[0].tokens.begin() + 3));
+  EXPECT_NE(got[0].error.find("(Inf) in the token + position embedding (position_embd) at "
+                              "position 5"),
+            std::string::npos)
+      << got[0].error;
 }
 
 }  // namespace

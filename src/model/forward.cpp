@@ -79,7 +79,8 @@ void ModelRunner::AddRows(float* x, const float* y, int32_t n, int dim) {
 
 const char* ForwardTensorName(ForwardTensor t) {
   switch (t) {
-    case ForwardTensor::kEmbedding: return "input embedding (token_embd)";
+    case ForwardTensor::kTokenEmbd: return "token embedding (token_embd)";
+    case ForwardTensor::kPositionEmbd: return "token + position embedding (position_embd)";
     case ForwardTensor::kAttnNorm: return "attention norm (attn_norm)";
     case ForwardTensor::kQ: return "query projection (attn_q)";
     case ForwardTensor::kK: return "key projection (attn_k)";
@@ -158,6 +159,7 @@ void ModelRunner::Run(const ForwardBatch& batch, const KvCache& cache, KvCache* 
   for (int32_t i = 0; i < n; ++i) {
     ops::DequantizeRow(weights_.token_embd, batch.tokens[i], x + static_cast<size_t>(i) * d);
   }
+  if (non_finite(-1, ForwardTensor::kTokenEmbd, x, d)) return;
   if (gpt2) {
     // Learned absolute positions: x += position_embd[pos]. There is no row
     // past the trained context.
@@ -169,7 +171,7 @@ void ModelRunner::Run(const ForwardBatch& batch, const KvCache& cache, KvCache* 
       ops::Add(x + static_cast<size_t>(i) * d, out_.data(), d);
     }
   }
-  if (non_finite(-1, ForwardTensor::kEmbedding, x, d)) return;
+  if (gpt2 && non_finite(-1, ForwardTensor::kPositionEmbd, x, d)) return;
 
   // Each token's rotary cos/sin, computed once for all layers.
   const size_t pairs = static_cast<size_t>(c.rope_dims / 2);

@@ -50,7 +50,8 @@ struct ForwardBatch {
 // (kAttnNorm through kFfnResidual once per layer). FindNonFinite names the
 // first of them that holds a non-finite value.
 enum class ForwardTensor {
-  kEmbedding,     // x = token_embd[token] (+ position_embd[pos] for GPT-2)   [n, d_model]
+  kTokenEmbd,     // x = token_embd[token]                                      [n, d_model]
+  kPositionEmbd,  // x += position_embd[pos] (GPT-2)                            [n, d_model]
   kAttnNorm,      // xn = norm(x)                                               [n, d_model]
   kQ,             // q = W_q xn (+ b_q), after RoPE                              [n, q_dim]
   kK,             // k = W_k xn (+ b_k), after RoPE: what the cache stores       [n, kv_dim]
@@ -74,8 +75,8 @@ const char* ForwardTensorName(ForwardTensor t);
 
 // Where a forward pass first produced a non-finite value.
 struct NonFiniteSite {
-  int layer = -1;  // 0-based, as the file's blk.N; -1 for kEmbedding, kOutputNorm, kLogits
-  ForwardTensor tensor = ForwardTensor::kEmbedding;
+  int layer = -1;  // 0-based, as the file's blk.N; -1 for the embeddings, output norm, logits
+  ForwardTensor tensor = ForwardTensor::kTokenEmbd;
   int32_t position = 0;  // of the first token whose row of `tensor` is non-finite
   int32_t token = 0;     // that token's id
   bool nan = false;      // the first non-finite value in that row is NaN (else +-Inf)
