@@ -122,7 +122,7 @@ DICTS = {
                             '"temperature"', '"top_p"', '"n"', '"stop"', '"seed"', '"logprobs"',
                             '"top_logprobs"', '"stream"', '"stream_options"', '"include_usage"',
                             '"tokens"', '"tools"', '"best_of"', '"null"', '"1e308"',
-                            '"18446744073709551615"', '"-9223372036854775808"', '"\\u0000"'],
+                            '"18446744073709551615"', '"-9223372036854775808"', '"\\\\u0000"'],
 }
 
 if __name__ == "__main__":
