@@ -341,6 +341,16 @@ void BM_SiluMul(benchmark::State& state) {
 }
 BENCHMARK(BM_SiluMul)->Arg(1536);
 
+// The engine's check of one logits row before sampling (49152: SmolLM2's
+// vocabulary), all finite as in every healthy step.
+void BM_FindNonFinite(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const std::vector<float> x = RandomVector(static_cast<size_t>(n));
+  for (auto _ : state) benchmark::DoNotOptimize(ops::FindNonFinite(x.data(), n));
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_FindNonFinite)->Arg(49152);
+
 void BM_MemoryRead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   constexpr size_t kBytes = size_t{256} << 20;

@@ -84,6 +84,25 @@ def seeds(target, out):
                  {"prompt": "\u00e9\u4e2d", "chat": True, "max_tokens": 0}]
         for i, line in enumerate(lines):
             write(out, "line%d" % i, json.dumps(line, ensure_ascii=False).encode())
+    elif target == "openai_request_fuzz":
+        # First byte: 0 completions, 1 chat, 2 tokenize, 3 detokenize.
+        bodies = [
+            (0, {"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0}),
+            (0, {"prompt": ["a", "b"], "n": 2, "stop": ["\n", "."], "logprobs": 3, "echo": True,
+                 "stream": True, "stream_options": {"include_usage": True}, "seed": -5}),
+            (0, {"prompt": [[1, 2, 3], [4]], "top_k": -1, "min_p": 0.1, "repetition_penalty": 1.2,
+                 "presence_penalty": -2, "frequency_penalty": 2, "ignore_eos": True}),
+            (1, {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                 "logprobs": True, "top_logprobs": 2, "max_completion_tokens": 4}),
+            (1, {"messages": [{"role": "assistant", "content": None}], "tools": [],
+                 "response_format": {"type": "text"}}),
+            (2, {"prompt": "hello", "add_special_tokens": False}),
+            (2, {"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": True}),
+            (3, {"tokens": [1, 2, 2147483647]}),
+        ]
+        for i, (kind, body) in enumerate(bodies):
+            write(out, "body%d" % i, bytes([kind]) + json.dumps(body, ensure_ascii=False).encode())
     else:
         sys.exit("seeds.py: unknown target " + target)
 
@@ -99,6 +118,11 @@ DICTS = {
     "batch_request_fuzz": ['"prompt"', '"max_tokens"', '"temperature"', '"top_k"', '"top_p"',
                            '"seed"', '"ignore_eos"', '"chat"', '"true"', '"1e308"',
                            '"18446744073709551615"', '"-1"', '"\\\\u0000"'],
+    "openai_request_fuzz": ['"prompt"', '"messages"', '"role"', '"content"', '"max_tokens"',
+                            '"temperature"', '"top_p"', '"n"', '"stop"', '"seed"', '"logprobs"',
+                            '"top_logprobs"', '"stream"', '"stream_options"', '"include_usage"',
+                            '"tokens"', '"tools"', '"best_of"', '"null"', '"1e308"',
+                            '"18446744073709551615"', '"-9223372036854775808"', '"\\\\u0000"'],
 }
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 #   scripts/fuzz.sh [seconds] [target]     (default 60, gguf_fuzz)
 #
 # target: gguf_fuzz (as below), safetensors_fuzz, llama2c_fuzz,
-# tokenizer_fuzz or batch_request_fuzz; the last four are seeded with small
+# tokenizer_fuzz, batch_request_fuzz or openai_request_fuzz (the server's
+# request readers); the last five are seeded with small
 # valid inputs written by this script into build-fuzz/corpus-<target>/ plus
 # the files of the matching tests/data/<name>_corpus/ dir. docs/fuzzing.md
 # describes each target's input format.
@@ -19,7 +20,8 @@
 # FUZZ_MAX_LEN (bytes, default 65536: longer seeds are cut, which keeps
 # executions fast; the interesting bytes are the header and metadata),
 # FUZZ_DIRECT=1 to skip CMake and compile the target from src/core, src/io
-# and src/tokenizer (plus tools/cli/batch_request.cpp) only.
+# and src/tokenizer (plus tools/cli/batch_request.cpp and
+# src/serve/openai_request.cpp) only.
 set -euo pipefail
 
 secs="${1:-60}"
@@ -50,7 +52,8 @@ build_cmake() {
 # elsewhere in src/ (or a missing tool source) does not block fuzzing.
 build_direct() {
   local obj="$build/direct/obj" srcs=("$root"/src/core/*.cpp "$root"/src/io/*.cpp
-    "$root"/src/tokenizer/*.cpp "$root"/tools/cli/batch_request.cpp)
+    "$root"/src/tokenizer/*.cpp "$root"/tools/cli/batch_request.cpp
+    "$root"/src/serve/openai_request.cpp)
   mkdir -p "$obj"
   local f o objs=()
   for f in "${srcs[@]}"; do
@@ -77,7 +80,8 @@ run_seeded() {  # corpus dir, dict file
     -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$build/artifacts/" -print_final_stats=1
 }
 
-if [[ "$target" == llama2c_fuzz || "$target" == tokenizer_fuzz || "$target" == batch_request_fuzz ]]; then
+if [[ "$target" == llama2c_fuzz || "$target" == tokenizer_fuzz || "$target" == batch_request_fuzz ||
+      "$target" == openai_request_fuzz ]]; then
   name="${target%_fuzz}"
   corpus="$build/corpus-$target"
   mkdir -p "$corpus" "$build/artifacts"

@@ -2,8 +2,8 @@
 # Builds and runs the whole test suite: every test in the Release build
 # (the model-level goldens included), the independent NumPy reference, the
 # tests again under AddressSanitizer + UndefinedBehaviorSanitizer, then the
-# concurrency tests (AsyncEngine, ThreadPool) under ThreadSanitizer, each
-# sanitizer in a build directory of its own. Run ./scripts/setup.sh first
+# concurrency tests (AsyncEngine, ThreadPool, the HTTP server) under
+# ThreadSanitizer, each sanitizer in a build directory of its own. Run ./scripts/setup.sh first
 # (the README's test command does).
 #
 # The sanitizers run what they catch bugs in: parsers and their corpora, KV

@@ -15,6 +15,7 @@
 #include <csignal>
 #include <functional>
 #include <cstdio>
+#include <limits>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +25,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "kvinfer/kvinfer.h"
+#include "poisoned_model.h"
 #include "test_util.h"
 
 namespace kvinfer {
@@ -326,6 +329,145 @@ TEST(CliFailures, ASignalMidGenerateStillWritesTheStats) {
   const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
   EXPECT_EQ(j["finish_reason"], "aborted");
   EXPECT_GT(j["generated_tokens"].get<int>(), 0);
+}
+
+// Non-finite logits from a corrupt model. Two prompts, as chat turns, for
+// the model whose embedding row of one token holds NaN: that token is in
+// B's turn and in neither A's turn nor A's greedy reply, so A's requests
+// are healthy and B's fail.
+constexpr const char* kPromptA = "Once upon a time";
+constexpr const char* kPromptB = "The purple dragon ate zebras quickly";
+constexpr int kReplyTokens = 8;
+
+std::vector<int32_t> ChatTokens(const Model& m, const std::string& text) {
+  const ChatMessage msg{"user", text};
+  StatusOr<std::string> rendered = m.ApplyChatTemplate({&msg, 1}, true);
+  EXPECT_TRUE(rendered.ok()) << rendered.status().ToString();
+  StatusOr<std::vector<int32_t>> ids = m.Tokenize(*rendered, true, true);
+  EXPECT_TRUE(ids.ok()) << ids.status().ToString();
+  return *ids;
+}
+
+struct PoisonedTurns {
+  std::vector<int32_t> a_prompt, a_reply, b_prompt;
+  int32_t token = -1;    // the poisoned token: in b_prompt only
+  std::string model;     // stories260K with its embedding row NaN
+};
+
+PoisonedTurns MakePoisonedTurns() {
+  PoisonedTurns p;
+  StatusOr<Model> m = Model::Load(testing::StoriesGguf());
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  p.a_prompt = ChatTokens(*m, kPromptA);
+  p.b_prompt = ChatTokens(*m, kPromptB);
+  auto e = Engine::Create(*m, {.num_threads = 1, .max_seqs = 1});
+  EXPECT_TRUE(e.ok());
+  StatusOr<RequestId> id = (*e)->AddRequestTokens(p.a_prompt, {.max_tokens = kReplyTokens});
+  EXPECT_TRUE(id.ok());
+  while ((*e)->HasWork()) {
+    for (const RequestOutput& o : (*e)->Step()) {
+      p.a_reply.insert(p.a_reply.end(), o.new_tokens.begin(), o.new_tokens.end());
+    }
+  }
+  auto in = [](const std::vector<int32_t>& v, int32_t t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
+  for (int32_t t : p.b_prompt) {
+    if (!in(p.a_prompt, t) && !in(p.a_reply, t)) {
+      p.token = t;
+      break;
+    }
+  }
+  EXPECT_GE(p.token, 0) << "every token of B's turn is in A's turn or reply";
+  p.model = Scratch() + "/embedding-nan.gguf";
+  testing::WritePoisonedStories(p.model, {testing::EmbeddingRow(p.token, std::nanf(""))});
+  return p;
+}
+
+// NaN in one weight of layer 2: every request fails at its prefill.
+std::string LayerPoisonedModel() {
+  const std::string path = Scratch() + "/layer-nan.gguf";
+  testing::WritePoisonedStories(path, {{"blk.2.ffn_down.weight", 0, 1, std::nanf("")}});
+  return path;
+}
+
+TEST(CliFailures, GenerateWithNonFiniteLogitsIsAnError) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string model = LayerPoisonedModel();
+  const std::string stats = Scratch() + "/nan-stats.json";
+  CmdResult r = Shell(Kvinfer() + " generate -m " + model + " -p 'Once upon a time' -n 4 " +
+                      "--stats-json " + stats + " >/dev/null");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("kvinfer: error: non-finite values (NaN) in layer 2 FFN down projection "
+                       "(ffn_down) at position 0"),
+            std::string::npos)
+      << r.err;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  EXPECT_EQ(j["finish_reason"], "error");
+  EXPECT_NE(j["error"].get<std::string>().find("layer 2"), std::string::npos);
+
+  CmdResult n2 = Shell(Kvinfer() + " generate -m " + model + " -p 'Once upon a time' -n 4 " +
+                       "--n 2 --temperature 0.8 >/dev/null");
+  EXPECT_EQ(n2.exit_code, 1) << n2.err;
+  EXPECT_NE(n2.err.find("kvinfer: error: sample 1: non-finite values (NaN) in layer 2"),
+            std::string::npos)
+      << n2.err;
+  EXPECT_NE(n2.err.find("kvinfer: error: 2 of 2 samples failed"), std::string::npos) << n2.err;
+}
+
+TEST(CliFailures, BatchReportsTheFailedRequestAndFinishesTheOthers) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const PoisonedTurns p = MakePoisonedTurns();
+  ASSERT_GE(p.token, 0);
+  const std::string prompts = Scratch() + "/nan.jsonl";
+  std::ofstream(prompts) << "{\"prompt\": \"" << kPromptA << "\", \"chat\": true}\n"
+                         << "{\"prompt\": \"" << kPromptB << "\", \"chat\": true}\n";
+  const std::string out = Scratch() + "/nan.out";
+  CmdResult r = Shell(Kvinfer() + " batch -m " + p.model + " --prompts " + prompts + " -n " +
+                      std::to_string(kReplyTokens) + " --kv paged >" + out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(out);
+  std::string line;
+  std::vector<nlohmann::json> results;
+  while (std::getline(in, line)) results.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(results.size(), 2u) << r.err;
+  EXPECT_NE(results[0]["finish_reason"], "error");
+  EXPECT_FALSE(results[0].contains("error"));
+  EXPECT_EQ(results[0]["tokens"].get<std::vector<int32_t>>(), p.a_reply);
+  EXPECT_EQ(results[1]["finish_reason"], "error");
+  EXPECT_TRUE(results[1]["tokens"].empty());
+  const std::string want = "non-finite values (NaN) in the token embedding (token_embd) at "
+                           "position ";
+  ASSERT_TRUE(results[1]["error"].is_string());
+  const std::string error = results[1]["error"].get<std::string>();
+  EXPECT_NE(error.find(want), std::string::npos) << error;
+  EXPECT_NE(error.find("(token " + std::to_string(p.token) + ")"), std::string::npos) << error;
+  EXPECT_NE(r.err.find("2 requests, 1 failed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("request 1 failed: " + want), std::string::npos) << r.err;
+}
+
+TEST(CliFailures, ChatReportsAFailedTurnAndGoesOn) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const PoisonedTurns p = MakePoisonedTurns();
+  ASSERT_GE(p.token, 0);
+  const std::string stats = Scratch() + "/nan-chat.json";
+  CmdResult r = testing::RunKvinfer("chat -m " + p.model + " -n " + std::to_string(kReplyTokens) +
+                                        " --stats-json " + stats,
+                                    std::string(kPromptB) + "\n" + kPromptA + "\n/quit\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("kvinfer: error: non-finite values (NaN) in the token embedding "
+                       "(token_embd)"),
+            std::string::npos)
+      << r.err;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  ASSERT_EQ(j["turns"].size(), 2u);
+  EXPECT_EQ(j["turns"][0]["finish_reason"], "error");
+  EXPECT_TRUE(j["turns"][0]["error"].is_string());
+  // The failed turn left the conversation: the next is A's turn alone, and
+  // A's reply.
+  EXPECT_NE(j["turns"][1]["finish_reason"], "error");
+  EXPECT_EQ(j["turns"][1]["prompt_tokens"].get<size_t>(), p.a_prompt.size());
+  EXPECT_EQ(j["turns"][1]["generated_tokens"].get<size_t>(), p.a_reply.size());
 }
 
 }  // namespace

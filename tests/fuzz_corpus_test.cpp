@@ -18,6 +18,7 @@
 #include "batch_request.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "serve/openai_request.h"
 #include "io/llama2c.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/llama2c_tokenizer.h"
@@ -116,6 +117,41 @@ TEST(FuzzCorpusTest, BatchLinesParseInRangeOrFailWithInvalidArgument) {
   }
   EXPECT_GE(files, 3u);
   EXPECT_GE(parsed, 3);
+}
+
+TEST(FuzzCorpusTest, ServerRequestBodiesParseInRangeOrGiveA4xx) {
+  size_t files = 0;
+  int parsed = 0;
+  for (const std::vector<uint8_t>& input : ReadCorpus("openai_request", &files)) {
+    if (input.empty()) continue;
+    const std::string_view body(reinterpret_cast<const char*>(input.data()) + 1, input.size() - 1);
+    const int kind = input[0] % 4;
+    if (kind >= 2) {
+      auto t = serve::ParseTokenizeRequest(body);
+      auto d = serve::ParseDetokenizeRequest(body);
+      for (const serve::ApiError* e : {std::get_if<serve::ApiError>(&t), std::get_if<serve::ApiError>(&d)}) {
+        if (e) EXPECT_EQ(e->http_status / 100, 4);
+      }
+      continue;
+    }
+    const serve::Endpoint endpoint =
+        kind == 0 ? serve::Endpoint::kCompletions : serve::Endpoint::kChatCompletions;
+    auto r = serve::ParseCompletionRequest(body, endpoint);
+    if (auto* e = std::get_if<serve::ApiError>(&r)) {
+      EXPECT_EQ(e->http_status / 100, 4);
+      EXPECT_FALSE(e->message.empty());
+      continue;
+    }
+    const serve::CompletionRequest& c = std::get<serve::CompletionRequest>(r);
+    EXPECT_TRUE(c.params.n >= 1 && c.params.n <= 128);
+    EXPECT_TRUE(c.params.temperature >= 0 && c.params.temperature <= 2);
+    EXPECT_TRUE(c.params.top_p > 0 && c.params.top_p <= 1);
+    EXPECT_TRUE(c.top_logprobs >= 0 && c.top_logprobs <= 20);
+    EXPECT_FALSE(c.prompts.empty() && c.messages.empty());
+    ++parsed;
+  }
+  EXPECT_GE(files, 8u);
+  EXPECT_GE(parsed, 5);
 }
 
 TEST(FuzzCorpusTest, BatchNumbersPastAFloatAreRefused) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -1003,6 +1004,37 @@ TEST(ElementwiseTest, DotAxpyAdd) {
     ops::ref::Add(want.data(), a.data(), n);
     EXPECT_EQ(got, want);  // one rounding either way: exact match
   }
+}
+
+// Every position, each kind of non-finite value, on every compiled SIMD
+// target: the index of the first one, and -1 for rows of finite values
+// including the extremes (FLT_MAX, subnormals, -0).
+TEST(ElementwiseTest, FindNonFinite) {
+  const float kInf = std::numeric_limits<float>::infinity();
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{16}, int64_t{33}, int64_t{255},
+                      int64_t{256}, int64_t{257}, int64_t{600}}) {
+      std::vector<float> x = RandomVector(static_cast<size_t>(n), 3);
+      x[0] = std::numeric_limits<float>::max();
+      x[static_cast<size_t>(n / 2)] = -std::numeric_limits<float>::denorm_min();
+      x[static_cast<size_t>(n - 1)] = -0.0f;
+      ASSERT_EQ(ops::FindNonFinite(x.data(), n), -1) << n;
+      ASSERT_EQ(ops::ref::FindNonFinite(x.data(), n), -1) << n;
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(), kInf, -kInf}) {
+        for (int64_t at = 0; at < n; ++at) {
+          std::vector<float> y = x;
+          y[static_cast<size_t>(at)] = bad;
+          if (at + 1 < n) y[static_cast<size_t>(n - 1)] = bad;  // a later one too
+          ASSERT_EQ(ops::FindNonFinite(y.data(), n), at) << "n " << n << " value " << bad;
+          ASSERT_EQ(ops::ref::FindNonFinite(y.data(), n), at);
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
 
 TEST(ElementwiseTest, RopeNorm) {

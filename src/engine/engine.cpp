@@ -1,10 +1,12 @@
 #include <algorithm>
+#include <cmath>
 #include <new>
 #include <thread>
 
 #include "core/error.h"
 #include "engine/engine_impl.h"
 #include "engine/engine_testing.h"
+#include "ops/ops.h"
 
 namespace kvinfer {
 namespace {
@@ -12,6 +14,29 @@ namespace {
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 constexpr int kMaxSamples = 1024;
+
+// Tokens per forward pass of the non-finite diagnosis: bounds its scratch
+// however long the sequence is.
+constexpr int32_t kDiagnosisChunk = 256;
+
+// The error of a request whose logits held a non-finite value (`nan`: the
+// first was NaN, else Inf) at `position`: where the forward pass first
+// produced one (`site`, from ModelRunner::FindNonFinite), and what that
+// suggests.
+std::string NonFiniteMessage(const std::optional<NonFiniteSite>& site, bool nan,
+                             int32_t position) {
+  constexpr const char* kHint = "the model file or its weights may be corrupt";
+  if (!site) {
+    return fmt::format("non-finite logits ({}) at position {}, though a second pass over the "
+                       "sequence found every value finite; {}",
+                       nan ? "NaN" : "Inf", position, kHint);
+  }
+  const char* tensor = ForwardTensorName(site->tensor);
+  const std::string where = site->layer >= 0 ? fmt::format("layer {} {}", site->layer, tensor)
+                                             : fmt::format("the {}", tensor);
+  return fmt::format("non-finite values ({}) in {} at position {} (token {}); {}",
+                     site->nan ? "NaN" : "Inf", where, site->position, site->token, kHint);
+}
 
 }  // namespace
 
@@ -255,13 +280,19 @@ std::vector<RequestOutput> EngineImpl::Step() {
     (rp->first_token ? rp->timings.decode_ms : rp->timings.prefill_ms) += step_ms;
   }
 
-  // 3. Sample.
+  // 3. Sample. A row with a NaN or Inf ends its request (kError) instead:
+  // no sampler can choose from it. The rows are independent, so the other
+  // requests sample as they would have.
   const int32_t vocab = m_.config().vocab_size;
   for (size_t i = 0; i < sampled_.size(); ++i) {
     Request& r = *sampled_[i];
     const std::span<const float> row(logits_.data() + i * vocab, vocab);
     if (r.params.max_tokens == 0) {
       r.finish = FinishReason::kLength;
+      continue;
+    }
+    if (const int64_t bad = ops::FindNonFinite(row.data(), vocab); bad >= 0) {
+      FailNonFinite(r, std::isnan(row[static_cast<size_t>(bad)]));
       continue;
     }
     Guard(r, [&] {
@@ -273,6 +304,36 @@ std::vector<RequestOutput> EngineImpl::Step() {
   // 4. Update: retire finished requests.
   for (std::unique_ptr<Request>& r : scheduler_.Update()) Finish(*r, r->finish, outputs);
   return outputs;
+}
+
+void EngineImpl::FailNonFinite(Request& r, bool nan) {
+  r.finish = FinishReason::kError;
+  const int32_t end = r.num_computed;  // every token's K/V is in the cache; the last was sampled
+  std::optional<NonFiniteSite> site;
+  try {
+    // The sequence again from position 0, in chunks, checking every tensor:
+    // the first chunk with a non-finite value holds its origin (a position
+    // only reads K/V of earlier ones). The diagnosis writes no K/V (see
+    // ModelRunner::FindNonFinite), so no other request can be affected.
+    ForwardBatch& diag = diag_batch_;
+    for (int32_t begin = 0; begin < end && !site; begin += kDiagnosisChunk) {
+      diag.Clear();
+      diag.seq_ids.push_back(r.seq);
+      for (int32_t p = begin; p < std::min(end, begin + kDiagnosisChunk); ++p) {
+        diag.tokens.push_back(r.tokens[static_cast<size_t>(p)]);
+        diag.positions.push_back(p);
+        diag.seq_index.push_back(0);
+      }
+      if (begin + kDiagnosisChunk >= end) diag.logit_rows.push_back(diag.size() - 1);
+      site = runner_.FindNonFinite(diag, cache_);
+    }
+  } catch (const std::exception& e) {
+    r.error = fmt::format("non-finite logits ({}) at position {}; finding where they arose "
+                          "failed: {}",
+                          nan ? "NaN" : "Inf", end - 1, e.what());
+    return;
+  }
+  r.error = NonFiniteMessage(site, nan, end - 1);
 }
 
 void EngineImpl::BuildAndForward(const SchedulerOutput& sched) {

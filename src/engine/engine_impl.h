@@ -52,6 +52,11 @@ class EngineImpl {
   // kError and the reason (retired by the scheduler's Update).
   template <class Fn>
   void Guard(Request& r, Fn&& fn);
+  // Ends r (kError) because its logits row is not finite: finds the tensor,
+  // layer and position where its forward pass first produced a non-finite
+  // value and says so in r.error. Runs before Update, while r's K/V (all
+  // r.num_computed tokens) are still in the cache.
+  void FailNonFinite(Request& r, bool nan);
   // Builds the step's batch from the schedule (into batch_, sampled_) and
   // runs the forward pass.
   void BuildAndForward(const SchedulerOutput& sched);
@@ -75,6 +80,7 @@ class EngineImpl {
   // Per-step scratch.
   SchedulerOutput sched_;
   ForwardBatch batch_;
+  ForwardBatch diag_batch_;  // FailNonFinite's chunks
   std::vector<Request*> sampled_;
   std::vector<float> logits_;
 };

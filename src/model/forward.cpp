@@ -77,7 +77,60 @@ void ModelRunner::AddRows(float* x, const float* y, int32_t n, int dim) {
   });
 }
 
+const char* ForwardTensorName(ForwardTensor t) {
+  switch (t) {
+    case ForwardTensor::kTokenEmbd: return "token embedding (token_embd)";
+    case ForwardTensor::kPositionEmbd: return "token + position embedding (position_embd)";
+    case ForwardTensor::kAttnNorm: return "attention norm (attn_norm)";
+    case ForwardTensor::kQ: return "query projection (attn_q)";
+    case ForwardTensor::kK: return "key projection (attn_k)";
+    case ForwardTensor::kV: return "value projection (attn_v)";
+    case ForwardTensor::kAttnOut: return "attention output (attn_out)";
+    case ForwardTensor::kAttnProj: return "attention output projection (attn_output)";
+    case ForwardTensor::kAttnResidual: return "residual stream after attention";
+    case ForwardTensor::kFfnNorm: return "FFN norm (ffn_norm)";
+    case ForwardTensor::kFfnGate: return "FFN gate projection (ffn_gate)";
+    case ForwardTensor::kFfnUp: return "FFN up projection (ffn_up)";
+    case ForwardTensor::kFfnAct: return "FFN activation (ffn_act)";
+    case ForwardTensor::kFfnDown: return "FFN down projection (ffn_down)";
+    case ForwardTensor::kFfnResidual: return "residual stream after the FFN";
+    case ForwardTensor::kOutputNorm: return "output norm (output_norm)";
+    case ForwardTensor::kLogits: return "logits (output)";
+  }
+  return "?";
+}
+
+bool ModelRunner::Probe::Check(int layer, ForwardTensor t, const float* y, int32_t rows,
+                               int64_t width, bool logit_rows) {
+  for (int32_t r = 0; r < rows; ++r) {
+    const float* row = y + static_cast<size_t>(r) * static_cast<size_t>(width);
+    const int64_t at = ops::FindNonFinite(row, width);
+    if (at < 0) continue;
+    const int32_t i = logit_rows ? batch->logit_rows[r] : r;
+    found = NonFiniteSite{.layer = layer,
+                          .tensor = t,
+                          .position = batch->positions[i],
+                          .token = batch->tokens[i],
+                          .nan = std::isnan(row[at])};
+    return true;
+  }
+  return false;
+}
+
 void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
+  Run(batch, cache, &cache, logits, nullptr);
+}
+
+std::optional<NonFiniteSite> ModelRunner::FindNonFinite(const ForwardBatch& batch,
+                                                        const KvCache& cache) {
+  Probe probe{.batch = &batch};
+  std::vector<float> logits;
+  Run(batch, cache, nullptr, &logits, &probe);
+  return probe.found;
+}
+
+void ModelRunner::Run(const ForwardBatch& batch, const KvCache& cache, KvCache* writes,
+                      std::vector<float>* logits, Probe* probe) {
   const ModelConfig& c = config_;
   const int32_t n = batch.size();
   KVINFER_CHECK(n > 0);
@@ -94,6 +147,11 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
                       batch.positions[i], cache.capacity_tokens(seq), seq);
   }
   EnsureScratch(n);
+  // Whether the probe (FindNonFinite) found a non-finite value in y; the
+  // pass then stops. Free in an ordinary Forward (no probe).
+  auto non_finite = [&](int layer, ForwardTensor t, const float* y, int64_t width) {
+    return probe != nullptr && probe->Check(layer, t, y, n, width);
+  };
 
   const int d = c.d_model;
   const bool gpt2 = c.arch == Arch::kGpt2;
@@ -101,6 +159,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   for (int32_t i = 0; i < n; ++i) {
     ops::DequantizeRow(weights_.token_embd, batch.tokens[i], x + static_cast<size_t>(i) * d);
   }
+  if (non_finite(-1, ForwardTensor::kTokenEmbd, x, d)) return;
   if (gpt2) {
     // Learned absolute positions: x += position_embd[pos]. There is no row
     // past the trained context.
@@ -112,6 +171,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       ops::Add(x + static_cast<size_t>(i) * d, out_.data(), d);
     }
   }
+  if (gpt2 && non_finite(-1, ForwardTensor::kPositionEmbd, x, d)) return;
 
   // Each token's rotary cos/sin, computed once for all layers.
   const size_t pairs = static_cast<size_t>(c.rope_dims / 2);
@@ -137,6 +197,7 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     Norm(x, L.attn_norm, L.attn_norm_bias, n);
+    if (non_finite(l, ForwardTensor::kAttnNorm, xn_.data(), d)) return;
     {
       const WeightView* ws[] = {&L.wq, &L.wk, &L.wv};
       float* ys[] = {q_.data(), k_.data(), v_.data()};
@@ -161,26 +222,38 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
           ops::RopeRotate(ki, c.n_kv_heads, c.head_dim, c.rope_dims, cs, sn);
         }
         // Store K/V at (sequence, position) through the block table.
+        if (writes == nullptr) continue;
         const int32_t seq = batch.seq_ids[batch.seq_index[i]];
         const int32_t block = cache.block_table(seq)[pos / bs];
         const int32_t off = pos % bs;
-        cache.WriteToken(l, block, off, ki, v_.data() + static_cast<size_t>(i) * kv_dim);
+        writes->WriteToken(l, block, off, ki, v_.data() + static_cast<size_t>(i) * kv_dim);
       }
     });
+    if (non_finite(l, ForwardTensor::kQ, q_.data(), q_dim) ||
+        non_finite(l, ForwardTensor::kK, k_.data(), kv_dim) ||
+        non_finite(l, ForwardTensor::kV, v_.data(), kv_dim)) {
+      return;
+    }
     Attention(l, batch, cache, parallel_attention);
+    if (non_finite(l, ForwardTensor::kAttnOut, attn_.data(), q_dim)) return;
     ops::MatMul(matmul_, L.wo, attn_.data(), n, out_.data());
     if (gpt2) AddBias(out_.data(), L.bo, n, d);
+    if (non_finite(l, ForwardTensor::kAttnProj, out_.data(), d)) return;
     AddRows(x, out_.data(), n, d);
+    if (non_finite(l, ForwardTensor::kAttnResidual, x, d)) return;
 
     Norm(x, L.ffn_norm, L.ffn_norm_bias, n);
+    if (non_finite(l, ForwardTensor::kFfnNorm, xn_.data(), d)) return;
     if (gpt2) {
       // x += W_down gelu_tanh(W_up xn + b_up) + b_down
       ops::MatMul(matmul_, L.w_up, xn_.data(), n, gate_.data());
       AddBias(gate_.data(), L.b_up, n, c.d_ff);
+      if (non_finite(l, ForwardTensor::kFfnUp, gate_.data(), c.d_ff)) return;
       ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
         ops::GeluTanh(gate_.data() + static_cast<size_t>(begin) * c.d_ff,
                       static_cast<int64_t>(end - begin) * c.d_ff);
       });
+      if (non_finite(l, ForwardTensor::kFfnAct, gate_.data(), c.d_ff)) return;
       ops::MatMul(matmul_, L.w_down, gate_.data(), n, out_.data());
       AddBias(out_.data(), L.b_down, n, d);
     } else {
@@ -188,20 +261,27 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       const WeightView* ws[] = {&L.w_gate, &L.w_up};
       float* ys[] = {gate_.data(), up_.data()};
       ops::MatMulMany(matmul_, ws, xn_.data(), n, ys);
+      if (non_finite(l, ForwardTensor::kFfnGate, gate_.data(), c.d_ff) ||
+          non_finite(l, ForwardTensor::kFfnUp, up_.data(), c.d_ff)) {
+        return;
+      }
       ForTokens(n, c.d_ff, [&](int32_t begin, int32_t end) {
         const size_t at = static_cast<size_t>(begin) * c.d_ff;
         ops::SiluMul(gate_.data() + at, up_.data() + at, static_cast<int64_t>(end - begin) * c.d_ff);
       });
+      if (non_finite(l, ForwardTensor::kFfnAct, gate_.data(), c.d_ff)) return;
       ops::MatMul(matmul_, L.w_down, gate_.data(), n, out_.data());
     }
+    if (non_finite(l, ForwardTensor::kFfnDown, out_.data(), d)) return;
     AddRows(x, out_.data(), n, d);
+    if (non_finite(l, ForwardTensor::kFfnResidual, x, d)) return;
   }
 
   // Record how far each sequence's K/V now reaches.
-  for (int32_t i = 0; i < n; ++i) {
+  for (int32_t i = 0; writes != nullptr && i < n; ++i) {
     const int32_t seq = batch.seq_ids[batch.seq_index[i]];
-    if (batch.positions[i] + 1 > cache.num_tokens(seq))
-      cache.SetNumTokens(seq, batch.positions[i] + 1);
+    if (batch.positions[i] + 1 > writes->num_tokens(seq))
+      writes->SetNumTokens(seq, batch.positions[i] + 1);
   }
 
   const int32_t n_logits = static_cast<int32_t>(batch.logit_rows.size());
@@ -219,8 +299,16 @@ void ModelRunner::Forward(const ForwardBatch& batch, KvCache& cache, std::vector
       ops::RmsNorm(x + static_cast<size_t>(row) * d, weights_.output_norm, d, c.norm_eps, dst);
     }
   }
+  if (probe != nullptr && probe->Check(-1, ForwardTensor::kOutputNorm, last_.data(), n_logits, d,
+                                       /*logit_rows=*/true)) {
+    return;
+  }
   logits->resize(static_cast<size_t>(n_logits) * c.vocab_size);
   ops::MatMul(matmul_, weights_.output, last_.data(), n_logits, logits->data());
+  if (probe != nullptr) {
+    probe->Check(-1, ForwardTensor::kLogits, logits->data(), n_logits, c.vocab_size,
+                 /*logit_rows=*/true);
+  }
 }
 
 }  // namespace kvinfer

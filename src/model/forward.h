@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -45,6 +46,42 @@ struct ForwardBatch {
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
 };
 
+// The tensors a forward pass computes, in the order it computes them
+// (kAttnNorm through kFfnResidual once per layer). FindNonFinite names the
+// first of them that holds a non-finite value.
+enum class ForwardTensor {
+  kTokenEmbd,     // x = token_embd[token]                                      [n, d_model]
+  kPositionEmbd,  // x += position_embd[pos] (GPT-2)                            [n, d_model]
+  kAttnNorm,      // xn = norm(x)                                               [n, d_model]
+  kQ,             // q = W_q xn (+ b_q), after RoPE                              [n, q_dim]
+  kK,             // k = W_k xn (+ b_k), after RoPE: what the cache stores       [n, kv_dim]
+  kV,             // v = W_v xn (+ b_v): what the cache stores                   [n, kv_dim]
+  kAttnOut,       // softmax(q K^T / sqrt(head_dim)) V over the cached K/V       [n, q_dim]
+  kAttnProj,      // W_o attn_out (+ b_o)                                        [n, d_model]
+  kAttnResidual,  // x += attention projection                                  [n, d_model]
+  kFfnNorm,       // xn = norm(x)                                               [n, d_model]
+  kFfnGate,       // W_gate xn (Llama)                                          [n, d_ff]
+  kFfnUp,         // W_up xn (+ b_up)                                           [n, d_ff]
+  kFfnAct,        // silu(gate) * up (Llama) or gelu_tanh(up) (GPT-2)           [n, d_ff]
+  kFfnDown,       // W_down act (+ b_down)                                      [n, d_model]
+  kFfnResidual,   // x += FFN output                                            [n, d_model]
+  kOutputNorm,    // norm(x) of the logit rows                                  [n_logits, d_model]
+  kLogits,        // W_output norm(x)                                           [n_logits, vocab]
+};
+
+// "attention output (attn_out)": what the tensor is, and in parentheses the
+// name of the GGUF weight that produced it or of the intermediate.
+const char* ForwardTensorName(ForwardTensor t);
+
+// Where a forward pass first produced a non-finite value.
+struct NonFiniteSite {
+  int layer = -1;  // 0-based, as the file's blk.N; -1 for the embeddings, output norm, logits
+  ForwardTensor tensor = ForwardTensor::kTokenEmbd;
+  int32_t position = 0;  // of the first token whose row of `tensor` is non-finite
+  int32_t token = 0;     // that token's id
+  bool nan = false;      // the first non-finite value in that row is NaN (else +-Inf)
+};
+
 class ModelRunner {
  public:
   // The matrix products run on `pool` with `activations` precision, in a
@@ -57,9 +94,39 @@ class ModelRunner {
   // Updates each sequence's token count to cover its highest position + 1.
   void Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
 
+  // Runs `batch` again, checking every tensor of ForwardTensor after the
+  // step that computes it, and returns where the first non-finite value
+  // appeared: the earliest step (layer by layer, in ForwardTensor order),
+  // and within it the earliest token of the batch. nullopt if every tensor,
+  // the logits of batch.logit_rows included, is finite.
+  //
+  // It writes nothing to the cache: attention reads the K/V that an earlier
+  // Forward wrote for these positions. Precondition: for every token of the
+  // batch, the cache holds its sequence's K/V for positions [0, pos], each
+  // computed from that sequence's tokens at those positions — as it does
+  // right after Forward ran over any batch containing these tokens, or over
+  // earlier chunks of the sequence. Since a token's values do not depend on
+  // the batch it is computed in, the K/V this pass computes are the ones in
+  // the cache, so other sequences (forks sharing blocks included) cannot be
+  // affected. Costs a forward pass; meant for diagnosing a failure.
+  std::optional<NonFiniteSite> FindNonFinite(const ForwardBatch& batch, const KvCache& cache);
+
   const ModelConfig& config() const { return config_; }
 
  private:
+  // Checks rows [0, rows) of y [rows, width] for FindNonFinite; row r is
+  // batch token r, or batch.logit_rows[r] when `logit_rows`.
+  struct Probe {
+    const ForwardBatch* batch = nullptr;
+    std::optional<NonFiniteSite> found;
+    bool Check(int layer, ForwardTensor t, const float* y, int32_t rows, int64_t width,
+               bool logit_rows = false);
+  };
+  // The forward pass. `writes`: the cache to store K/V and token counts in
+  // (null: store nothing, as for FindNonFinite). `probe`: when set, checks
+  // every tensor and returns at the first non-finite one.
+  void Run(const ForwardBatch& batch, const KvCache& cache, KvCache* writes,
+           std::vector<float>* logits, Probe* probe);
   void EnsureScratch(int32_t n_tokens);
   // fn(begin, end) over token ranges covering [0, n): split across the pool
   // when the n tokens hold enough work (floats_per_token each) to pay for a

@@ -99,6 +99,35 @@ void AddImpl(float* y, const float* x, int64_t n) {
   Map(y, x, static_cast<size_t>(n), [](DF, VF yv, VF xv) { return hn::Add(yv, xv); });
 }
 
+// x * 0 is NaN exactly when x is NaN or +-Inf (and +-0 otherwise), so a
+// block's sum of those products is NaN exactly when the block holds a
+// non-finite value; only such a block is scanned element by element.
+int64_t FindNonFiniteImpl(const float* x, int64_t n64) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const size_t n = static_cast<size_t>(n64);
+  const VF zero = hn::Zero(df);
+  constexpr size_t kBlock = 256;
+  for (size_t begin = 0; begin < n; begin += kBlock) {
+    const size_t end = std::min(n, begin + kBlock);
+    VF a0 = zero, a1 = zero;
+    size_t i = begin;
+    for (; i + 2 * N <= end; i += 2 * N) {
+      a0 = hn::MulAdd(hn::LoadU(df, x + i), zero, a0);
+      a1 = hn::MulAdd(hn::LoadU(df, x + i + N), zero, a1);
+    }
+    for (; i + N <= end; i += N) a0 = hn::MulAdd(hn::LoadU(df, x + i), zero, a0);
+    const VF sum = hn::Add(a0, a1);
+    bool bad = !hn::AllTrue(df, hn::Eq(sum, sum));
+    for (; i < end; ++i) bad = bad || !std::isfinite(x[i]);
+    if (!bad) continue;
+    for (size_t j = begin; j < end; ++j) {
+      if (!std::isfinite(x[j])) return static_cast<int64_t>(j);
+    }
+  }
+  return -1;
+}
+
 void RmsNormImpl(const float* x, const float* weight, int64_t n64, float eps, float* out) {
   const size_t n = static_cast<size_t>(n64);
   const float mean = SumSquares(x, n) / static_cast<float>(n);
@@ -193,6 +222,7 @@ HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(DotImpl);
 HWY_EXPORT(AxpyImpl);
 HWY_EXPORT(AddImpl);
+HWY_EXPORT(FindNonFiniteImpl);
 HWY_EXPORT(RmsNormImpl);
 HWY_EXPORT(LayerNormImpl);
 HWY_EXPORT(SiluMulImpl);
@@ -219,6 +249,10 @@ void SiluMul(float* gate, const float* up, int64_t n) {
 void GeluTanh(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhImpl)(x, n); }
 
 void Add(float* y, const float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(AddImpl)(y, x, n); }
+
+int64_t FindNonFinite(const float* x, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(FindNonFiniteImpl)(x, n);
+}
 
 void RopeTable(int32_t pos, int rope_dims, float theta_base, float* cs, float* sn) {
   KVINFER_CHECK_MSG(rope_dims % 2 == 0 && rope_dims > 0, "RopeTable: rope_dims {}", rope_dims);

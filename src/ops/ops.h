@@ -118,6 +118,12 @@ void GeluTanh(float* x, int64_t n);
 // y[n] += x[n].
 void Add(float* y, const float* x, int64_t n);
 
+// Index of the first NaN or +-Inf in x[n], or -1 when every value is
+// finite. One streaming pass (the engine runs it on every logits row it
+// samples); the scan for the index runs only in a 256-element block that
+// holds a non-finite value.
+int64_t FindNonFinite(const float* x, int64_t n);
+
 // Rotary embedding, GGML "normal" mode (the Llama layout after GGUF's Q/K
 // permutation): for each head, pairs (x[2i], x[2i+1]) for 2i < rope_dims are
 // rotated by pos * theta_base^(-2i / rope_dims). x is [num_heads, head_dim].

@@ -22,6 +22,7 @@ void Softmax(float* x, int64_t n);
 float Dot(const float* a, const float* b, int64_t n);
 void Add(float* y, const float* x, int64_t n);
 void Axpy(float a, const float* x, float* y, int64_t n);
+int64_t FindNonFinite(const float* x, int64_t n);
 
 }  // namespace kvinfer::ops::ref
 

@@ -560,14 +560,16 @@ void ServerImpl::ServeStreaming(const std::shared_ptr<Job>& job, httplib::Respon
         if (job->AllDone()) sink.done();
         return true;
       },
-      [this, job](bool success) {
+      [this, job](bool /*success*/) {
         // The client went away (or the server stopped) before the end:
-        // abort what still runs so its KV blocks are freed.
-        if (!success || !job->AllDone()) {
-          for (size_t i = 0; i < job->streams.size(); ++i) {
-            if (!job->stream_done[i]) engine_->Abort(job->streams[i].id());
-          }
+        // abort what still runs so its KV blocks are freed, and take the
+        // final outputs (within about one engine step) so the request is
+        // logged and counted.
+        if (job->AllDone()) return;
+        for (size_t i = 0; i < job->streams.size(); ++i) {
+          if (!job->stream_done[i]) engine_->Abort(job->streams[i].id());
         }
+        while (!job->AllDone()) Pump(*job, std::chrono::milliseconds(1000));
       });
 }
 

@@ -2,7 +2,10 @@
 // Input: JSON lines {"prompt": ..., "max_tokens", "temperature", "top_k",
 // "top_p", "seed", "ignore_eos", "chat"}; output: one JSON line per request,
 // in input order as each completes the finished prefix (on SIGINT/SIGTERM,
-// every finished one, each with its index); a summary on stderr.
+// every finished one, each with its index); a summary on stderr. A request
+// that failed (finish_reason "error": e.g. non-finite logits) has an
+// "error" string in its line and is counted as failed in the summary; the
+// others are unaffected and the exit status stays 0.
 #include <unistd.h>
 
 #include <cerrno>
@@ -90,18 +93,19 @@ void RunBatch(const BatchOptions& o) {
   // finished one is written (out of order: each line carries its index).
   auto write_result = [&](size_t i) {
     const RequestTimings& t = finals[i].timings;
-    const nlohmann::json j = {{"index", i},
-                              {"text", texts[i]},
-                              {"tokens", tokens[i]},
-                              {"finish_reason", FinishReasonName(finals[i].finish_reason)},
-                              {"prompt_tokens", t.prompt_tokens},
-                              {"generated_tokens", t.generated_tokens},
-                              {"queue_ms", t.queue_ms},
-                              {"ttft_ms", t.ttft_ms},
-                              {"decode_ms", t.decode_ms},
-                              {"total_ms", t.total_ms},
-                              {"time_per_output_token_ms",
-                               t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
+    nlohmann::json j = {{"index", i},
+                        {"text", texts[i]},
+                        {"tokens", tokens[i]},
+                        {"finish_reason", FinishReasonName(finals[i].finish_reason)},
+                        {"prompt_tokens", t.prompt_tokens},
+                        {"generated_tokens", t.generated_tokens},
+                        {"queue_ms", t.queue_ms},
+                        {"ttft_ms", t.ttft_ms},
+                        {"decode_ms", t.decode_ms},
+                        {"total_ms", t.total_ms},
+                        {"time_per_output_token_ms",
+                         t.generated_tokens > 1 ? t.decode_ms / (t.generated_tokens - 1) : 0.0}};
+    if (finals[i].finish_reason == FinishReason::kError) j["error"] = finals[i].error;
     written[i] = true;
     if (!WriteStdout(JsonText(j, -1) + "\n")) {
       Die(fmt::format("standard output could not be written (result {}): {}", i,
@@ -149,8 +153,9 @@ void RunBatch(const BatchOptions& o) {
   if (tty) std::fputc('\n', stderr);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  size_t kept = 0;
+  size_t kept = 0, failed = 0;
   for (size_t i = 0; i < items.size(); ++i) {
+    failed += finals[i].finished && finals[i].finish_reason == FinishReason::kError ? 1 : 0;
     if (!written[i] && finals[i].finished && finals[i].finish_reason != FinishReason::kAborted) {
       write_result(i);
     }
@@ -159,13 +164,22 @@ void RunBatch(const BatchOptions& o) {
   const EngineStats st = e.Stats();
   const KvCacheStats kv = e.KvStats();
   std::fprintf(stderr,
-               "kvinfer batch: %zu requests, %lld generated tokens in %.2f s = %.1f tok/s | KV %s: "
-               "%lld blocks of %d tokens, peak %lld used | peak %lld sequences running | %lld "
-               "preemptions | %lld steps\n",
-               items.size(), static_cast<long long>(generated), seconds, generated / seconds,
+               "kvinfer batch: %zu requests, %zu failed, %lld generated tokens in %.2f s = %.1f "
+               "tok/s | KV %s: %lld blocks of %d tokens, peak %lld used | peak %lld sequences "
+               "running | %lld preemptions | %lld steps\n",
+               items.size(), failed, static_cast<long long>(generated), seconds,
+               generated / seconds,
                kv.strategy.c_str(), static_cast<long long>(kv.num_blocks_total), kv.block_size_tokens,
                static_cast<long long>(peak_blocks), static_cast<long long>(st.peak_running),
                static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps));
+  // A failed request does not fail the batch: its result line carries
+  // finish_reason "error" and the error, and each is also said here.
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (finals[i].finished && finals[i].finish_reason == FinishReason::kError) {
+      std::fprintf(stderr, "kvinfer batch: request %zu failed: %s\n", i,
+                   Printable(finals[i].error).c_str());
+    }
+  }
   if (stopped_by != 0) {
     std::fprintf(stderr, "kvinfer batch: stopped by signal %d; %zu of %zu results written\n",
                  stopped_by, kept, items.size());

@@ -1,7 +1,9 @@
 // kvinfer chat: an interactive multi-turn conversation. The engine session
 // keeps the conversation's KV cache, so each turn prefills only what is new.
 // --stats-json writes one object per turn: prompt_tokens,
-// cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s.
+// cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s
+// (a failed turn: prompt_tokens, generated_tokens, finish_reason "error" and
+// the error). A failed turn is reported and left out of the conversation.
 #include <unistd.h>
 
 #include <cstdio>
@@ -82,8 +84,19 @@ void RunChat(const ChatOptions& o) {
       ClearStopSignal();
       std::fputs("(reply stopped)\n", stderr);
     }
-    messages.push_back({"assistant", res.text});
     const RequestTimings& t = res.final.timings;
+    if (res.final.finish_reason == FinishReason::kError) {
+      // The turn failed (e.g. non-finite logits): say why and drop the turn,
+      // so the next one is not built on it; the session goes on.
+      std::fprintf(stderr, "kvinfer: error: %s\n", Printable(res.final.error).c_str());
+      messages.pop_back();
+      turns.push_back({{"prompt_tokens", t.prompt_tokens},
+                       {"generated_tokens", t.generated_tokens},
+                       {"finish_reason", FinishReasonName(res.final.finish_reason)},
+                       {"error", res.final.error}});
+      continue;
+    }
+    messages.push_back({"assistant", res.text});
     std::fprintf(stderr,
                  "[%lld prompt tokens: %lld reused from the cache, %lld prefilled | %lld generated, "
                  "%.1f tok/s | %s]\n",

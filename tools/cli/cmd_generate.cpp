@@ -48,9 +48,15 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
     if (st.bytes_reserved >= peak.bytes_reserved) peak = st;
     peak_logical = std::max(peak_logical, st.bytes_logical);
   }
+  int failed = 0;
   for (int i = 0; i < o.n; ++i) {
     WriteStdout(fmt::format("--- sample {} (seed {}, {}) ---\n{}\n", i, o.run.seed + i,
                             FinishReasonName(finals[i].finish_reason), texts[i]));
+    if (finals[i].finish_reason == FinishReason::kError) {
+      std::fprintf(stderr, "kvinfer: error: sample %d: %s\n", i,
+                   Printable(finals[i].error).c_str());
+      ++failed;
+    }
   }
   const double saved = peak_logical > 0 ? 100.0 * (1.0 - static_cast<double>(peak.peak_bytes_reserved) /
                                                              static_cast<double>(peak_logical))
@@ -67,6 +73,7 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
       samples.push_back({{"text", texts[i]},
                          {"generated_tokens", finals[i].timings.generated_tokens},
                          {"finish_reason", FinishReasonName(finals[i].finish_reason)}});
+      if (finals[i].finish_reason == FinishReason::kError) samples.back()["error"] = finals[i].error;
     }
     const nlohmann::json j = {{"model", model.info().path},
                               {"kv_strategy", o.run.kv},
@@ -84,6 +91,7 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
     std::fprintf(stderr, "kvinfer: stopped by signal %d\n", sig);
     std::exit(ExitStatusForSignal(sig));
   }
+  if (failed > 0) Die(fmt::format("{} of {} samples failed", failed, o.n));
 }
 
 void RunGenerate(const GenerateOptions& o) {
@@ -150,19 +158,20 @@ void RunGenerate(const GenerateOptions& o) {
                t.decode_tokens_per_s(), res.peak_kv.strategy.c_str(),
                res.peak_kv.bytes_reserved / 1048576.0, res.peak_kv.bytes_used / 1048576.0);
   if (!o.stats_json.empty()) {
-    const nlohmann::json j = {{"model", model.info().path},
-                              {"kv_strategy", o.run.kv},
-                              {"threads", (*engine)->options().num_threads},
-                              {"prompt_tokens", t.prompt_tokens},
-                              {"generated_tokens", t.generated_tokens},
-                              {"finish_reason", FinishReasonName(res.final.finish_reason)},
-                              {"ttft_ms", t.ttft_ms},
-                              {"prefill_ms", t.prefill_ms},
-                              {"decode_ms", t.decode_ms},
-                              {"total_ms", t.total_ms},
-                              {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
-                              {"decode_tokens_per_s", t.decode_tokens_per_s()},
-                              {"kv", KvStatsJson(res.peak_kv)}};
+    nlohmann::json j = {{"model", model.info().path},
+                        {"kv_strategy", o.run.kv},
+                        {"threads", (*engine)->options().num_threads},
+                        {"prompt_tokens", t.prompt_tokens},
+                        {"generated_tokens", t.generated_tokens},
+                        {"finish_reason", FinishReasonName(res.final.finish_reason)},
+                        {"ttft_ms", t.ttft_ms},
+                        {"prefill_ms", t.prefill_ms},
+                        {"decode_ms", t.decode_ms},
+                        {"total_ms", t.total_ms},
+                        {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
+                        {"decode_tokens_per_s", t.decode_tokens_per_s()},
+                        {"kv", KvStatsJson(res.peak_kv)}};
+    if (res.final.finish_reason == FinishReason::kError) j["error"] = res.final.error;
     WriteOutputFile(o.stats_json, JsonText(j) + "\n");
   }
   if (res.output_lost) Die("standard output could not be written; generation stopped");
@@ -171,6 +180,9 @@ void RunGenerate(const GenerateOptions& o) {
                  static_cast<long long>(t.generated_tokens));
     std::exit(ExitStatusForSignal(sig));
   }
+  // The request's own error (e.g. non-finite logits from a corrupt model),
+  // after the text it produced before it.
+  if (res.final.finish_reason == FinishReason::kError) Die(Printable(res.final.error));
   if (res.final.finish_reason == FinishReason::kKvExhausted) {
     Die(fmt::format("the prompt ({} tokens) does not fit the KV pool ({} blocks of {} tokens); "
                     "raise --kv-memory-mib or --num-blocks",
