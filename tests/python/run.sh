@@ -77,7 +77,7 @@ PY
 echo "server.python: kvinfer serve at $URL (log: $LOG)" >&2
 export KVINFER_BASE_URL=$URL
 status=0
-"$VENV/bin/python" -m pytest "$ROOT/tests/python" -p no:cacheprovider -q -rs "$@" || status=$?
+"$VENV/bin/python" -m pytest "$ROOT/tests/python" -p no:cacheprovider -q -rfEs "$@" || status=$?
 if ! kill -0 "$PID" 2>/dev/null; then
   echo "server.python: the session's kvinfer serve died during the tests:" >&2
   tail -n 40 "$LOG" >&2
