@@ -20,6 +20,18 @@
 // KV manager, such as std::bad_alloc) finishes that request with kError,
 // its KV released, and scheduling goes on with the others.
 //
+// Prefix cache (config.prefix_cache, `paged` only; the KvManager hashes and
+// indexes the blocks): admission looks the request's tokens up block by
+// block and attaches the cached blocks (always leaving at least its last
+// token to compute), so it starts with those positions computed. A waiting
+// request whose next uncached block is being computed right now by a
+// running request (requests that arrived together with a shared prefix)
+// is passed over until that block is done, then hits it: a shared prefix
+// is computed once. Sessions hold no sequence then: a finished turn's
+// blocks are simply cached, and the next turn's lookup finds them. Without
+// the prefix cache a session keeps its sequence and the next request on it
+// reuses the longest common prefix (Truncate drops the rest).
+//
 // Strategies: `paged` allocates blocks as tokens are computed; `contiguous`
 // reserves max_seq_len on admission; `none` recomputes each running
 // request's whole sequence every step in a sequence created for that step
@@ -36,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/request.h"
@@ -49,6 +62,12 @@ struct SchedulerConfig {
   int max_seqs = 1;              // requests running at once
   int32_t max_batch_tokens = 1;  // tokens per step
   int32_t max_seq_len = 1;       // tokens a sequence may hold (contiguous reserves it)
+  // Look requests up in the KvManager's prefix cache (which must be
+  // enabled); `paged` only.
+  bool prefix_cache = false;
+  // Print each admission's prefix-cache hit and where it left the cached
+  // prefix to stderr.
+  bool prefix_cache_log = false;
 };
 
 // One request's share of a step: positions [begin, begin + num_tokens) of
@@ -136,6 +155,15 @@ class Scheduler {
   void AddChunk(Request& r, int32_t chunk, SchedulerOutput& out);
   // Gives a waiting request its KV sequence; false if its blocks do not fit.
   bool Admit(Request& r);
+  // Prefix-cache admission: a sequence holding r's cached leading blocks.
+  bool AdmitWithPrefixCache(Request& r);
+  // r's chain root and block hashes, brought up to date with its tokens.
+  void HashTokens(Request& r);
+  // Whether r should wait: the block after its cached prefix is being
+  // computed by a running request (in pending_).
+  bool WaitsForSharedPrefix(Request& r);
+  // Adds the blocks r (running) will fill but has not yet to pending_.
+  void AddPending(const Request& r);
   // Reserves (and un-shares) the blocks for r's next `chunk` tokens, freeing
   // idle sessions and preempting later requests as needed. False if r itself
   // had to be preempted.
@@ -158,6 +186,9 @@ class Scheduler {
   SessionId next_session_id_ = 1;
   int32_t budget_ = 0;  // tokens left in the step being scheduled
   SchedulerStats stats_;
+  // Hashes of full blocks that running requests have yet to compute (this
+  // step's admission pass).
+  std::unordered_set<BlockHash, BlockHashHasher> pending_;
 };
 
 }  // namespace kvinfer
