@@ -155,7 +155,11 @@ TEST_F(PrefixCacheEngineTest, GreedyOutputsAreTheSameWithTheCacheOnAndOffForEver
       EXPECT_EQ(results[1][i].size(), static_cast<size_t>(jobs[i].params.max_tokens)) << what;
     }
     EXPECT_EQ(stats[0].prefix_cache_hits, 0) << what;
-    if (c.strategy == KvStrategy::kPaged) {
+    if (c.strategy == KvStrategy::kContiguous) {
+      // Cached prefixes are copied into the new sequence's region.
+      EXPECT_GT(stats[1].prefix_cache_hits, 0) << what;
+      EXPECT_LT(stats[1].tokens_computed, stats[0].tokens_computed) << what;
+    } else if (c.strategy == KvStrategy::kPaged) {
       EXPECT_GT(stats[1].prefix_cache_hits, 0) << what;
       EXPECT_LT(stats[1].tokens_computed, stats[0].tokens_computed) << what;
       if (c.num_blocks > 0 && c.num_blocks < 20) {
@@ -360,6 +364,40 @@ TEST_F(PrefixCacheEngineTest, AReTokenizedReplyIsReusedUpToItsFirstChangedBlock)
   retokenized[40 + 13] = retokenized[40 + 13] == 7 ? 8 : 7;
   auto id3 = e->AddRequestTokens(retokenized, sp);
   EXPECT_EQ(Drain(*e).cached[*id3], 48);
+}
+
+TEST_F(PrefixCacheEngineTest, ContiguousCopiesTheLongestCachedPrefixIntoItsRegion) {
+  for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0}) {
+    std::map<bool, std::vector<std::vector<int32_t>>> outs;
+    for (bool on : {false, true}) {
+      auto e = MakeEngine({.kv = {.strategy = KvStrategy::kContiguous, .precision = precision,
+                                  .max_seq_len = 128},
+                           .max_seqs = 2, .prefix_cache = on});
+      const SessionId s = e->CreateSession();
+      std::vector<int32_t> history = Prompt(7, 30, 5, 1);
+      const SamplingParams sp{.max_tokens = 9, .ignore_eos = true};
+      for (int turn = 0; turn < 4; ++turn) {
+        auto id = e->AddRequestTokens(history, sp, {.session = s});
+        ASSERT_TRUE(id.ok());
+        Run r = Drain(*e);
+        outs[on].push_back(r.tokens[*id]);
+        if (on && turn > 0) {
+          // Token granular: everything computed before (the last sampled
+          // token was never fed) is copied.
+          EXPECT_EQ(r.cached[*id], static_cast<int64_t>(history.size()) - 6 - 1) << turn;
+        }
+        history.insert(history.end(), r.tokens[*id].begin(), r.tokens[*id].end());
+        const std::vector<int32_t> msg = Prompt(70, 0, 6, turn);
+        history.insert(history.end(), msg.begin() + 1, msg.end());
+      }
+      const KvCacheStats kv = e->KvStats();
+      EXPECT_EQ(kv.prefix_cache, on ? "copied" : "off");
+      // The session holds nothing with the cache (its turns are cached),
+      // its sequence without.
+      EXPECT_EQ(kv.num_blocks_used, on ? 0 : 1);
+    }
+    EXPECT_EQ(outs[true], outs[false]) << KvPrecisionName(precision);
+  }
 }
 
 }  // namespace

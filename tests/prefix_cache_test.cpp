@@ -17,6 +17,7 @@
 
 #include "kv/block_hash.h"
 #include "kv/kv_manager.h"
+#include "kv/kv_storage.h"
 #include "kv/prefix_index.h"
 
 namespace kvinfer {
@@ -437,6 +438,92 @@ TEST(PrefixCacheManager, RandomWorkloadsKeepInvariantsAndMatchBruteForce) {
     EXPECT_EQ(m.CheckInvariants(), "");
     EXPECT_EQ(m.pool().num_free(), m.num_blocks()) << "no block leaks";
     EXPECT_EQ(m.pool().num_cached_free(), m.num_blocks_cached());
+  }
+}
+
+// ------------------------------------------------------------ whole sequences
+
+TEST(PrefixCacheManager, WholeSequencesAreCachedPinnedAndEvicted) {
+  KvManager m(/*block_size_tokens=*/32, /*num_blocks=*/3);
+  m.EnablePrefixCache({.whole_sequences = true, .extra_keys = {"model"}});
+  const BlockHash root = m.PrefixRoot("");
+  auto run = [&](const std::vector<int32_t>& t) {
+    const int32_t seq = m.CreateSequence();
+    m.SetPrefixRoot(seq, root);
+    EXPECT_TRUE(m.Reserve(seq, 32));
+    m.SetTokenIds(seq, 0, t);
+    m.SetNumTokens(seq, static_cast<int32_t>(t.size()));
+    return seq;
+  };
+  const int32_t a = run(Iota(20));
+  EXPECT_EQ(m.num_blocks_cached(), 0) << "cached when freed";
+  m.FreeSequence(a);
+  EXPECT_EQ(m.num_blocks_cached(), 1);
+  EXPECT_THAT(m.pool().CachedListForTest(), ElementsAre(0));
+  std::vector<int32_t> t = Iota(12);
+  t.push_back(99);
+  KvManager::CachedPrefix hit = m.FindCachedSequencePrefix(root, t, 100);
+  EXPECT_EQ(hit.block, 0);
+  EXPECT_EQ(hit.num_tokens, 12);
+  EXPECT_EQ(m.FindCachedSequencePrefix(root, t, 5).num_tokens, 5) << "capped";
+  EXPECT_EQ(m.FindCachedSequencePrefix(m.PrefixRoot("salt"), t, 100).num_tokens, 0);
+  // Pinned while copied: the next allocations cannot take it.
+  m.Pin(0);
+  const int32_t b = run(t);
+  const int32_t c = run(Iota(5, 200));
+  EXPECT_THAT(Table(m, b), ElementsAre(1));
+  EXPECT_THAT(Table(m, c), ElementsAre(2));
+  m.Unpin(0);
+  EXPECT_THAT(m.pool().CachedListForTest(), ElementsAre(0));
+  m.FreeSequence(b);
+  EXPECT_THAT(m.pool().CachedListForTest(), ElementsAre(0, 1));
+  EXPECT_EQ(m.FindCachedSequencePrefix(root, t, 100).block, 1) << "13 tokens beat 12";
+  // A new sequence evicts the least recently used cached block.
+  const int32_t d = run(Iota(3, 300));
+  EXPECT_THAT(Table(m, d), ElementsAre(0));
+  EXPECT_EQ(m.prefix_counters().blocks_evicted, 1);
+  EXPECT_EQ(m.num_blocks_cached(), 1);
+  EXPECT_EQ(m.CheckInvariants(), "");
+  m.FreeSequence(c);
+  m.FreeSequence(d);
+  EXPECT_EQ(m.num_blocks_cached(), 3);
+  EXPECT_EQ(m.CheckInvariants(), "");
+}
+
+TEST(KvStorage, CopyTokensCopiesThePrefixOfEveryLayerAndHeadOnly) {
+  for (KvPrecision p : {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0,
+                        KvPrecision::kQ4_0}) {
+    const KvShape shape{.n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
+    KvStorage st(shape, /*block_size_tokens=*/8, /*num_blocks=*/3, p);
+    std::vector<float> k(128), v(128);
+    for (int32_t b = 0; b < 3; ++b) {
+      for (int l = 0; l < 2; ++l) {
+        for (int32_t slot = 0; slot < 8; ++slot) {
+          for (int i = 0; i < 128; ++i) {
+            k[i] = static_cast<float>(b * 1000 + l * 100 + slot * 10 + i % 10) / 500.0f;
+            v[i] = -k[i];
+          }
+          st.WriteToken(l, b, slot, k.data(), v.data());
+        }
+      }
+    }
+    auto elem = [&](int32_t b, int l, int kv, int h, int32_t slot) {
+      return st.ReadElement(l, b, kv, h, slot, 5);
+    };
+    const float untouched_next = elem(2, 0, 0, 0, 0);
+    const float dst_tail = elem(1, 1, 1, 1, 5);
+    st.CopyTokens(0, 1, 5);
+    for (int l = 0; l < 2; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        for (int h = 0; h < 2; ++h) {
+          for (int32_t slot = 0; slot < 5; ++slot) {
+            EXPECT_EQ(elem(1, l, kv, h, slot), elem(0, l, kv, h, slot)) << KvPrecisionName(p);
+          }
+        }
+      }
+    }
+    EXPECT_EQ(elem(1, 1, 1, 1, 5), dst_tail) << "positions past the prefix stay";
+    EXPECT_EQ(elem(2, 0, 0, 0, 0), untouched_next) << "the next block stays";
   }
 }
 

@@ -171,14 +171,16 @@ struct KvCacheStats {
   int64_t num_blocks_shared = 0;
   int64_t num_cow_copies = 0;
   // Prefix cache (EngineOptions::prefix_cache). prefix_cache: "shared"
-  // (paged: hits share the cached blocks), "off" (disabled, or the `none`
-  // or `contiguous` strategy, which have no block to share).
+  // (paged: hits share the cached blocks), "copied" (contiguous: a hit's
+  // K/V is copied into the new sequence's region), "off" (disabled, or
+  // `none`).
   // prefix_cache_hash: "xxh3_128" or "sha256". Queries and hits count
   // tokens (every admission looks up its tokens; hits are the leading ones
   // found cached); blocks evicted are cached blocks whose contents were
   // dropped to make room. num_blocks_cached: blocks whose contents the
-  // cache indexes, held by a sequence or free; num_blocks_cached_free: of
-  // those, free (evictable; counted in num_blocks_free too).
+  // cache indexes, held by a sequence or free (contiguous: regions holding
+  // a finished sequence); num_blocks_cached_free: of those, free
+  // (evictable; counted in num_blocks_free too).
   std::string prefix_cache = "off";
   std::string prefix_cache_hash;
   int64_t prefix_cache_queries = 0;
@@ -214,15 +216,18 @@ struct EngineOptions {
   int max_seqs = 16;           // running sequences at most
   int max_batch_tokens = 2048; // tokens in one forward step at most
   ActivationPrecision activation_precision = ActivationPrecision::kInt8;
-  // Prefix caching (`paged` only; `contiguous` and `none` ignore it). Full
-  // blocks are hashed as they fill (their tokens, everything before them,
-  // the model, KV element type, block size, activation precision and the
-  // request's cache_salt); a finished request's hashed blocks stay in the
-  // pool as evictable, and a new request whose tokens begin with cached
-  // blocks shares them instead of computing them (at least its last prompt
-  // token is always computed). Requests that arrive together sharing an
-  // uncached prefix compute it once: one runs first, the others then hit.
-  // Outputs are identical with it on or off.
+  // Prefix caching. `paged`: full blocks are hashed as they fill (their
+  // tokens, everything before them, the model, KV element type, block size,
+  // activation precision and the request's cache_salt); a finished
+  // request's hashed blocks stay in the pool as evictable, and a new
+  // request whose tokens begin with cached blocks shares them instead of
+  // computing them. Requests that arrive together sharing an uncached
+  // prefix compute it once: one runs first, the others then hit.
+  // `contiguous`: a finished sequence's region stays cached with its
+  // tokens, and a new request copies the longest common prefix (token
+  // granular, same model, KV type and cache_salt) into its own region.
+  // `none` has nothing to cache. Either way at least the last prompt token
+  // is computed, and outputs are identical with the cache on or off.
   bool prefix_cache = true;
   PrefixCacheHash prefix_cache_hash = PrefixCacheHash::kXxh3_128;
   // Debugging: print to stderr, for every admitted request, how many of its

@@ -69,6 +69,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
     // Everything besides the tokens that decides the bytes of a block's K/V.
     cache_.manager().EnablePrefixCache(
         {.algorithm = ToBlockHash(options.prefix_cache_hash),
+         .whole_sequences = options.kv.strategy == KvStrategy::kContiguous,
          .extra_keys = {ModelIdentity(m_),
                         fmt::format("kv_dtype={}", KvPrecisionName(options.kv.precision)),
                         fmt::format("activations={}", options.activation_precision ==
@@ -282,6 +283,7 @@ std::vector<RequestOutput> EngineImpl::Step() {
   for (std::unique_ptr<Request>& r : sched.finished) Finish(*r, r->finish, outputs);
   sched.finished.clear();
   cache_.storage().CopyBlocks(sched.copies);
+  scheduler_.ReleasePinned();
   batch_.Clear();
   sampled_.clear();
 
@@ -381,7 +383,7 @@ KvCacheStats EngineImpl::KvStats() const {
   st.strategy = KvStrategyName(options_.kv.strategy);
   const KvManager& kv = cache_.manager();
   if (kv.prefix_cache_enabled()) {
-    st.prefix_cache = "shared";
+    st.prefix_cache = kv.whole_sequence_cache() ? "copied" : "shared";
     st.prefix_cache_hash = PrefixCacheHashName(options_.prefix_cache_hash);
     st.prefix_cache_queries = kv.prefix_counters().queries;
     st.prefix_cache_hits = kv.prefix_counters().hits;

@@ -113,9 +113,52 @@ bool Scheduler::AdmitWithPrefixCache(Request& r) {
   return true;
 }
 
-bool Scheduler::Admit(Request& r) {
+bool Scheduler::AdmitCopyingPrefix(Request& r, SchedulerOutput& out) {
+  if (!r.prefix_root) r.prefix_root = kv_.PrefixRoot(r.cache_salt);
+  const int32_t len = static_cast<int32_t>(r.tokens.size());
+  // Leave the last token to compute: its logits are what is sampled.
+  KvManager::CachedPrefix hit = kv_.FindCachedSequencePrefix(*r.prefix_root, r.tokens, len - 1);
+  // One region for r, and the source's region held while it is copied.
+  const int32_t region = 1;
+  if (hit.num_tokens > 0 && region + (kv_.pool().is_free(hit.block) ? 1 : 0) > kv_.num_free_blocks()) {
+    hit = {};  // room for r alone: compute everything
+  }
+  if (region > kv_.num_free_blocks()) return false;
+  r.seq = kv_.CreateSequence();
+  kv_.SetPrefixRoot(r.seq, *r.prefix_root);
+  if (hit.num_tokens > 0) {
+    kv_.Pin(hit.block);  // before Reserve, so Reserve cannot evict it
+    pinned_.push_back(hit.block);
+  }
+  KVINFER_CHECK(kv_.Reserve(r.seq, config_.max_seq_len));
+  if (hit.num_tokens > 0) {
+    out.copies.push_back({hit.block, kv_.block_table(r.seq)[0], hit.num_tokens});
+    kv_.SetNumTokens(r.seq, hit.num_tokens);
+  }
+  kv_.SetTokenIds(r.seq, 0, r.tokens);
+  r.num_computed = hit.num_tokens;
+  kv_.CountPrefixQuery(len, hit.num_tokens);
+  if (!r.scheduled) r.timings.cached_prompt_tokens = std::min(hit.num_tokens, r.num_prompt);
+  if (config_.prefix_cache_log) {
+    fmt::print(stderr,
+               "kvinfer: prefix cache: request {}{}{}{}: {} of {} tokens copied from a cached "
+               "sequence; left the cached prefix at token {}\n",
+               r.id, r.request_id.empty() ? "" : " (", r.request_id,
+               r.request_id.empty() ? "" : ")", hit.num_tokens, len, hit.num_tokens);
+  }
+  return true;
+}
+
+void Scheduler::ReleasePinned() {
+  for (int32_t b : pinned_) kv_.Unpin(b);
+  pinned_.clear();
+}
+
+bool Scheduler::Admit(Request& r, SchedulerOutput& out) {
   if (recompute()) return true;  // K/V live only within a step
-  if (config_.prefix_cache) return AdmitWithPrefixCache(r);
+  if (config_.prefix_cache) {
+    return kv_.whole_sequence_cache() ? AdmitCopyingPrefix(r, out) : AdmitWithPrefixCache(r);
+  }
   bool fresh = true;
   if (r.session) {
     Session& s = sessions_.at(*r.session);
@@ -267,6 +310,7 @@ void Scheduler::Schedule(SchedulerOutput& out) {
   out.copies.clear();
   out.preempted.clear();
   out.finished.clear();
+  ReleasePinned();  // the previous step's copies are done
   ++stats_.num_steps;
   budget_ = config_.max_batch_tokens;
 
@@ -290,7 +334,7 @@ void Scheduler::Schedule(SchedulerOutput& out) {
   //    is room. With the prefix cache, one whose next uncached block a
   //    running request is computing waits (it is passed over, keeping its
   //    place) and hits that block in a later step.
-  const bool dedup = config_.prefix_cache && !recompute();
+  const bool dedup = config_.prefix_cache && !recompute() && !kv_.whole_sequence_cache();
   pending_.clear();
   if (dedup) {
     for (const std::unique_ptr<Request>& rp : running_) AddPending(*rp);
@@ -306,7 +350,7 @@ void Scheduler::Schedule(SchedulerOutput& out) {
       continue;
     }
     bool admitted = false;
-    if (!Guard(r, out, [&] { admitted = Admit(r); })) continue;
+    if (!Guard(r, out, [&] { admitted = Admit(r, out); })) continue;
     const auto it = waiting_.begin() + static_cast<std::ptrdiff_t>(w);
     if (!admitted) {
       if (running_.empty()) {

@@ -30,7 +30,10 @@
 // is computed once. Sessions hold no sequence then: a finished turn's
 // blocks are simply cached, and the next turn's lookup finds them. Without
 // the prefix cache a session keeps its sequence and the next request on it
-// reuses the longest common prefix (Truncate drops the rest).
+// reuses the longest common prefix (Truncate drops the rest). `contiguous`
+// has one block per sequence and nothing to share: its prefix cache keeps
+// finished sequences' regions and copies the longest cached prefix of a
+// new request's tokens into its own region (out.copies, token granular).
 //
 // Strategies: `paged` allocates blocks as tokens are computed; `contiguous`
 // reserves max_seq_len on admission; `none` recomputes each running
@@ -141,6 +144,10 @@ class Scheduler {
   // its requests first.
   void EndSession(SessionId id);
 
+  // Releases the source blocks of this step's prefix copies; call once the
+  // storage has carried out out.copies (Schedule does it first too).
+  void ReleasePinned();
+
   bool HasRequests() const { return !waiting_.empty() || !running_.empty(); }
   const std::deque<std::unique_ptr<Request>>& waiting() const { return waiting_; }
   const std::vector<std::unique_ptr<Request>>& running() const { return running_; }
@@ -154,9 +161,13 @@ class Scheduler {
   int32_t ChunkFor(const Request& r, const SchedulerOutput& out) const;
   void AddChunk(Request& r, int32_t chunk, SchedulerOutput& out);
   // Gives a waiting request its KV sequence; false if its blocks do not fit.
-  bool Admit(Request& r);
+  bool Admit(Request& r, SchedulerOutput& out);
   // Prefix-cache admission: a sequence holding r's cached leading blocks.
   bool AdmitWithPrefixCache(Request& r);
+  // Whole-sequence prefix cache (contiguous): a sequence whose region gets
+  // the longest cached prefix copied into it (a copy in out.copies; the
+  // source block is pinned until ReleasePinned).
+  bool AdmitCopyingPrefix(Request& r, SchedulerOutput& out);
   // r's chain root and block hashes, brought up to date with its tokens.
   void HashTokens(Request& r);
   // Whether r should wait: the block after its cached prefix is being
@@ -189,6 +200,7 @@ class Scheduler {
   // Hashes of full blocks that running requests have yet to compute (this
   // step's admission pass).
   std::unordered_set<BlockHash, BlockHashHasher> pending_;
+  std::vector<int32_t> pinned_;  // sources of this step's prefix copies
 };
 
 }  // namespace kvinfer

@@ -15,8 +15,58 @@ std::optional<int32_t> KvManager::AllocateFor(int32_t seq) {
   if (allocate_hook_) allocate_hook_(seq);
   std::optional<BlockHash> evicted;
   const std::optional<int32_t> b = pool_.Allocate(&evicted);
-  if (evicted) Uncache(*evicted);
+  if (evicted) {
+    if (whole_sequences_) {
+      cached_seqs_[static_cast<size_t>(*b)].tokens.clear();
+      ++prefix_counters_.blocks_evicted;
+    } else {
+      Uncache(*evicted);
+    }
+  }
   return b;
+}
+
+void KvManager::RecordSequence(const Sequence& s) {
+  if (!s.root || s.blocks.size() != 1 || s.num_tokens <= 0) return;
+  const int32_t b = s.blocks[0];
+  if (pool_.ref_count(b) != 1 || s.token_ids.size() < static_cast<size_t>(s.num_tokens)) return;
+  CachedSequence& c = cached_seqs_[static_cast<size_t>(b)];
+  c.root = *s.root;
+  c.tokens.assign(s.token_ids.begin(), s.token_ids.begin() + s.num_tokens);
+  // The root marks the block as cached: released, it joins the LRU list.
+  pool_.set_hash(b, *s.root);
+}
+
+KvManager::CachedPrefix KvManager::FindCachedSequencePrefix(const BlockHash& root,
+                                                            std::span<const int32_t> tokens,
+                                                            int32_t max_tokens) const {
+  CachedPrefix best;
+  const size_t limit = std::min(tokens.size(), static_cast<size_t>(std::max(0, max_tokens)));
+  for (size_t b = 0; b < cached_seqs_.size(); ++b) {
+    const CachedSequence& c = cached_seqs_[b];
+    if (c.tokens.empty() || c.root != root) continue;
+    const size_t n = std::min(limit, c.tokens.size());
+    size_t k = 0;
+    while (k < n && c.tokens[k] == tokens[k]) ++k;
+    if (static_cast<int32_t>(k) > best.num_tokens) best = {static_cast<int32_t>(b), static_cast<int32_t>(k)};
+  }
+  return best;
+}
+
+void KvManager::Pin(int32_t block) {
+  if (pool_.is_free(block)) {
+    pool_.Take(block);
+  } else {
+    pool_.IncRef(block);
+  }
+  peak_blocks_used_ = std::max<int64_t>(peak_blocks_used_, pool_.num_used());
+}
+
+int32_t KvManager::num_blocks_cached() const {
+  if (!whole_sequences_) return prefix_index_.size();
+  int32_t n = 0;
+  for (const CachedSequence& c : cached_seqs_) n += c.tokens.empty() ? 0 : 1;
+  return n;
 }
 
 void KvManager::Uncache(const BlockHash& hash) {
@@ -29,6 +79,8 @@ void KvManager::Uncache(const BlockHash& hash) {
 void KvManager::EnablePrefixCache(const PrefixCacheConfig& config) {
   KVINFER_CHECK_MSG(num_sequences() == 0, "enable the prefix cache before creating sequences");
   prefix_enabled_ = true;
+  whole_sequences_ = config.whole_sequences;
+  if (whole_sequences_) cached_seqs_.assign(static_cast<size_t>(pool_.num_blocks()), {});
   hasher_ = BlockHasher(config.algorithm);
   prefix_extra_keys_ = config.extra_keys;
   prefix_extra_keys_.push_back(fmt::format("block_size={}", block_size_));
@@ -83,7 +135,7 @@ void KvManager::AttachPrefix(int32_t seq, std::span<const BlockHash> chain) {
 }
 
 void KvManager::HashFilledBlock(Sequence& s, int32_t i) {
-  if (!s.root || static_cast<int32_t>(s.hashes.size()) != i) return;
+  if (whole_sequences_ || !s.root || static_cast<int32_t>(s.hashes.size()) != i) return;
   const size_t end = static_cast<size_t>(i + 1) * block_size_;
   if (s.token_ids.size() < end) return;  // ids unknown: the chain stops here
   const std::optional<BlockHash> parent =
@@ -124,6 +176,7 @@ int32_t KvManager::CreateSequence() {
 
 void KvManager::FreeSequence(int32_t seq) {
   KVINFER_CHECK(is_live(seq));
+  if (whole_sequences_) RecordSequence(seqs_[seq]);
   Truncate(seq, 0);
   seqs_[seq].live = false;
   seqs_[seq].token_ids.clear();
@@ -135,6 +188,7 @@ void KvManager::FreeSequence(int32_t seq) {
 void KvManager::Clear() {
   pool_ = BlockPool(pool_.num_blocks());
   prefix_index_.Clear();
+  for (CachedSequence& c : cached_seqs_) c.tokens.clear();
   seqs_.clear();
   free_seq_ids_.clear();
   Emit({.kind = KvEvent::Kind::kAllCleared});
@@ -299,13 +353,19 @@ std::string KvManager::CheckInvariants() const {
     if (!h) continue;
     ++hashed;
     cached_free += pool_.is_free(b) ? 1 : 0;
+    if (whole_sequences_) {
+      if (cached_seqs_[static_cast<size_t>(b)].tokens.empty()) {
+        return fmt::format("block {} is marked cached but holds no cached sequence", b);
+      }
+      continue;
+    }
     if (prefix_index_.Find(*h) != b) return fmt::format("block {}'s hash is not indexed to it", b);
     const std::optional<BlockHash> parent = prefix_index_.Parent(*h);
     if (parent && !prefix_index_.Contains(*parent)) {
       return fmt::format("block {}'s parent is not indexed", b);
     }
   }
-  if (hashed != prefix_index_.size()) {
+  if (hashed != num_blocks_cached()) {
     return fmt::format("{} blocks have hashes but the index has {} nodes", hashed,
                        prefix_index_.size());
   }

@@ -62,15 +62,22 @@ struct KvEvent {
 
 using KvEventSink = std::function<void(const KvEvent&)>;
 
-// "Copy block src's K/V to block dst" (copy-on-write), for the storage.
+// "Copy block src's K/V to block dst", for the storage: the whole block
+// (copy-on-write) or its first num_tokens positions (a cached prefix).
 struct KvBlockCopy {
   int32_t src = -1;
   int32_t dst = -1;
+  int32_t num_tokens = -1;  // -1: the whole block
   bool operator==(const KvBlockCopy&) const = default;
 };
 
 struct PrefixCacheConfig {
   BlockHashAlgorithm algorithm = BlockHashAlgorithm::kXxh3_128;
+  // Whole sequences instead of blocks, for one block per sequence
+  // (contiguous): a freed sequence with a chain root leaves its block cached
+  // with its token ids, and a new sequence copies the longest common prefix
+  // out of such a block (FindCachedSequencePrefix) instead of sharing it.
+  bool whole_sequences = false;
   // What makes K/V differ for equal tokens (model identity, KV element
   // type, ...); the block size is added by the manager, a request's cache
   // salt by PrefixRoot.
@@ -168,11 +175,28 @@ class KvManager {
   const PrefixIndex& prefix_index() const { return prefix_index_; }
   // The hashes of seq's full blocks hashed so far.
   std::span<const BlockHash> block_hashes(int32_t seq) const { return seqs_[seq].hashes; }
-  // Blocks in the prefix index (held by a sequence or cached free).
-  int32_t num_blocks_cached() const { return prefix_index_.size(); }
+  // Blocks in the prefix index (held by a sequence or cached free); in
+  // whole-sequence mode the blocks holding a cached sequence.
+  int32_t num_blocks_cached() const;
   // Checks every invariant of blocks, tables and the index; returns "" or
   // what is wrong (tests).
   std::string CheckInvariants() const;
+
+  // --- Whole-sequence mode (PrefixCacheConfig::whole_sequences).
+  bool whole_sequence_cache() const { return whole_sequences_; }
+  struct CachedPrefix {
+    int32_t block = -1;
+    int32_t num_tokens = 0;  // 0: nothing cached
+  };
+  // The cached block (free, or pinned) whose tokens share the longest
+  // prefix with `tokens`, at most max_tokens of it, among those cached under
+  // `root`.
+  CachedPrefix FindCachedSequencePrefix(const BlockHash& root, std::span<const int32_t> tokens,
+                                        int32_t max_tokens) const;
+  // Holds a block (a free one is taken off its list, contents and hash
+  // intact) while its K/V are copied; Unpin releases it.
+  void Pin(int32_t block);
+  void Unpin(int32_t block) { ReleaseBlock(block); }
 
   int32_t num_tokens(int32_t seq) const { return seqs_[seq].num_tokens; }
   int32_t capacity_tokens(int32_t seq) const {
@@ -216,6 +240,8 @@ class KvManager {
   void HashFilledBlock(Sequence& s, int32_t i);
   // Removes `hash`'s subtree from the index and the blocks' hashes.
   void Uncache(const BlockHash& hash);
+  // Whole-sequence mode: keeps s's block and tokens as cached on free.
+  void RecordSequence(const Sequence& s);
   void Emit(const KvEvent& e) const {
     if (sink_) sink_(e);
   }
@@ -234,6 +260,14 @@ class KvManager {
   PrefixIndex prefix_index_;
   PrefixCacheCounters prefix_counters_;
   std::vector<int32_t> removed_;  // Uncache scratch
+  bool whole_sequences_ = false;
+  // Whole-sequence mode, per block: the chain root and token ids of the
+  // sequence it holds while cached (empty tokens: not cached).
+  struct CachedSequence {
+    BlockHash root;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<CachedSequence> cached_seqs_;  // [num_blocks]
 };
 
 }  // namespace kvinfer
