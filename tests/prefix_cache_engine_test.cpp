@@ -366,13 +366,16 @@ TEST_F(PrefixCacheEngineTest, AReTokenizedReplyIsReusedUpToItsFirstChangedBlock)
   EXPECT_EQ(Drain(*e).cached[*id3], 48);
 }
 
+// Two regions: the cached prefix is copied into the new one. One region:
+// there is no room for a copy, and the cached region itself is reused.
 TEST_F(PrefixCacheEngineTest, ContiguousCopiesTheLongestCachedPrefixIntoItsRegion) {
-  for (KvPrecision precision : {KvPrecision::kF32, KvPrecision::kQ8_0}) {
+  for (const auto& [regions, precision] : std::vector<std::pair<int, KvPrecision>>{
+           {2, KvPrecision::kF32}, {2, KvPrecision::kQ8_0}, {1, KvPrecision::kF32}, {1, KvPrecision::kQ8_0}}) {
     std::map<bool, std::vector<std::vector<int32_t>>> outs;
     for (bool on : {false, true}) {
       auto e = MakeEngine({.kv = {.strategy = KvStrategy::kContiguous, .precision = precision,
                                   .max_seq_len = 128},
-                           .max_seqs = 2, .prefix_cache = on});
+                           .max_seqs = regions, .prefix_cache = on});
       const SessionId s = e->CreateSession();
       std::vector<int32_t> history = Prompt(7, 30, 5, 1);
       const SamplingParams sp{.max_tokens = 9, .ignore_eos = true};
@@ -396,8 +399,37 @@ TEST_F(PrefixCacheEngineTest, ContiguousCopiesTheLongestCachedPrefixIntoItsRegio
       // its sequence without.
       EXPECT_EQ(kv.num_blocks_used, on ? 0 : 1);
     }
-    EXPECT_EQ(outs[true], outs[false]) << KvPrecisionName(precision);
+    EXPECT_EQ(outs[true], outs[false]) << KvPrecisionName(precision) << " " << regions;
   }
+}
+
+// Conversations A, B, A within a pool that holds two: the third request
+// reuses at least 95% of A's prompt. Then C: the least recently used
+// blocks (B's, tail first) are evicted, A's survive.
+TEST_F(PrefixCacheEngineTest, ConversationsABAReuseAAndEvictionTakesTheLeastRecentlyUsed) {
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
+                              .num_blocks = 28, .max_seq_len = 256},
+                       .max_seqs = 1});
+  const SamplingParams sp{.max_tokens = 4, .ignore_eos = true};
+  auto turn = [&](std::vector<int32_t>& history, int seed) {
+    auto id = e->AddRequestTokens(history, sp);
+    EXPECT_TRUE(id.ok());
+    Run r = Drain(*e);
+    const int64_t cached = r.cached[*id];
+    history.insert(history.end(), r.tokens[*id].begin(), r.tokens[*id].end());
+    const std::vector<int32_t> msg = Prompt(80, 0, 10, seed);
+    history.insert(history.end(), msg.begin() + 1, msg.end());
+    return cached;
+  };
+  std::vector<int32_t> a = Prompt(11, 190, 9, 1), b = Prompt(12, 190, 9, 2),
+                       c = Prompt(13, 190, 9, 3);
+  EXPECT_EQ(turn(a, 1), 0);
+  EXPECT_EQ(turn(b, 2), 0);
+  EXPECT_GE(turn(a, 3), 190) << "at least 95% of A's 200-token prompt";
+  EXPECT_EQ(turn(c, 4), 0);
+  EXPECT_GT(e->Stats().prefix_cache_blocks_evicted, 0);
+  EXPECT_GE(turn(a, 5), 200) << "A's blocks were used more recently than B's";
+  EXPECT_LE(turn(b, 6), 32) << "B's blocks were evicted, tail first";
 }
 
 }  // namespace

@@ -490,6 +490,31 @@ TEST(PrefixCacheManager, WholeSequencesAreCachedPinnedAndEvicted) {
   EXPECT_EQ(m.CheckInvariants(), "");
 }
 
+TEST(PrefixCacheManager, AdoptingACachedRegionTakesItOutOfTheCache) {
+  KvManager m(/*block_size_tokens=*/32, /*num_blocks=*/1);
+  m.EnablePrefixCache({.whole_sequences = true, .extra_keys = {"model"}});
+  const int32_t a = m.CreateSequence();
+  m.SetPrefixRoot(a, m.PrefixRoot(""));
+  ASSERT_TRUE(m.Reserve(a, 32));
+  m.SetTokenIds(a, 0, Iota(20));
+  m.SetNumTokens(a, 20);
+  m.FreeSequence(a);
+  ASSERT_EQ(m.num_blocks_cached(), 1);
+  const int32_t b = m.CreateSequence();
+  m.SetPrefixRoot(b, m.PrefixRoot(""));
+  m.AdoptCachedSequence(b, 0, 12);
+  EXPECT_THAT(Table(m, b), ElementsAre(0));
+  EXPECT_EQ(m.num_tokens(b), 12);
+  EXPECT_EQ(m.num_blocks_cached(), 0) << "its tail is about to be overwritten";
+  EXPECT_EQ(m.pool().num_free(), 0);
+  EXPECT_EQ(m.CheckInvariants(), "");
+  m.SetTokenIds(b, 0, Iota(15));
+  m.SetNumTokens(b, 15);
+  m.FreeSequence(b);
+  EXPECT_EQ(m.FindCachedSequencePrefix(m.PrefixRoot(""), Iota(20), 20).num_tokens, 15);
+  EXPECT_EQ(m.CheckInvariants(), "");
+}
+
 TEST(KvStorage, CopyTokensCopiesThePrefixOfEveryLayerAndHeadOnly) {
   for (KvPrecision p : {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0,
                         KvPrecision::kQ4_0}) {

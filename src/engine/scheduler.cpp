@@ -117,34 +117,40 @@ bool Scheduler::AdmitCopyingPrefix(Request& r, SchedulerOutput& out) {
   if (!r.prefix_root) r.prefix_root = kv_.PrefixRoot(r.cache_salt);
   const int32_t len = static_cast<int32_t>(r.tokens.size());
   // Leave the last token to compute: its logits are what is sampled.
-  KvManager::CachedPrefix hit = kv_.FindCachedSequencePrefix(*r.prefix_root, r.tokens, len - 1);
-  // One region for r, and the source's region held while it is copied.
-  const int32_t region = 1;
-  if (hit.num_tokens > 0 && region + (kv_.pool().is_free(hit.block) ? 1 : 0) > kv_.num_free_blocks()) {
-    hit = {};  // room for r alone: compute everything
-  }
-  if (region > kv_.num_free_blocks()) return false;
+  const KvManager::CachedPrefix hit =
+      kv_.FindCachedSequencePrefix(*r.prefix_root, r.tokens, len - 1);
+  // A copy needs a region for r besides the source's. Without room for
+  // both, a free source region becomes r's own (its tail is then lost to
+  // the cache); a source in use is not copied.
+  const bool src_free = hit.num_tokens > 0 && kv_.pool().is_free(hit.block);
+  const bool in_place = src_free && kv_.num_free_blocks() < 2;
+  const bool copy = hit.num_tokens > 0 && !in_place && kv_.num_free_blocks() >= 1 + (src_free ? 1 : 0);
+  if (!in_place && kv_.num_free_blocks() < 1) return false;
+  const int32_t reused = in_place || copy ? hit.num_tokens : 0;
   r.seq = kv_.CreateSequence();
   kv_.SetPrefixRoot(r.seq, *r.prefix_root);
-  if (hit.num_tokens > 0) {
+  if (in_place) {
+    kv_.AdoptCachedSequence(r.seq, hit.block, hit.num_tokens);
+  } else if (copy) {
     kv_.Pin(hit.block);  // before Reserve, so Reserve cannot evict it
     pinned_.push_back(hit.block);
   }
   KVINFER_CHECK(kv_.Reserve(r.seq, config_.max_seq_len));
-  if (hit.num_tokens > 0) {
+  if (copy) {
     out.copies.push_back({hit.block, kv_.block_table(r.seq)[0], hit.num_tokens});
     kv_.SetNumTokens(r.seq, hit.num_tokens);
   }
   kv_.SetTokenIds(r.seq, 0, r.tokens);
-  r.num_computed = hit.num_tokens;
-  kv_.CountPrefixQuery(len, hit.num_tokens);
-  if (!r.scheduled) r.timings.cached_prompt_tokens = std::min(hit.num_tokens, r.num_prompt);
+  r.num_computed = reused;
+  kv_.CountPrefixQuery(len, reused);
+  if (!r.scheduled) r.timings.cached_prompt_tokens = std::min(reused, r.num_prompt);
   if (config_.prefix_cache_log) {
     fmt::print(stderr,
-               "kvinfer: prefix cache: request {}{}{}{}: {} of {} tokens copied from a cached "
-               "sequence; left the cached prefix at token {}\n",
+               "kvinfer: prefix cache: request {}{}{}{}: {} of {} tokens {} a cached sequence; "
+               "left the cached prefix at token {}\n",
                r.id, r.request_id.empty() ? "" : " (", r.request_id,
-               r.request_id.empty() ? "" : ")", hit.num_tokens, len, hit.num_tokens);
+               r.request_id.empty() ? "" : ")", reused, len,
+               in_place ? "reused in place from" : "copied from", reused);
   }
   return true;
 }

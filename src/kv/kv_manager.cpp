@@ -53,6 +53,22 @@ KvManager::CachedPrefix KvManager::FindCachedSequencePrefix(const BlockHash& roo
   return best;
 }
 
+void KvManager::AdoptCachedSequence(int32_t seq, int32_t block, int32_t num_tokens) {
+  KVINFER_CHECK(is_live(seq) && whole_sequences_);
+  Sequence& s = seqs_[seq];
+  CachedSequence& c = cached_seqs_[static_cast<size_t>(block)];
+  KVINFER_CHECK_MSG(s.root && s.blocks.empty() && pool_.is_free(block) && !c.tokens.empty() &&
+                        num_tokens <= static_cast<int32_t>(c.tokens.size()) &&
+                        num_tokens <= block_size_,
+                    "sequence {} cannot adopt cached block {}", seq, block);
+  pool_.Take(block);
+  pool_.clear_hash(block);
+  c.tokens.clear();
+  s.blocks.push_back(block);
+  s.num_tokens = num_tokens;
+  peak_blocks_used_ = std::max<int64_t>(peak_blocks_used_, pool_.num_used());
+}
+
 void KvManager::Pin(int32_t block) {
   if (pool_.is_free(block)) {
     pool_.Take(block);

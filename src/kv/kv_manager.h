@@ -193,6 +193,11 @@ class KvManager {
   // `root`.
   CachedPrefix FindCachedSequencePrefix(const BlockHash& root, std::span<const int32_t> tokens,
                                         int32_t max_tokens) const;
+  // Gives the empty sequence `seq` (with a root) the free cached block
+  // itself, its first num_tokens positions computed; the block stops being
+  // cached (its later positions will be overwritten). For a pool with no
+  // room for a copy.
+  void AdoptCachedSequence(int32_t seq, int32_t block, int32_t num_tokens);
   // Holds a block (a free one is taken off its list, contents and hash
   // intact) while its K/V are copied; Unpin releases it.
   void Pin(int32_t block);
