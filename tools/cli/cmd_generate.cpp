@@ -77,6 +77,7 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
                               {"peak_bytes_independent", peak_logical},
                               {"saved_percent", saved},
                               {"num_cow_copies", engine.KvStats().num_cow_copies},
+                              {"prefix_cache", PrefixCacheJson(engine)},
                               {"kv", KvStatsJson(peak)}};
     WriteOutputFile(o.stats_json, JsonText(j) + "\n");
   }
@@ -162,6 +163,8 @@ void RunGenerate(const GenerateOptions& o) {
                               {"total_ms", t.total_ms},
                               {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
                               {"decode_tokens_per_s", t.decode_tokens_per_s()},
+                              {"cached_prompt_tokens", res.final.num_cached_tokens},
+                              {"prefix_cache", PrefixCacheJson(**engine)},
                               {"kv", KvStatsJson(res.peak_kv)}};
     WriteOutputFile(o.stats_json, JsonText(j) + "\n");
   }
