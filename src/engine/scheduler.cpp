@@ -97,6 +97,8 @@ bool Scheduler::AdmitWithPrefixCache(Request& r) {
   r.seq = kv_.CreateSequence();
   kv_.SetPrefixRoot(r.seq, *r.prefix_root);
   kv_.AttachPrefix(r.seq, hits);
+  // Room for every token the request may reach (r.tokens is reserved so).
+  kv_.ReserveTokenIds(r.seq, std::max(r.tokens.size(), r.tokens.capacity()));
   kv_.SetTokenIds(r.seq, 0, r.tokens);
   r.num_computed = hit * bs;
   kv_.CountPrefixQuery(len, static_cast<int64_t>(hit) * bs);
@@ -140,6 +142,8 @@ bool Scheduler::AdmitCopyingPrefix(Request& r, SchedulerOutput& out) {
     out.copies.push_back({hit.block, kv_.block_table(r.seq)[0], hit.num_tokens});
     kv_.SetNumTokens(r.seq, hit.num_tokens);
   }
+  // Room for every token the request may reach (r.tokens is reserved so).
+  kv_.ReserveTokenIds(r.seq, std::max(r.tokens.size(), r.tokens.capacity()));
   kv_.SetTokenIds(r.seq, 0, r.tokens);
   r.num_computed = reused;
   kv_.CountPrefixQuery(len, reused);

@@ -84,7 +84,8 @@ BlockHash BlockHasher::Root(std::span<const std::string> extra_keys) const {
 }
 
 BlockHash BlockHasher::Next(const BlockHash& parent, std::span<const int32_t> tokens) const {
-  std::vector<uint8_t> buf;
+  std::vector<uint8_t>& buf = scratch_;
+  buf.clear();
   buf.reserve(parent.bytes.size() + 4 * tokens.size());
   buf.insert(buf.end(), parent.bytes.begin(), parent.bytes.end());
   for (int32_t t : tokens) PutU32(buf, static_cast<uint32_t>(t));

@@ -73,6 +73,10 @@ class BlockHasher {
 
  private:
   BlockHashAlgorithm algorithm_;
+  // Next's input (parent + token bytes), kept so that hashing a block
+  // allocates nothing once it has grown to a block's size. One hasher is
+  // used by one thread (its KvManager's).
+  mutable std::vector<uint8_t> scratch_;
 };
 
 }  // namespace kvinfer

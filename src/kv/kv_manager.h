@@ -128,6 +128,9 @@ class KvManager {
   // hold (or are about to hold), so that kBlockFilled can carry them. Ids
   // past `begin` recorded earlier are dropped.
   void SetTokenIds(int32_t seq, int32_t begin, std::span<const int32_t> ids);
+  // Room for n token ids of seq, so that recording them as they are
+  // computed (SetTokenIds) does not allocate in a decode loop.
+  void ReserveTokenIds(int32_t seq, size_t n) { seqs_[seq].token_ids.reserve(n); }
   // Keeps the first n tokens and releases the blocks past them (last first).
   void Truncate(int32_t seq, int32_t n);
 
