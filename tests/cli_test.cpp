@@ -250,13 +250,18 @@ TEST(Cli, ChatReusesEarlierTurnsThroughThePrefixCache) {
   KVINFER_REQUIRE_FILE(testing::DefaultModel());
   const std::string stats =
       ::testing::TempDir() + "/chat_prefix_stats_" + std::to_string(getpid()) + ".json";
-  CmdResult r = RunCli("chat --kv paged -n 24 --threads 2 --stats-json " + stats,
+  CmdResult r = RunCli("chat --kv paged -n 24 --threads 2 --prefix-cache-log --stats-json " + stats,
                        "What is the capital of France?\nAnd of Italy?\nAnd of Spain?\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
   std::remove(stats.c_str());
   const nlohmann::json& turns = j.at("turns");
   ASSERT_EQ(turns.size(), 3u) << j.dump();
+  EXPECT_EQ(j["prefix_cache"]["mode"], "shared");
+  EXPECT_GT(j["prefix_cache"]["hits"].get<int64_t>(), 0);
+  // --prefix-cache-log explains each admission.
+  EXPECT_NE(r.err.find("prefix cache: request 2: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("left the cached prefix at token"), std::string::npos) << r.err;
   EXPECT_EQ(turns[0]["cached_prompt_tokens"], 0);
   for (int t = 1; t < 3; ++t) {
     // Earlier turns, replies included, come from the cache: only the new

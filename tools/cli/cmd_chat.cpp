@@ -13,7 +13,8 @@
 // turns), or the sampled ids do not spell the reply, the whole conversation
 // is tokenized afresh.
 // --stats-json writes one object per turn: prompt_tokens,
-// cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s.
+// cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s;
+// and the prefix cache's counters (PrefixCacheJson).
 #include <unistd.h>
 
 #include <cstdio>
@@ -148,7 +149,10 @@ void RunChat(const ChatOptions& o) {
   }
   if (!o.stats_json.empty()) {
     WriteOutputFile(o.stats_json,
-                    JsonText(nlohmann::json{{"model", model.info().path}, {"turns", turns}}) + "\n");
+                    JsonText(nlohmann::json{{"model", model.info().path},
+                                            {"turns", turns},
+                                            {"prefix_cache", PrefixCacheJson(e)}}) +
+                        "\n");
   }
 }
 
