@@ -369,6 +369,30 @@ def plot_prefix(d, out):
            f"Prefix caching: {d['requests']} requests sharing a {d['system_tokens']}-token prompt: "
            f"TTFT {d['ttft_mean_speedup']:.1f}x lower, throughput {d['throughput_speedup']:.1f}x",
            os.path.join(out, "lab-prefix.png"))
+    conv = d.get("conversation")
+    if not conv:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for key, color, label in (("off", colors[0], labels[0]), ("on", colors[1], labels[1])):
+        turns = [t["turn"] for t in conv[key]]
+        ax1.plot(turns, [t["prefill_tokens"] for t in conv[key]], "o-", color=color, lw=2,
+                 label=label)
+        ax2.plot(turns, [t["ttft_ms"] for t in conv[key]], "o-", color=color, lw=2, label=label)
+    ax1.plot([t["turn"] for t in conv["off"]], [t["prompt_tokens"] for t in conv["off"]], ":",
+             color="#444444", label="prompt tokens")
+    ax1.set_ylabel("tokens prefilled")
+    ax1.set_title("Prefill per turn", fontsize=10)
+    ax2.set_ylabel("TTFT, ms")
+    ax2.set_title("TTFT per turn", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("turn")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    finish(fig, d,
+           f"A {conv['turns']}-turn conversation ({conv['system_tokens']}-token system prompt, "
+           f"{conv['question_tokens']}-token questions, {conv['gen_tokens']}-token replies)",
+           os.path.join(out, "lab-prefix-conversation.png"))
 
 
 # ------------------------------------------------------------------ tables

@@ -20,8 +20,8 @@
 // KV manager, such as std::bad_alloc) finishes that request with kError,
 // its KV released, and scheduling goes on with the others.
 //
-// Prefix cache (config.prefix_cache, `paged` only; the KvManager hashes and
-// indexes the blocks): admission looks the request's tokens up block by
+// Prefix cache (config.prefix_cache; the KvManager hashes and indexes the
+// blocks). `paged`: admission looks the request's tokens up block by
 // block and attaches the cached blocks (always leaving at least its last
 // token to compute), so it starts with those positions computed. A waiting
 // request whose next uncached block is being computed right now by a
@@ -33,7 +33,8 @@
 // reuses the longest common prefix (Truncate drops the rest). `contiguous`
 // has one block per sequence and nothing to share: its prefix cache keeps
 // finished sequences' regions and copies the longest cached prefix of a
-// new request's tokens into its own region (out.copies, token granular).
+// new request's tokens into its own region (out.copies, token granular),
+// or, with no room for a copy, takes a free cached region as its own.
 //
 // Strategies: `paged` allocates blocks as tokens are computed; `contiguous`
 // reserves max_seq_len on admission; `none` recomputes each running
@@ -66,7 +67,7 @@ struct SchedulerConfig {
   int32_t max_batch_tokens = 1;  // tokens per step
   int32_t max_seq_len = 1;       // tokens a sequence may hold (contiguous reserves it)
   // Look requests up in the KvManager's prefix cache (which must be
-  // enabled); `paged` only.
+  // enabled: blocks for `paged`, whole sequences for `contiguous`).
   bool prefix_cache = false;
   // Print each admission's prefix-cache hit and where it left the cached
   // prefix to stderr.

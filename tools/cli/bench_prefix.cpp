@@ -6,6 +6,13 @@
 // whole run, wall time, requests/s and tokens/s (prompt + generated), the
 // tokens the forward pass computed and the cache's hits. The greedy outputs
 // of the two runs are compared token by token.
+//
+// Then a conversation of T turns (unless --turns 0): turn t's prompt is the
+// previous turn's prompt, its reply's ids and a new Q-token question, after
+// a shared C-token system prompt, one request at a time, cache off then on:
+// per turn the prompt tokens, those prefilled (not from the cache) and
+// TTFT. With the cache the prefill per turn stays flat instead of growing
+// with the conversation.
 // Writes OUT/results.json (schema "kvinfer.bench.prefix/1") and a plot.
 #include <algorithm>
 #include <cstdio>
@@ -32,8 +39,22 @@ struct PrefixOptions {
   int block_size = 16;
   std::string kv_dtype = "f32";
   std::string hash = "xxh3_128";
+  int turns = 10;
+  int conversation_system_tokens = 200;
   bool no_plot = false;
 };
+
+// Question i: " Question i: ..." tokenized and repeated to n ids.
+std::vector<int32_t> Question(const Model& model, int i, int n) {
+  StatusOr<std::vector<int32_t>> q = model.Tokenize(
+      fmt::format(" Question {}: what does character number {} do after the storm?", i, i * 7 + 3),
+      false);
+  DieIf(q.status(), "tokenize a question");
+  if (q->empty()) Die("the tokenizer turns a question into no tokens");
+  std::vector<int32_t> out;
+  for (int k = 0; k < n; ++k) out.push_back((*q)[static_cast<size_t>(k) % q->size()]);
+  return out;
+}
 
 // Request i's prompt: the shared system prompt, then question i: the text
 // "Question i: ..." tokenized and repeated to question_tokens ids, so every
@@ -42,16 +63,62 @@ std::vector<std::vector<int32_t>> Prompts(const Model& model, const PrefixOption
   const std::vector<int32_t> system = bench::SyntheticPrompt(model, o.system_tokens);
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < o.requests; ++i) {
-    StatusOr<std::vector<int32_t>> q = model.Tokenize(
-        fmt::format(" Question {}: what does character number {} do after the storm?", i, i * 7 + 3),
-        false);
-    DieIf(q.status(), "tokenize a question");
-    if (q->empty()) Die("the tokenizer turns a question into no tokens");
     std::vector<int32_t> p = system;
-    for (int k = 0; k < o.question_tokens; ++k) p.push_back((*q)[static_cast<size_t>(k) % q->size()]);
+    const std::vector<int32_t> q = Question(model, i, o.question_tokens);
+    p.insert(p.end(), q.begin(), q.end());
     prompts.push_back(std::move(p));
   }
   return prompts;
+}
+
+// The conversation, one turn at a time; per turn {prompt_tokens,
+// cached_prompt_tokens, prefill_tokens, ttft_ms}. `replies` receives the
+// generated ids of every turn.
+nlohmann::json RunConversation(const Model& model, const PrefixOptions& o, bool cache,
+                               std::vector<std::vector<int32_t>>& replies) {
+  EngineOptions eo;
+  eo.kv.strategy = KvStrategy::kPaged;
+  eo.kv.precision = *ParseKvPrecision(o.kv_dtype);
+  eo.kv.block_size_tokens = o.block_size;
+  eo.kv.max_seq_len = o.conversation_system_tokens + o.turns * (o.question_tokens + o.gen_tokens);
+  eo.num_threads = o.threads;
+  eo.activation_precision = o.activations;
+  eo.max_seqs = 1;
+  eo.max_batch_tokens = o.max_batch_tokens;
+  ApplyPrefixCacheOptions(cache ? "on" : "off", o.hash, false, eo);
+  auto engine = Engine::Create(model, eo);
+  DieIf(engine.status(), "engine");
+  Engine& e = **engine;
+  std::vector<int32_t> history = bench::SyntheticPrompt(model, o.conversation_system_tokens);
+  nlohmann::json turns = nlohmann::json::array();
+  replies.clear();
+  for (int t = 0; t < o.turns; ++t) {
+    const std::vector<int32_t> q = Question(model, 1000 + t, o.question_tokens);
+    history.insert(history.end(), q.begin(), q.end());
+    StatusOr<RequestId> id =
+        e.AddRequestTokens(history, {.max_tokens = o.gen_tokens, .ignore_eos = true});
+    DieIf(id.status(), "conversation turn");
+    std::vector<int32_t> reply;
+    RequestOutput last;
+    while (e.HasWork()) {
+      for (RequestOutput& r : e.Step()) {
+        reply.insert(reply.end(), r.new_tokens.begin(), r.new_tokens.end());
+        if (r.finished) last = std::move(r);
+      }
+    }
+    bench::Progress(fmt::format("conversation, prefix cache {}: turn {}/{}", cache ? "on" : "off",
+                                t + 1, o.turns));
+    const int64_t prompt = static_cast<int64_t>(history.size());
+    turns.push_back({{"turn", t + 1},
+                     {"prompt_tokens", prompt},
+                     {"cached_prompt_tokens", last.num_cached_tokens},
+                     {"prefill_tokens", prompt - last.num_cached_tokens},
+                     {"ttft_ms", bench::Round(last.timings.ttft_ms, 2)}});
+    history.insert(history.end(), reply.begin(), reply.end());
+    replies.push_back(std::move(reply));
+  }
+  bench::ProgressDone();
+  return turns;
 }
 
 nlohmann::json RunOnce(const Model& model, const PrefixOptions& o, bool cache,
@@ -136,7 +203,29 @@ void RunPrefix(const PrefixOptions& o) {
   std::vector<std::vector<int32_t>> out_off, out_on;
   nlohmann::json off = RunOnce(model, o, false, prompts, out_off);
   nlohmann::json on = RunOnce(model, o, true, prompts, out_on);
-  const bool identical = out_off == out_on;
+  bool identical = out_off == out_on;
+  nlohmann::json conversation;
+  if (o.turns > 0) {
+    std::vector<std::vector<int32_t>> replies_off, replies_on;
+    const nlohmann::json turns_off = RunConversation(model, o, false, replies_off);
+    const nlohmann::json turns_on = RunConversation(model, o, true, replies_on);
+    identical = identical && replies_off == replies_on;
+    conversation = {{"turns", o.turns},
+                    {"system_tokens", o.conversation_system_tokens},
+                    {"question_tokens", o.question_tokens},
+                    {"gen_tokens", o.gen_tokens},
+                    {"off", turns_off},
+                    {"on", turns_on}};
+    const nlohmann::json& a = turns_off.back();
+    const nlohmann::json& b = turns_on.back();
+    std::fprintf(stderr,
+                 "conversation turn %d: %lld prompt tokens; prefilled %lld (off) vs %lld (on), TTFT "
+                 "%.0f vs %.0f ms\n",
+                 o.turns, static_cast<long long>(a["prompt_tokens"].get<int64_t>()),
+                 static_cast<long long>(a["prefill_tokens"].get<int64_t>()),
+                 static_cast<long long>(b["prefill_tokens"].get<int64_t>()),
+                 a["ttft_ms"].get<double>(), b["ttft_ms"].get<double>());
+  }
   auto ratio = [&](const char* key, bool inverse) {
     const double a = off[key].get<double>(), b = on[key].get<double>();
     return bench::Round(inverse ? (b > 0 ? a / b : 0.0) : (a > 0 ? b / a : 0.0), 2);
@@ -161,7 +250,8 @@ void RunPrefix(const PrefixOptions& o) {
       {"outputs_identical", identical},
       {"ttft_mean_speedup", ratio("ttft_ms_mean", true)},
       {"throughput_speedup", ratio("total_tokens_per_s", false)},
-      {"runs", {off, on}}};
+      {"runs", {off, on}},
+      {"conversation", conversation}};
   std::fprintf(stderr,
                "prefix cache off: TTFT mean %.0f ms, %.1f tok/s total, %lld tokens computed\n"
                "prefix cache on:  TTFT mean %.0f ms, %.1f tok/s total, %lld tokens computed "
@@ -215,6 +305,14 @@ void AddBenchPrefixCommand(CLI::App* bench) {
       ->capture_default_str();
   cmd->add_option("--prefix-cache-hash", o->hash, "xxh3_128 or sha256")
       ->check(CLI::IsMember({"xxh3_128", "sha256"}))
+      ->capture_default_str();
+  cmd->add_option("--turns", o->turns,
+                  "Turns of the conversation run after the shared-prompt one (0 = none)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--conversation-system-tokens", o->conversation_system_tokens,
+                  "Tokens of the conversation's system prompt")
+      ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_flag("--no-plot", o->no_plot, "Skip the PNG");
   cmd->callback([o] { RunPrefix(*o); });
