@@ -3,6 +3,7 @@
 // victim, idle-session eviction, requests that can never fit, and the
 // `none` and `contiguous` strategies.
 #include <memory>
+#include <random>
 #include <optional>
 #include <string>
 #include <vector>
@@ -438,6 +439,50 @@ TEST(SchedulerPrefixCache, AFinishedRequestsBlocksServeTheNextAndEvictionFreesTh
   EXPECT_THAT(Chunks(out), ElementsAre("2:[17,18)*"));
   EXPECT_THAT(Ids(s.waiting()), ElementsAre(3));
   EXPECT_EQ(kv.CheckInvariants(), "");
+}
+
+// Random arrivals sharing a few prefixes, with sessions, aborts and a pool
+// small enough to preempt and evict: every step keeps the KV manager's
+// invariants, and after the drain every block is free (blank or cached).
+TEST(SchedulerPrefixCache, RandomWorkloadsKeepInvariantsAndDrainToFreeBlocks) {
+  for (unsigned seed : {1u, 2u, 3u}) {
+    std::mt19937 rng(seed);
+    KvManager kv(4, 16);
+    kv.EnablePrefixCache({.extra_keys = {"test"}});
+    Scheduler s(PrefixConfig(5, 24), kv);
+    RequestId next = 1;
+    std::vector<SessionId> sessions = {s.CreateSession(), s.CreateSession()};
+    for (int step = 0; step < 400; ++step) {
+      if (rng() % 2 == 0 && next < 150) {
+        const int32_t shared = 4 * static_cast<int32_t>(rng() % 4) + static_cast<int32_t>(rng() % 3);
+        auto r = Sharing(next, shared, 1 + static_cast<int32_t>(rng() % 6),
+                         1 + static_cast<int>(rng() % 24));
+        for (int32_t& t : r->tokens) t += 1000 * static_cast<int32_t>(rng() % 2);  // two families
+        const SessionId sid = sessions[rng() % sessions.size()];
+        if (rng() % 4 == 0 && !s.FindSession(sid)->busy) {
+          s.FindSession(sid)->busy = true;
+          r->session = sid;
+        }
+        s.Add(std::move(r));
+        ++next;
+      }
+      if (rng() % 17 == 0 && next > 1) s.Remove(1 + static_cast<RequestId>(rng() % (next - 1)));
+      SchedulerOutput out = s.Schedule();
+      ASSERT_EQ(kv.CheckInvariants(), "") << "seed " << seed << " step " << step;
+      PlayStep(s, kv, out);
+      ASSERT_EQ(kv.CheckInvariants(), "") << "seed " << seed << " step " << step;
+    }
+    for (int guard = 0; s.HasRequests() && guard < 2000; ++guard) PlayStep(s, kv, s.Schedule());
+    s.ReleasePinned();
+    EXPECT_FALSE(s.HasRequests());
+    EXPECT_EQ(kv.CheckInvariants(), "");
+    EXPECT_EQ(kv.num_sequences(), 0);
+    EXPECT_EQ(kv.num_free_blocks(), kv.num_blocks()) << "no block leaks";
+    EXPECT_EQ(kv.pool().num_cached_free(), kv.num_blocks_cached());
+    EXPECT_GT(kv.prefix_counters().hits, 0);
+    EXPECT_GT(kv.prefix_counters().blocks_evicted, 0);
+    EXPECT_GT(s.stats().num_preemptions, 0);
+  }
 }
 
 }  // namespace
