@@ -80,9 +80,11 @@ std::vector<Job> SharedPrefixJobs(int n) {
                       std::mt19937 rf(static_cast<unsigned>(i % 3));
                       std::vector<int32_t> t = {1};
                       const int shared = 20 + 17 * (i % 3);
-                      for (int k = 0; k < shared; ++k) t.push_back(static_cast<int32_t>(3 + rf() % 500));
+                      for (int k = 0; k < shared; ++k)
+                        t.push_back(static_cast<int32_t>(3 + rf() % 500));
                       std::mt19937 ro(static_cast<unsigned>(100 + i));
-                      for (int k = 0; k < 3 + i % 7; ++k) t.push_back(static_cast<int32_t>(3 + ro() % 500));
+                      for (int k = 0; k < 3 + i % 7; ++k)
+                        t.push_back(static_cast<int32_t>(3 + ro() % 500));
                       return t;
                     }(),
                     p});
@@ -173,9 +175,9 @@ TEST_F(PrefixCacheEngineTest, GreedyOutputsAreTheSameWithTheCacheOnAndOffForEver
 }
 
 TEST_F(PrefixCacheEngineTest, HitsAreReportedOnEveryOutputAndInTheStats) {
-  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
-                              .max_seq_len = 256},
-                       .max_seqs = 4});
+  auto e = MakeEngine(
+      {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16, .max_seq_len = 256},
+       .max_seqs = 4});
   const std::vector<int32_t> a = Prompt(1, 70, 5, 1);  // 76 tokens: 4 full blocks
   const SamplingParams sp{.max_tokens = 6, .ignore_eos = true};
   auto id1 = e->AddRequestTokens(a, sp);
@@ -209,10 +211,10 @@ TEST_F(PrefixCacheEngineTest, DifferentSaltsShareNothingAndSha256HitsTheSame) {
   const std::vector<int32_t> p = Prompt(2, 60, 4, 1);
   const SamplingParams sp{.max_tokens = 3, .ignore_eos = true};
   for (PrefixCacheHash h : {PrefixCacheHash::kXxh3_128, PrefixCacheHash::kSha256}) {
-    auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8,
-                                .max_seq_len = 128},
-                         .max_seqs = 2,
-                         .prefix_cache_hash = h});
+    auto e = MakeEngine(
+        {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8, .max_seq_len = 128},
+         .max_seqs = 2,
+         .prefix_cache_hash = h});
     std::vector<int64_t> cached;
     for (const char* salt : {"alice", "bob", "alice", ""}) {
       auto id = e->AddRequestTokens(p, sp, {.cache_salt = salt});
@@ -229,12 +231,15 @@ TEST_F(PrefixCacheEngineTest, ArrivalsSharingAnUncachedPrefixComputeItOnce) {
   std::vector<int32_t> computed;
   std::vector<std::vector<int32_t>> outputs[2];
   for (bool on : {false, true}) {
-    auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
-                                .max_seq_len = 256},
-                         .max_seqs = n, .max_batch_tokens = 2048, .prefix_cache = on});
+    auto e = MakeEngine(
+        {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16, .max_seq_len = 256},
+         .max_seqs = n,
+         .max_batch_tokens = 2048,
+         .prefix_cache = on});
     std::vector<RequestId> ids;
     for (int i = 0; i < n; ++i) {
-      ids.push_back(*e->AddRequestTokens(Prompt(3, 159, 10, i), {.max_tokens = 4, .ignore_eos = true}));
+      ids.push_back(
+          *e->AddRequestTokens(Prompt(3, 159, 10, i), {.max_tokens = 4, .ignore_eos = true}));
     }
     Run r = Drain(*e);
     for (RequestId id : ids) outputs[on].push_back(r.tokens[id]);
@@ -263,9 +268,13 @@ TEST_F(PrefixCacheEngineTest, InterleavedConversationsMatchCacheOffAndReuseEarli
   EngineStats stats[2];
   for (bool on : {false, true}) {
     // 48 blocks of 8 tokens: about 4 conversations' worth.
-    auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8,
-                                .num_blocks = 48, .max_seq_len = 160},
-                         .max_seqs = 8, .max_batch_tokens = 96, .prefix_cache = on});
+    auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged,
+                                .block_size_tokens = 8,
+                                .num_blocks = 48,
+                                .max_seq_len = 160},
+                         .max_seqs = 8,
+                         .max_batch_tokens = 96,
+                         .prefix_cache = on});
     std::vector<std::vector<int32_t>> history(kConversations);
     std::vector<SessionId> session(kConversations);
     replies[on].assign(kConversations, {});
@@ -311,9 +320,9 @@ TEST_F(PrefixCacheEngineTest, InterleavedConversationsMatchCacheOffAndReuseEarli
 }
 
 TEST_F(PrefixCacheEngineTest, ASessionsNextTurnPrefillsOnlyItsNewTokensAndOneBlock) {
-  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
-                              .max_seq_len = 512},
-                       .max_seqs = 2});
+  auto e = MakeEngine(
+      {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16, .max_seq_len = 512},
+       .max_seqs = 2});
   const SessionId s = e->CreateSession();
   std::vector<int32_t> history = Prompt(4, 30, 10, 1);
   const SamplingParams sp{.max_tokens = 12, .ignore_eos = true};
@@ -342,9 +351,9 @@ TEST_F(PrefixCacheEngineTest, ASessionsNextTurnPrefillsOnlyItsNewTokensAndOneBlo
 // is recomputed (which is why `kvinfer chat` appends the sampled ids
 // instead of re-tokenizing the reply).
 TEST_F(PrefixCacheEngineTest, AReTokenizedReplyIsReusedUpToItsFirstChangedBlock) {
-  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8,
-                              .max_seq_len = 256},
-                       .max_seqs = 2});
+  auto e = MakeEngine(
+      {.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 8, .max_seq_len = 256},
+       .max_seqs = 2});
   const std::vector<int32_t> prompt = Prompt(5, 39, 0, 1);  // 40 tokens: 5 full blocks
   const SamplingParams sp{.max_tokens = 25, .ignore_eos = true};
   auto id1 = e->AddRequestTokens(prompt, sp);
@@ -369,13 +378,17 @@ TEST_F(PrefixCacheEngineTest, AReTokenizedReplyIsReusedUpToItsFirstChangedBlock)
 // Two regions: the cached prefix is copied into the new one. One region:
 // there is no room for a copy, and the cached region itself is reused.
 TEST_F(PrefixCacheEngineTest, ContiguousCopiesTheLongestCachedPrefixIntoItsRegion) {
-  for (const auto& [regions, precision] : std::vector<std::pair<int, KvPrecision>>{
-           {2, KvPrecision::kF32}, {2, KvPrecision::kQ8_0}, {1, KvPrecision::kF32}, {1, KvPrecision::kQ8_0}}) {
+  for (const auto& [regions, precision] :
+       std::vector<std::pair<int, KvPrecision>>{{2, KvPrecision::kF32},
+                                                {2, KvPrecision::kQ8_0},
+                                                {1, KvPrecision::kF32},
+                                                {1, KvPrecision::kQ8_0}}) {
     std::map<bool, std::vector<std::vector<int32_t>>> outs;
     for (bool on : {false, true}) {
-      auto e = MakeEngine({.kv = {.strategy = KvStrategy::kContiguous, .precision = precision,
-                                  .max_seq_len = 128},
-                           .max_seqs = regions, .prefix_cache = on});
+      auto e = MakeEngine(
+          {.kv = {.strategy = KvStrategy::kContiguous, .precision = precision, .max_seq_len = 128},
+           .max_seqs = regions,
+           .prefix_cache = on});
       const SessionId s = e->CreateSession();
       std::vector<int32_t> history = Prompt(7, 30, 5, 1);
       const SamplingParams sp{.max_tokens = 9, .ignore_eos = true};
@@ -407,8 +420,10 @@ TEST_F(PrefixCacheEngineTest, ContiguousCopiesTheLongestCachedPrefixIntoItsRegio
 // reuses at least 95% of A's prompt. Then C: the least recently used
 // blocks (B's, tail first) are evicted, A's survive.
 TEST_F(PrefixCacheEngineTest, ConversationsABAReuseAAndEvictionTakesTheLeastRecentlyUsed) {
-  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
-                              .num_blocks = 28, .max_seq_len = 256},
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged,
+                              .block_size_tokens = 16,
+                              .num_blocks = 28,
+                              .max_seq_len = 256},
                        .max_seqs = 1});
   const SamplingParams sp{.max_tokens = 4, .ignore_eos = true};
   auto turn = [&](std::vector<int32_t>& history, int seed) {

@@ -233,7 +233,7 @@ std::vector<int32_t> RefCounts(const KvManager& m) {
 // positions written), after attaching the cached prefix it can hit (at most
 // (n - 1) / block_size blocks). Returns the sequence; *hit the blocks hit.
 int32_t RunSeq(KvManager& m, const std::vector<int32_t>& tokens, int32_t* hit = nullptr,
-            const std::string& salt = "") {
+               const std::string& salt = "") {
   const int32_t seq = m.CreateSequence();
   m.SetPrefixRoot(seq, m.PrefixRoot(salt));
   std::vector<BlockHash> chain;
@@ -390,7 +390,8 @@ TEST(PrefixCacheManager, RandomWorkloadsKeepInvariantsAndMatchBruteForce) {
       const int kind = static_cast<int>(rng() % 10);
       if (kind < 4 && live.size() < 5) {
         std::vector<int32_t> t = prefixes[rng() % prefixes.size()];
-        for (int k = static_cast<int>(rng() % 8); k >= 0; --k) t.push_back(static_cast<int32_t>(rng() % 3));
+        for (int k = static_cast<int>(rng() % 8); k >= 0; --k)
+          t.push_back(static_cast<int32_t>(rng() % 3));
         std::vector<BlockHash> chain;
         m.hasher().Chain(m.PrefixRoot(""), t, bs, chain);
         chain.resize(std::min(chain.size(), (t.size() - 1) / static_cast<size_t>(bs)));
@@ -516,8 +517,8 @@ TEST(PrefixCacheManager, AdoptingACachedRegionTakesItOutOfTheCache) {
 }
 
 TEST(KvStorage, CopyTokensCopiesThePrefixOfEveryLayerAndHeadOnly) {
-  for (KvPrecision p : {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0,
-                        KvPrecision::kQ4_0}) {
+  for (KvPrecision p :
+       {KvPrecision::kF32, KvPrecision::kF16, KvPrecision::kQ8_0, KvPrecision::kQ4_0}) {
     const KvShape shape{.n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
     KvStorage st(shape, /*block_size_tokens=*/8, /*num_blocks=*/3, p);
     std::vector<float> k(128), v(128);

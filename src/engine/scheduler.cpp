@@ -88,8 +88,8 @@ bool Scheduler::AdmitWithPrefixCache(Request& r) {
   const int32_t len = static_cast<int32_t>(r.tokens.size());
   // Leave the last token to compute: its logits are what is sampled.
   const int32_t max_hit = (len - 1) / bs;
-  const std::span<const BlockHash> chain = std::span<const BlockHash>(r.block_hashes).first(
-      static_cast<size_t>(max_hit));
+  const std::span<const BlockHash> chain =
+      std::span<const BlockHash>(r.block_hashes).first(static_cast<size_t>(max_hit));
   const int32_t hit = kv_.MatchPrefix(chain);
   const std::span<const BlockHash> hits = chain.first(static_cast<size_t>(hit));
   const int32_t need = (len + bs - 1) / bs - hit + kv_.FreeBlocksTakenByPrefix(hits);
@@ -126,7 +126,8 @@ bool Scheduler::AdmitCopyingPrefix(Request& r, SchedulerOutput& out) {
   // the cache); a source in use is not copied.
   const bool src_free = hit.num_tokens > 0 && kv_.pool().is_free(hit.block);
   const bool in_place = src_free && kv_.num_free_blocks() < 2;
-  const bool copy = hit.num_tokens > 0 && !in_place && kv_.num_free_blocks() >= 1 + (src_free ? 1 : 0);
+  const bool copy =
+      hit.num_tokens > 0 && !in_place && kv_.num_free_blocks() >= 1 + (src_free ? 1 : 0);
   if (!in_place && kv_.num_free_blocks() < 1) return false;
   const int32_t reused = in_place || copy ? hit.num_tokens : 0;
   r.seq = kv_.CreateSequence();
@@ -275,8 +276,9 @@ void Scheduler::AddChunk(Request& r, int32_t chunk, SchedulerOutput& out) {
   if (config_.prefix_cache && !recompute()) {
     // The ids of the positions about to be written: a block is hashed from
     // them when it fills.
-    kv_.SetTokenIds(r.seq, c.begin, std::span<const int32_t>(r.tokens).subspan(
-                                        static_cast<size_t>(c.begin), static_cast<size_t>(chunk)));
+    kv_.SetTokenIds(r.seq, c.begin,
+                    std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(c.begin),
+                                                               static_cast<size_t>(chunk)));
   }
   r.num_computed += chunk;
   c.sample = r.num_computed == static_cast<int32_t>(r.tokens.size());
@@ -389,7 +391,8 @@ void Scheduler::Schedule(SchedulerOutput& out) {
     if (!fits) break;
     AddChunk(r, chunk, out);
   }
-  stats_.peak_running = std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
+  stats_.peak_running =
+      std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
 }
 
 void Scheduler::Release(Request& r) {

@@ -64,9 +64,9 @@ BlockHash BlockHasher::Digest(std::span<const uint8_t> data) const {
     }
     case BlockHashAlgorithm::kSha256: {
       unsigned int len = 0;
-      KVINFER_CHECK(EVP_Digest(data.data(), data.size(), h.bytes.data(), &len, EVP_sha256(),
-                               nullptr) == 1 &&
-                    len == 32);
+      KVINFER_CHECK(
+          EVP_Digest(data.data(), data.size(), h.bytes.data(), &len, EVP_sha256(), nullptr) == 1 &&
+          len == 32);
       return h;
     }
   }

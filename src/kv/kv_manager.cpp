@@ -48,7 +48,8 @@ KvManager::CachedPrefix KvManager::FindCachedSequencePrefix(const BlockHash& roo
     const size_t n = std::min(limit, c.tokens.size());
     size_t k = 0;
     while (k < n && c.tokens[k] == tokens[k]) ++k;
-    if (static_cast<int32_t>(k) > best.num_tokens) best = {static_cast<int32_t>(b), static_cast<int32_t>(k)};
+    if (static_cast<int32_t>(k) > best.num_tokens)
+      best = {static_cast<int32_t>(b), static_cast<int32_t>(k)};
   }
   return best;
 }
@@ -156,9 +157,9 @@ void KvManager::HashFilledBlock(Sequence& s, int32_t i) {
   if (s.token_ids.size() < end) return;  // ids unknown: the chain stops here
   const std::optional<BlockHash> parent =
       i == 0 ? std::nullopt : std::optional<BlockHash>(s.hashes[i - 1]);
-  const BlockHash h = hasher_.Next(
-      i == 0 ? *s.root : s.hashes[i - 1],
-      std::span<const int32_t>(s.token_ids).subspan(end - block_size_, block_size_));
+  const BlockHash h =
+      hasher_.Next(i == 0 ? *s.root : s.hashes[i - 1],
+                   std::span<const int32_t>(s.token_ids).subspan(end - block_size_, block_size_));
   s.hashes.push_back(h);
   const int32_t b = s.blocks[i];
   // A block equal to one already cached (computed twice) stays private; the

@@ -139,7 +139,8 @@ nlohmann::json RunOnce(const Model& model, const PrefixOptions& o, bool cache,
   Engine& e = **engine;
   std::vector<RequestId> ids;
   for (const std::vector<int32_t>& p : prompts) {
-    StatusOr<RequestId> id = e.AddRequestTokens(p, {.max_tokens = o.gen_tokens, .ignore_eos = true});
+    StatusOr<RequestId> id =
+        e.AddRequestTokens(p, {.max_tokens = o.gen_tokens, .ignore_eos = true});
     DieIf(id.status(), "request");
     ids.push_back(*id);
   }
@@ -175,7 +176,8 @@ nlohmann::json RunOnce(const Model& model, const PrefixOptions& o, bool cache,
   const double p90 = sorted[std::min(sorted.size() - 1, sorted.size() * 9 / 10)];
   nlohmann::json per_request = nlohmann::json::array();
   for (size_t i = 0; i < prompts.size(); ++i) {
-    per_request.push_back({{"ttft_ms", bench::Round(ttft[i], 2)}, {"cached_prompt_tokens", cached[i]}});
+    per_request.push_back(
+        {{"ttft_ms", bench::Round(ttft[i], 2)}, {"cached_prompt_tokens", cached[i]}});
   }
   return {{"prefix_cache", cache ? "on" : "off"},
           {"total_s", bench::Round(total_s)},
@@ -218,40 +220,40 @@ void RunPrefix(const PrefixOptions& o) {
                     {"on", turns_on}};
     const nlohmann::json& a = turns_off.back();
     const nlohmann::json& b = turns_on.back();
-    std::fprintf(stderr,
-                 "conversation turn %d: %lld prompt tokens; prefilled %lld (off) vs %lld (on), TTFT "
-                 "%.0f vs %.0f ms\n",
-                 o.turns, static_cast<long long>(a["prompt_tokens"].get<int64_t>()),
-                 static_cast<long long>(a["prefill_tokens"].get<int64_t>()),
-                 static_cast<long long>(b["prefill_tokens"].get<int64_t>()),
-                 a["ttft_ms"].get<double>(), b["ttft_ms"].get<double>());
+    std::fprintf(
+        stderr,
+        "conversation turn %d: %lld prompt tokens; prefilled %lld (off) vs %lld (on), TTFT "
+        "%.0f vs %.0f ms\n",
+        o.turns, static_cast<long long>(a["prompt_tokens"].get<int64_t>()),
+        static_cast<long long>(a["prefill_tokens"].get<int64_t>()),
+        static_cast<long long>(b["prefill_tokens"].get<int64_t>()), a["ttft_ms"].get<double>(),
+        b["ttft_ms"].get<double>());
   }
   auto ratio = [&](const char* key, bool inverse) {
     const double a = off[key].get<double>(), b = on[key].get<double>();
     return bench::Round(inverse ? (b > 0 ? a / b : 0.0) : (a > 0 ? b / a : 0.0), 2);
   };
-  const nlohmann::json j = {
-      {"schema", "kvinfer.bench.prefix/1"},
-      {"command", bench::CommandLine()},
-      {"machine", bench::MachineInfo()},
-      {"model", bench::ModelJson(model.info())},
-      {"kvinfer_version", Version()},
-      {"threads", o.threads},
-      {"kv", "paged"},
-      {"kv_dtype", o.kv_dtype},
-      {"block_size", o.block_size},
-      {"prefix_cache_hash", o.hash},
-      {"requests", o.requests},
-      {"system_tokens", o.system_tokens},
-      {"question_tokens", o.question_tokens},
-      {"gen_tokens", o.gen_tokens},
-      {"max_seqs", o.max_seqs},
-      {"max_batch_tokens", o.max_batch_tokens},
-      {"outputs_identical", identical},
-      {"ttft_mean_speedup", ratio("ttft_ms_mean", true)},
-      {"throughput_speedup", ratio("total_tokens_per_s", false)},
-      {"runs", {off, on}},
-      {"conversation", conversation}};
+  const nlohmann::json j = {{"schema", "kvinfer.bench.prefix/1"},
+                            {"command", bench::CommandLine()},
+                            {"machine", bench::MachineInfo()},
+                            {"model", bench::ModelJson(model.info())},
+                            {"kvinfer_version", Version()},
+                            {"threads", o.threads},
+                            {"kv", "paged"},
+                            {"kv_dtype", o.kv_dtype},
+                            {"block_size", o.block_size},
+                            {"prefix_cache_hash", o.hash},
+                            {"requests", o.requests},
+                            {"system_tokens", o.system_tokens},
+                            {"question_tokens", o.question_tokens},
+                            {"gen_tokens", o.gen_tokens},
+                            {"max_seqs", o.max_seqs},
+                            {"max_batch_tokens", o.max_batch_tokens},
+                            {"outputs_identical", identical},
+                            {"ttft_mean_speedup", ratio("ttft_ms_mean", true)},
+                            {"throughput_speedup", ratio("total_tokens_per_s", false)},
+                            {"runs", {off, on}},
+                            {"conversation", conversation}};
   std::fprintf(stderr,
                "prefix cache off: TTFT mean %.0f ms, %.1f tok/s total, %lld tokens computed\n"
                "prefix cache on:  TTFT mean %.0f ms, %.1f tok/s total, %lld tokens computed "
