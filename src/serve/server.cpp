@@ -404,6 +404,7 @@ std::optional<ApiError> ServerImpl::Submit(Job& job) {
     // with at least one alternative; extra alternatives are not returned.
     params.logprobs = r.want_logprobs ? std::max(1, r.top_logprobs) : 0;
     RequestOptions ro;
+    ro.cache_salt = r.cache_salt;
     ro.request_id =
         job.prompt_tokens.size() == 1 ? job.ctx.id : fmt::format("{}-{}", job.ctx.id, i);
     StatusOr<RequestStream> s = engine_->AddTokens(job.prompt_tokens[i], params, ro);
