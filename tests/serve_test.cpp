@@ -527,6 +527,16 @@ TEST_F(ServeTest, UsageReportsThePrefixTokensReallyReused) {
   EXPECT_NE(m->body.find("kvinfer:cached_prompt_tokens_total 64"), std::string::npos);
 }
 
+TEST_F(ServeTest, ASecondServerOnTheSamePortIsRefused) {
+  Start(Options());
+  ServerOptions so;
+  so.port = server_->port();
+  StatusOr<std::unique_ptr<Server>> second = Server::Create(*model_, Options(), so);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find(std::to_string(so.port)), std::string::npos);
+}
+
 TEST_F(ServeTest, MetricsCountFinishedRequests) {
   Start(Options());
   for (int i = 0; i < 2; ++i) {
