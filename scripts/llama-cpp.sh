@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own benchmark tools (llama-bench, llama-batched-bench)
-# from source, so that scripts/speed.sh can measure llama.cpp on this machine
-# in the same run as kvinfer instead of quoting figures taken elsewhere.
+# and its OpenAI-compatible server (llama-server) from source, so that
+# scripts/speed.sh and scripts/serve-bench.sh can measure llama.cpp on this
+# machine in the same run as kvinfer instead of quoting figures taken
+# elsewhere. llama-server is built without its web UI (whose prebuilt assets
+# would be downloaded from elsewhere).
 #
 #   ./scripts/llama-cpp.sh        # prints the directory holding the binaries
 #
@@ -20,7 +23,7 @@ DIR=build-llama.cpp
 SRC="$DIR/llama-cpp-python-$VERSION/vendor/llama.cpp"
 BIN="$SRC/build/bin"
 
-if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ]; then
+if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x "$BIN/llama-server" ]; then
   mkdir -p "$DIR"
   sdist="$DIR/llama_cpp_python-$VERSION.tar.gz"
   if [ ! -f "$sdist" ] || ! echo "$SHA256  $sdist" | sha256sum --check --status; then
@@ -40,12 +43,14 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ]; then
       "llama_cpp_python-$VERSION/vendor/llama.cpp"
     rm -f "$SRC/.git"  # a submodule's pointer to a repository not shipped
   fi
-  echo "llama-cpp: building llama-bench and llama-batched-bench (a few minutes)" >&2
+  echo "llama-cpp: building llama-bench, llama-batched-bench and llama-server (a few minutes)" >&2
   # Git must not find kvinfer's own repository above the tree and stamp its
   # commit on llama.cpp's build info.
   GIT_CEILING_DIRECTORIES="$PWD/$DIR" cmake -S "$SRC" -B "$SRC/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$SRC/build" --target llama-bench llama-batched-bench -j "$(nproc)" >/dev/null
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
+  cmake --build "$SRC/build" --target llama-bench llama-batched-bench llama-server \
+    -j "$(nproc)" >/dev/null
 fi
 echo "$BIN"

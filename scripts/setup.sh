@@ -9,13 +9,16 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: compilers and build tools, the C++ libraries kvinfer
 # links (from the distribution, nothing vendored), clang for the fuzzer,
-# Python + NumPy for the independent reference, matplotlib for plots.
+# Python + NumPy for the independent reference, matplotlib for plots;
+# pytest, aiohttp, selenium and a headless chromium for the server's tests
+# (tests/python) and its load generator (tools/bench_serve.py).
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev
   libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libssl-dev libcpp-httplib-dev
   python3 python3-pip python3-numpy python3-regex python3-matplotlib
+  python3-venv python3-pytest python3-aiohttp python3-selenium chromium chromium-driver
   unzip ca-certificates
 )
 
@@ -51,6 +54,21 @@ fi
 # same weights), deterministic and generated rather than committed; the
 # goldens in tests/goldens/gpt2-* record their checksums. ~6 s the first time.
 ./scripts/make-gpt2-fixtures.sh
+
+# A virtual environment for the server's tests: Debian's Python packages
+# (pytest, aiohttp, selenium) plus the official OpenAI client, pinned, from
+# PyPI through pip's own configuration. tests/python/run.sh uses it.
+VENV=build/venv
+OPENAI_VERSION=2.54.0
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  mkdir -p build
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+if [ "$("$VENV/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$OPENAI_VERSION" ]; then
+  echo "setup: installing openai==$OPENAI_VERSION into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
 
 if [ "${KVINFER_SKIP_BUILD:-0}" != "1" ]; then
   if [ ! -f build/build.ninja ]; then
