@@ -41,9 +41,13 @@ echo "== bench memory (64 mixed-length requests, fixed KV budget)" >&2
 echo "== bench concurrency (batched decode, 1..64 sequences)" >&2
 "$K" bench concurrency --model "$MODEL" --threads "$THREADS" --out "$RESULTS/concurrency" --no-plot
 
+echo "== bench prefix (64 requests sharing a 1000-token system prompt, cache off vs on)" >&2
+"$K" bench prefix --model "$MODEL" --threads "$THREADS" --out "$RESULTS/prefix" --no-plot
+
 echo "== figures and tables" >&2
 $PY tools/plot_bench.py kv-modes "$RESULTS/kv-modes/results.json" docs/img
 $PY tools/plot_bench.py memory "$RESULTS/memory/results.json" docs/img
 $PY tools/plot_bench.py concurrency "$RESULTS/concurrency/results.json" docs/img
+$PY tools/plot_bench.py prefix "$RESULTS/prefix/results.json" docs/img
 $PY tools/plot_bench.py tables "$RESULTS" >"$RESULTS/tables.md"
 echo "lab.sh: done; tables in $RESULTS/tables.md, figures in docs/img/lab-*.png" >&2

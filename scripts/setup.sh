@@ -16,7 +16,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev
   libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev libicu-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libssl-dev libcpp-httplib-dev
   python3 python3-pip python3-numpy python3-regex python3-matplotlib
   python3-venv python3-pytest python3-aiohttp python3-selenium chromium chromium-driver
   unzip ca-certificates

@@ -203,6 +203,36 @@ TEST(Bench, MemoryAdmitsMoreWithPaging) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Bench, PrefixComputesASharedPromptOnceAndKeepsConversationPrefillFlat) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string dir = TempDirFor("prefix");
+  std::string out, err;
+  ASSERT_EQ(RunCli("bench prefix --no-plot --threads 1 --requests 6 --system-tokens 64 "
+                   "--question-tokens 10 --gen-tokens 4 --turns 4 --conversation-system-tokens 20 "
+                   "--model " + testing::StoriesGguf() + " --out " + dir,
+                   dir, &out, &err),
+            0)
+      << err;
+  const nlohmann::json j = nlohmann::json::parse(testing::ReadFile(dir + "/results.json"));
+  EXPECT_EQ(j["schema"], "kvinfer.bench.prefix/1");
+  EXPECT_EQ(j["outputs_identical"], true);
+  const nlohmann::json& off = j["runs"][0];
+  const nlohmann::json& on = j["runs"][1];
+  EXPECT_EQ(off["prefix_cache_hits"], 0);
+  // 64 shared tokens = 4 blocks of 16, hit by the 5 requests after the first.
+  EXPECT_EQ(on["prefix_cache_hits"], 5 * 64);
+  EXPECT_EQ(off["tokens_computed"].get<int64_t>() - on["tokens_computed"].get<int64_t>(), 5 * 64);
+  const nlohmann::json& c = j["conversation"];
+  ASSERT_EQ(c["on"].size(), 4u);
+  for (size_t t = 1; t < 4; ++t) {
+    // Off: the whole conversation; on: the new question, the last reply
+    // token and at most a partly filled block.
+    EXPECT_EQ(c["off"][t]["prefill_tokens"], c["off"][t]["prompt_tokens"]);
+    EXPECT_LE(c["on"][t]["prefill_tokens"].get<int64_t>(), 10 + 1 + 15);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Bench, BadArgumentsAreClearErrors) {
   const std::string dir = TempDirFor("errors");
   std::string out, err;

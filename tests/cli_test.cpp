@@ -246,6 +246,33 @@ TEST(Cli, ChatKeepsTheCacheBetweenTurns) {
   EXPECT_LT(prompt - reused, 20) << "only the new turn should be prefilled: " << turns[1].dump();
 }
 
+TEST(Cli, ChatReusesEarlierTurnsThroughThePrefixCache) {
+  KVINFER_REQUIRE_FILE(testing::DefaultModel());
+  const std::string stats =
+      ::testing::TempDir() + "/chat_prefix_stats_" + std::to_string(getpid()) + ".json";
+  CmdResult r = RunCli("chat --kv paged -n 24 --threads 2 --prefix-cache-log --stats-json " + stats,
+                       "What is the capital of France?\nAnd of Italy?\nAnd of Spain?\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(stats));
+  std::remove(stats.c_str());
+  const nlohmann::json& turns = j.at("turns");
+  ASSERT_EQ(turns.size(), 3u) << j.dump();
+  EXPECT_EQ(j["prefix_cache"]["mode"], "shared");
+  EXPECT_GT(j["prefix_cache"]["hits"].get<int64_t>(), 0);
+  // --prefix-cache-log explains each admission.
+  EXPECT_NE(r.err.find("prefix cache: request 2: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("left the cached prefix at token"), std::string::npos) << r.err;
+  EXPECT_EQ(turns[0]["cached_prompt_tokens"], 0);
+  for (int t = 1; t < 3; ++t) {
+    // Earlier turns, replies included, come from the cache: only the new
+    // message, the template around it and at most one partial block (16
+    // tokens) are prefilled.
+    const int64_t prompt = turns[t]["prompt_tokens"], reused = turns[t]["cached_prompt_tokens"];
+    EXPECT_GT(reused, 30) << turns[t].dump();
+    EXPECT_LT(prompt - reused, 20 + 16) << "turn " << t << ": " << turns[t].dump();
+  }
+}
+
 }  // namespace
 }  // namespace kvinfer
 
@@ -288,6 +315,39 @@ TEST(CliBatch, WritesOneLinePerRequestInInputOrder) {
   EXPECT_EQ(lines[1]["tokens"].size(), 3u);
   EXPECT_EQ(lines[1]["finish_reason"], "length");
   EXPECT_NE(r.err.find("preemptions"), std::string::npos) << "summary on stderr: " << r.err;
+}
+
+TEST(CliBatch, ResultLinesAndSummaryCountCachedPromptTokens) {
+  KVINFER_REQUIRE_FILE(testing::StoriesGguf());
+  const std::string story =
+      "Once upon a time, there was a little girl named Lily. She loved to play in the park with "
+      "her friends every day, and her mother always made her a big lunch.";
+  const std::string prompts =
+      WriteTemp("shared.jsonl", "{\"prompt\": \"" + story + " One\", \"max_tokens\": 3}\n" +
+                                    "{\"prompt\": \"" + story + " Two\", \"max_tokens\": 3}\n" +
+                                    "{\"prompt\": \"" + story + " Three\", \"max_tokens\": 3}\n");
+  const std::string base = "batch --model " + testing::StoriesGguf() + " --prompts " + prompts +
+                           " --kv paged --block-size 4 --max-seqs 3 --threads 1";
+  CmdResult on = RunCli(base);
+  CmdResult off = RunCli(base + " --prefix-cache off");
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  std::istringstream in_on(on.out), in_off(off.out);
+  std::string a, b;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(std::getline(in_on, a) && std::getline(in_off, b));
+    const nlohmann::json jon = nlohmann::json::parse(a), joff = nlohmann::json::parse(b);
+    EXPECT_EQ(jon["tokens"], joff["tokens"]) << i;
+    EXPECT_EQ(joff["cached_prompt_tokens"], 0);
+    // The first computes the shared story; the others wait for it, then hit it.
+    if (i == 0) {
+      EXPECT_EQ(jon["cached_prompt_tokens"], 0);
+    } else {
+      EXPECT_GT(jon["cached_prompt_tokens"].get<int>(), 20) << a;
+    }
+  }
+  EXPECT_NE(on.err.find("prefix cache shared:"), std::string::npos) << on.err;
+  EXPECT_NE(off.err.find("prefix cache off: 0 of"), std::string::npos) << off.err;
 }
 
 TEST(CliBatch, BadLinesAreNamed) {

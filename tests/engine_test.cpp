@@ -241,8 +241,11 @@ TEST_F(EngineTest, AbortFreesEveryBlock) {
   for (RequestId id : ids) EXPECT_EQ(r.finish[id], FinishReason::kAborted);
 }
 
+// Sessions without the prefix cache keep their sequence between requests
+// (with it, see prefix_cache_engine_test.cpp).
 TEST_F(EngineTest, SessionsReuseTheCachedPrefix) {
-  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 256}, .max_seqs = 2});
+  auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .max_seq_len = 256}, .max_seqs = 2,
+                       .prefix_cache = false});
   const SessionId s = e->CreateSession();
   const std::vector<int32_t> turn1 = Prompt(40, 1);
   const SamplingParams sp{.max_tokens = 10, .ignore_eos = true};
@@ -274,7 +277,7 @@ TEST_F(EngineTest, SessionsReuseTheCachedPrefix) {
 TEST_F(EngineTest, IdleSessionsAreEvictedBeforeRequestsArePreempted) {
   auto e = MakeEngine({.kv = {.strategy = KvStrategy::kPaged, .block_size_tokens = 16,
                               .num_blocks = 6, .max_seq_len = 96},
-                       .max_seqs = 2});
+                       .max_seqs = 2, .prefix_cache = false});
   const SessionId s = e->CreateSession();
   ASSERT_TRUE(e->AddRequestTokens(Prompt(60, 1), {.max_tokens = 4}, {.session = s}).ok());
   Drain(*e);

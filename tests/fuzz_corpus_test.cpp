@@ -130,7 +130,9 @@ TEST(FuzzCorpusTest, ServerRequestBodiesParseInRangeOrGiveA4xx) {
       auto t = serve::ParseTokenizeRequest(body);
       auto d = serve::ParseDetokenizeRequest(body);
       for (const serve::ApiError* e : {std::get_if<serve::ApiError>(&t), std::get_if<serve::ApiError>(&d)}) {
-        if (e) EXPECT_EQ(e->http_status / 100, 4);
+        if (e) {
+          EXPECT_EQ(e->http_status / 100, 4);
+        }
       }
       continue;
     }

@@ -240,21 +240,48 @@ TEST(KvManager, AllocationFailureInjectedByTheHookLeavesStateConsistent) {
   EXPECT_EQ(m.num_free_blocks(), 6);
 }
 
+BlockHash TestHash(uint8_t v) {
+  BlockHash h;
+  h.bytes[0] = v;
+  return h;
+}
+
 TEST(BlockPool, HashIsKeptByTakeAndClearedByAllocate) {
   BlockPool pool(3);
   ASSERT_EQ(pool.Allocate(), 0);
   ASSERT_EQ(pool.Allocate(), 1);
   EXPECT_EQ(pool.hash(0), std::nullopt);
-  pool.set_hash(0, 42);
-  pool.set_hash(1, 7);
+  pool.set_hash(0, TestHash(42));
+  pool.set_hash(1, TestHash(7));
   pool.Release(0);
   pool.Release(1);
-  EXPECT_EQ(pool.hash(0), 42u);  // a freed block keeps its contents' hash
+  EXPECT_EQ(pool.hash(0), TestHash(42));  // a freed block keeps its contents' hash
+  EXPECT_EQ(pool.num_cached_free(), 2);
   pool.Take(1);
-  EXPECT_EQ(pool.hash(1), 7u);
-  EXPECT_EQ(pool.Allocate(), 2);
-  EXPECT_EQ(pool.Allocate(), 0);  // handed out for new contents
+  EXPECT_EQ(pool.hash(1), TestHash(7));
+  std::optional<BlockHash> evicted;
+  EXPECT_EQ(pool.Allocate(&evicted), 2);  // blank blocks first
+  EXPECT_EQ(evicted, std::nullopt);
+  EXPECT_EQ(pool.Allocate(&evicted), 0);  // then a cached one, for new contents
+  EXPECT_EQ(evicted, TestHash(42));
   EXPECT_EQ(pool.hash(0), std::nullopt);
+  EXPECT_EQ(pool.num_cached_free(), 0);
+}
+
+TEST(BlockPool, BlankBlocksBeforeCachedOnesAndHashChangesMoveFreeBlocks) {
+  BlockPool pool(4);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(pool.Allocate(), i);
+  pool.set_hash(1, TestHash(1));
+  pool.set_hash(2, TestHash(2));
+  for (int32_t b : {2, 0, 1, 3}) pool.Release(b);
+  EXPECT_THAT(pool.FreeListForTest(), ElementsAre(0, 3, 2, 1));
+  EXPECT_THAT(pool.CachedListForTest(), ElementsAre(2, 1));
+  pool.clear_hash(1);  // a forgotten cached block is the next to reuse
+  EXPECT_THAT(pool.FreeListForTest(), ElementsAre(1, 0, 3, 2));
+  pool.set_hash(0, TestHash(9));  // a free block given a hash becomes evictable
+  EXPECT_THAT(pool.FreeListForTest(), ElementsAre(1, 3, 2, 0));
+  EXPECT_EQ(pool.num_cached_free(), 2);
+  EXPECT_EQ(pool.num_free(), 4);
 }
 
 }  // namespace

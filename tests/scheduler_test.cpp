@@ -3,6 +3,7 @@
 // victim, idle-session eviction, requests that can never fit, and the
 // `none` and `contiguous` strategies.
 #include <memory>
+#include <random>
 #include <optional>
 #include <string>
 #include <vector>
@@ -347,6 +348,141 @@ TEST(Scheduler, AFailedSessionRequestDropsTheSessionsCache) {
   EXPECT_FALSE(s.FindSession(sid)->busy);
   EXPECT_EQ(kv.num_free_blocks(), 8);
   EXPECT_EQ(kv.num_sequences(), 0);
+}
+
+
+// ---------------------------------------------------------------- prefix cache
+
+SchedulerConfig PrefixConfig(int max_seqs, int32_t budget) {
+  SchedulerConfig c = Config(KvStrategy::kPaged, max_seqs, budget);
+  c.prefix_cache = true;
+  return c;
+}
+
+// A request whose prompt is `shared` tokens 1..shared, then `own` tokens of
+// its own (ids 500 + 10 * id + i).
+std::unique_ptr<Request> Sharing(RequestId id, int32_t shared, int32_t own, int max_tokens = 100) {
+  auto r = Fake(id, shared, max_tokens);
+  for (int32_t i = 0; i < own; ++i) r->tokens.push_back(500 + 10 * static_cast<int32_t>(id) + i);
+  r->num_prompt = shared + own;
+  return r;
+}
+
+TEST(SchedulerPrefixCache, ArrivalsSharingAnUncachedPrefixComputeItOnce) {
+  KvManager kv(4, 32);
+  kv.EnablePrefixCache({.extra_keys = {"test"}});
+  Scheduler s(PrefixConfig(4, 100), kv);
+  for (RequestId id = 1; id <= 3; ++id) s.Add(Sharing(id, 12, 2));
+  // 1 computes the shared 12 tokens; 2 and 3 wait for them (not for room:
+  // the budget and the pool would take all three).
+  SchedulerOutput out = s.Schedule();
+  EXPECT_THAT(Chunks(out), ElementsAre("1:[0,14)*"));
+  EXPECT_THAT(Ids(s.waiting()), ElementsAre(2, 3));
+  PlayStep(s, kv, out);
+  // Now 2 and 3 hit 1's three full blocks and compute only their own two.
+  out = s.Schedule();
+  EXPECT_THAT(Chunks(out), ElementsAre("1:[14,15)*", "2:[12,14)*", "3:[12,14)*"));
+  const Request& r1 = Running(s, 1);
+  const Request& r2 = Running(s, 2);
+  const Request& r3 = Running(s, 3);
+  EXPECT_EQ(Table(kv, r2)[0], Table(kv, r1)[0]);
+  EXPECT_EQ(Table(kv, r3)[2], Table(kv, r1)[2]);
+  EXPECT_EQ(kv.pool().ref_count(Table(kv, r1)[0]), 3);
+  EXPECT_EQ(r2.timings.cached_prompt_tokens, 12);
+  EXPECT_EQ(r1.timings.cached_prompt_tokens, 0);
+  // Queries count every admitted token, hits the cached ones.
+  EXPECT_EQ(kv.prefix_counters().queries, 3 * 14);
+  EXPECT_EQ(kv.prefix_counters().hits, 2 * 12);
+  EXPECT_EQ(kv.CheckInvariants(), "");
+}
+
+TEST(SchedulerPrefixCache, ARequestWithNothingSharedIsNotHeldBack) {
+  KvManager kv(4, 32);
+  kv.EnablePrefixCache({.extra_keys = {"test"}});
+  Scheduler s(PrefixConfig(4, 100), kv);
+  s.Add(Sharing(1, 12, 2));
+  s.Add(Fake(2, 3));  // shares tokens 1..3 but no full block it could hit
+  auto other = Fake(3, 9);
+  for (int32_t& t : other->tokens) t += 200;
+  s.Add(std::move(other));
+  EXPECT_THAT(Chunks(s.Schedule()), ElementsAre("1:[0,14)*", "2:[0,3)*", "3:[0,9)*"));
+}
+
+TEST(SchedulerPrefixCache, AFinishedRequestsBlocksServeTheNextAndEvictionFreesThem) {
+  KvManager kv(4, 6);
+  kv.EnablePrefixCache({.extra_keys = {"test"}});
+  Scheduler s(PrefixConfig(4, 100), kv);
+  s.Add(Sharing(1, 12, 2, /*max_tokens=*/3));
+  for (int i = 0; i < 3; ++i) PlayStep(s, kv, s.Schedule());
+  ASSERT_FALSE(s.HasRequests());
+  // 16 tokens computed (14 + 2 generated): four full blocks cached, free.
+  EXPECT_EQ(kv.num_blocks_cached(), 4);
+  EXPECT_EQ(kv.pool().num_cached_free(), 4);
+  EXPECT_EQ(kv.num_free_blocks(), 6);
+  // A session-less follow-up that extends the whole first exchange hits all
+  // four blocks (prompt and generated tokens alike).
+  auto next = Sharing(1, 12, 2);
+  next->id = 2;
+  next->tokens.push_back(1000);
+  next->tokens.push_back(1001);
+  next->tokens.push_back(7);
+  next->num_prompt = 17;
+  s.Add(std::move(next));
+  SchedulerOutput out = s.Schedule();
+  EXPECT_THAT(Chunks(out), ElementsAre("2:[16,17)*"));
+  PlayStep(s, kv, out);
+  // A request of six new blocks waits: 2 holds five of the six.
+  auto big = Fake(3, 24, 1);
+  for (int32_t& t : big->tokens) t += 300;
+  s.Add(std::move(big));
+  out = s.Schedule();
+  EXPECT_THAT(Chunks(out), ElementsAre("2:[17,18)*"));
+  EXPECT_THAT(Ids(s.waiting()), ElementsAre(3));
+  EXPECT_EQ(kv.CheckInvariants(), "");
+}
+
+// Random arrivals sharing a few prefixes, with sessions, aborts and a pool
+// small enough to preempt and evict: every step keeps the KV manager's
+// invariants, and after the drain every block is free (blank or cached).
+TEST(SchedulerPrefixCache, RandomWorkloadsKeepInvariantsAndDrainToFreeBlocks) {
+  for (unsigned seed : {1u, 2u, 3u}) {
+    std::mt19937 rng(seed);
+    KvManager kv(4, 16);
+    kv.EnablePrefixCache({.extra_keys = {"test"}});
+    Scheduler s(PrefixConfig(5, 24), kv);
+    RequestId next = 1;
+    std::vector<SessionId> sessions = {s.CreateSession(), s.CreateSession()};
+    for (int step = 0; step < 400; ++step) {
+      if (rng() % 2 == 0 && next < 150) {
+        const int32_t shared = 4 * static_cast<int32_t>(rng() % 4) + static_cast<int32_t>(rng() % 3);
+        auto r = Sharing(next, shared, 1 + static_cast<int32_t>(rng() % 6),
+                         1 + static_cast<int>(rng() % 24));
+        for (int32_t& t : r->tokens) t += 1000 * static_cast<int32_t>(rng() % 2);  // two families
+        const SessionId sid = sessions[rng() % sessions.size()];
+        if (rng() % 4 == 0 && !s.FindSession(sid)->busy) {
+          s.FindSession(sid)->busy = true;
+          r->session = sid;
+        }
+        s.Add(std::move(r));
+        ++next;
+      }
+      if (rng() % 17 == 0 && next > 1) s.Remove(1 + static_cast<RequestId>(rng() % (next - 1)));
+      SchedulerOutput out = s.Schedule();
+      ASSERT_EQ(kv.CheckInvariants(), "") << "seed " << seed << " step " << step;
+      PlayStep(s, kv, out);
+      ASSERT_EQ(kv.CheckInvariants(), "") << "seed " << seed << " step " << step;
+    }
+    for (int guard = 0; s.HasRequests() && guard < 2000; ++guard) PlayStep(s, kv, s.Schedule());
+    s.ReleasePinned();
+    EXPECT_FALSE(s.HasRequests());
+    EXPECT_EQ(kv.CheckInvariants(), "");
+    EXPECT_EQ(kv.num_sequences(), 0);
+    EXPECT_EQ(kv.num_free_blocks(), kv.num_blocks()) << "no block leaks";
+    EXPECT_EQ(kv.pool().num_cached_free(), kv.num_blocks_cached());
+    EXPECT_GT(kv.prefix_counters().hits, 0);
+    EXPECT_GT(kv.prefix_counters().blocks_evicted, 0);
+    EXPECT_GT(s.stats().num_preemptions, 0);
+  }
 }
 
 }  // namespace

@@ -505,6 +505,38 @@ TEST_F(ServeTest, StopEndsOpenStreamsWithAbortAndDone) {
   EXPECT_TRUE(last == "abort" || last == "length") << last;
 }
 
+TEST_F(ServeTest, UsageReportsThePrefixTokensReallyReused) {
+  Start(Options());
+  std::vector<int32_t> prompt = {1};
+  for (int i = 0; i < 40; ++i) prompt.push_back(static_cast<int32_t>(300 + i));
+  auto cached = [&](const Json& extra) {
+    Json body = {{"prompt", prompt}, {"max_tokens", 2}, {"temperature", 0}};
+    if (extra.is_object()) body.update(extra);
+    auto r = Post("/v1/completions", body);
+    EXPECT_EQ(r->status, 200) << r->body;
+    return Json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+  };
+  EXPECT_EQ(cached(Json::object()), 0);
+  // 41 prompt tokens: two full blocks of 16 are cached and shared.
+  EXPECT_EQ(cached(Json::object()), 32);
+  // Another tenant's salt shares nothing; the same salt again does.
+  EXPECT_EQ(cached({{"cache_salt", "tenant-b"}}), 0);
+  EXPECT_EQ(cached({{"cache_salt", "tenant-b"}}), 32);
+  auto m = client_->Get("/metrics");
+  EXPECT_NE(m->body.find("kvinfer:prefix_cache_hits_total 64"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("kvinfer:cached_prompt_tokens_total 64"), std::string::npos);
+}
+
+TEST_F(ServeTest, ASecondServerOnTheSamePortIsRefused) {
+  Start(Options());
+  ServerOptions so;
+  so.port = server_->port();
+  StatusOr<std::unique_ptr<Server>> second = Server::Create(*model_, Options(), so);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find(std::to_string(so.port)), std::string::npos);
+}
+
 TEST_F(ServeTest, MetricsCountFinishedRequests) {
   Start(Options());
   for (int i = 0; i < 2; ++i) {

@@ -4,6 +4,7 @@
   plot_bench.py kv-modes RESULTS.json OUT_DIR   -> OUT_DIR/lab-kv-*.png
   plot_bench.py memory   RESULTS.json OUT_DIR   -> OUT_DIR/lab-memory-*.png
   plot_bench.py concurrency RESULTS.json OUT_DIR -> OUT_DIR/lab-concurrency.png
+  plot_bench.py prefix RESULTS.json OUT_DIR -> OUT_DIR/lab-prefix.png
   plot_bench.py speed-table SPEED_DIR [IMG_DIR] -> the kvinfer vs llama.cpp table on
                          stdout (and IMG_DIR/perf-vs-llamacpp.png), from
                          scripts/speed.sh's bench/results/speed/*.json
@@ -338,6 +339,62 @@ def plot_concurrency(d, out):
            os.path.join(out, "lab-concurrency.png"))
 
 
+def plot_prefix(d, out):
+    off, on = d["runs"]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.4))
+    colors = ["#999999", COLORS["paged"]]
+    labels = ["prefix cache off", "prefix cache on"]
+    for ax, key, title, unit in ((ax1, "ttft_ms_mean", "Mean TTFT (lower is better)", "ms"),
+                                 (ax2, "total_tokens_per_s",
+                                  "Throughput, prompt + generated (higher is better)", "tokens/s")):
+        vals = [off[key], on[key]]
+        bars = ax.bar(labels, vals, color=colors)
+        for b, v in zip(bars, vals):
+            ax.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=9)
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, max(vals) * 1.18)
+        ax.grid(True, axis="y", alpha=0.3)
+    for r, color, label in ((off, colors[0], labels[0]), (on, colors[1], labels[1])):
+        t = sorted(x["ttft_ms"] for x in r["requests"])
+        ax3.plot(t, [(i + 1) / len(t) for i in range(len(t))], color=color, lw=2, label=label)
+    ax3.set_xscale("log")
+    ax3.set_xlabel("TTFT, ms (log)")
+    ax3.set_ylabel("fraction of requests")
+    ax3.set_title("TTFT distribution", fontsize=10)
+    ax3.grid(True, alpha=0.3)
+    ax3.legend(fontsize=8)
+    finish(fig, d,
+           f"Prefix caching: {d['requests']} requests sharing a {d['system_tokens']}-token prompt: "
+           f"TTFT {d['ttft_mean_speedup']:.1f}x lower, throughput {d['throughput_speedup']:.1f}x",
+           os.path.join(out, "lab-prefix.png"))
+    conv = d.get("conversation")
+    if not conv:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for key, color, label in (("off", colors[0], labels[0]), ("on", colors[1], labels[1])):
+        turns = [t["turn"] for t in conv[key]]
+        ax1.plot(turns, [t["prefill_tokens"] for t in conv[key]], "o-", color=color, lw=2,
+                 label=label)
+        ax2.plot(turns, [t["ttft_ms"] for t in conv[key]], "o-", color=color, lw=2, label=label)
+    ax1.plot([t["turn"] for t in conv["off"]], [t["prompt_tokens"] for t in conv["off"]], ":",
+             color="#444444", label="prompt tokens")
+    ax1.set_ylabel("tokens prefilled")
+    ax1.set_title("Prefill per turn", fontsize=10)
+    ax2.set_ylabel("TTFT, ms")
+    ax2.set_title("TTFT per turn", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("turn")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    finish(fig, d,
+           f"A {conv['turns']}-turn conversation ({conv['system_tokens']}-token system prompt, "
+           f"{conv['question_tokens']}-token questions, {conv['gen_tokens']}-token replies)",
+           os.path.join(out, "lab-prefix-conversation.png"))
+
+
 # ------------------------------------------------------------------ tables
 
 def tables(results_dir):
@@ -654,7 +711,7 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "tables" and len(argv) == 3:
         tables(argv[2])
         return 0
-    if len(argv) != 4 or argv[1] not in ("kv-modes", "memory", "concurrency"):
+    if len(argv) != 4 or argv[1] not in ("kv-modes", "memory", "concurrency", "prefix"):
         print(__doc__, file=sys.stderr)
         return 2
     kind, path, out = argv[1:]
@@ -664,6 +721,8 @@ def main(argv):
         plot_kv_modes(d, out)
     elif kind == "concurrency":
         plot_concurrency(d, out)
+    elif kind == "prefix":
+        plot_prefix(d, out)
     else:
         plot_memory(d, out)
     return 0

@@ -170,6 +170,24 @@ struct KvCacheStats {
   int64_t bytes_saved_by_sharing = 0;
   int64_t num_blocks_shared = 0;
   int64_t num_cow_copies = 0;
+  // Prefix cache (EngineOptions::prefix_cache). prefix_cache: "shared"
+  // (paged: hits share the cached blocks), "copied" (contiguous: a hit's
+  // K/V is copied into the new sequence's region), "off" (disabled, or
+  // `none`).
+  // prefix_cache_hash: "xxh3_128" or "sha256". Queries and hits count
+  // tokens (every admission looks up its tokens; hits are the leading ones
+  // found cached); blocks evicted are cached blocks whose contents were
+  // dropped to make room. num_blocks_cached: blocks whose contents the
+  // cache indexes, held by a sequence or free (contiguous: regions holding
+  // a finished sequence); num_blocks_cached_free: of those, free
+  // (evictable; counted in num_blocks_free too).
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash;
+  int64_t prefix_cache_queries = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_blocks_evicted = 0;
+  int64_t num_blocks_cached = 0;
+  int64_t num_blocks_cached_free = 0;
   std::vector<KvSequenceStats> sequences;
 };
 
@@ -185,12 +203,37 @@ struct KvCacheStats {
 // kernel exists). Each engine has its own; engines in one process may differ.
 enum class ActivationPrecision { kInt8, kF32 };
 
+// The hash that names a cached block's contents (with everything before
+// it). XXH3-128 is fast; SHA-256 resists deliberate collisions, for tenants
+// who must not be able to make their blocks match another's.
+enum class PrefixCacheHash { kXxh3_128, kSha256 };
+const char* PrefixCacheHashName(PrefixCacheHash h);  // "xxh3_128", "sha256"
+std::optional<PrefixCacheHash> ParsePrefixCacheHash(std::string_view name);
+
 struct EngineOptions {
   KvOptions kv;
   int num_threads = 0;         // 0 = all hardware threads
   int max_seqs = 16;           // running sequences at most
   int max_batch_tokens = 2048; // tokens in one forward step at most
   ActivationPrecision activation_precision = ActivationPrecision::kInt8;
+  // Prefix caching. `paged`: full blocks are hashed as they fill (their
+  // tokens, everything before them, the model, KV element type, block size,
+  // activation precision and the request's cache_salt); a finished
+  // request's hashed blocks stay in the pool as evictable, and a new
+  // request whose tokens begin with cached blocks shares them instead of
+  // computing them. Requests that arrive together sharing an uncached
+  // prefix compute it once: one runs first, the others then hit.
+  // `contiguous`: a finished sequence's region stays cached with its
+  // tokens, and a new request copies the longest common prefix (token
+  // granular, same model, KV type and cache_salt) into its own region.
+  // `none` has nothing to cache. Either way at least the last prompt token
+  // is computed, and outputs are identical with the cache on or off.
+  bool prefix_cache = true;
+  PrefixCacheHash prefix_cache_hash = PrefixCacheHash::kXxh3_128;
+  // Debugging: print to stderr, for every admitted request, how many of its
+  // tokens were cached and the first token index where it left the cached
+  // prefix.
+  bool prefix_cache_log = false;
 };
 
 struct SamplingParams {
@@ -246,13 +289,19 @@ struct RequestOptions {
   bool parse_special = false;
   // Prepend BOS as the vocabulary asks.
   bool add_special = true;
-  // Continue a session: the session's KV cache is kept after the request
-  // finishes, and the next request's prompt reuses its longest common prefix
-  // with the tokens already cached (only the rest is prefilled).
+  // Continue a session (one request in flight at a time). With the prefix
+  // cache on, a session is a plain client of it: the finished turn's full
+  // blocks (prompt and reply) stay cached and the next turn's prompt hits
+  // them like any request's. With it off, the session keeps its sequence
+  // and the next prompt reuses its longest common prefix with the tokens
+  // already cached (only the rest is prefilled).
   std::optional<SessionId> session;
   // A caller's name for the request (e.g. "chatcmpl-abc"), returned in every
   // RequestOutput; the engine's numeric RequestId identifies it internally.
   std::string request_id;
+  // Prefix-cache isolation: requests with different salts share no cached
+  // block (the salt is hashed into every block's hash). "" = no salt.
+  std::string cache_salt;
 };
 
 // kError: a failure that belonged to this request alone (e.g. memory for
@@ -267,7 +316,9 @@ struct RequestTimings {
   double decode_ms = 0;           // time in steps after the first token
   double total_ms = 0;            // added -> finished
   int64_t prompt_tokens = 0;
-  int64_t cached_prompt_tokens = 0;  // reused from the session's cache
+  // Prompt tokens whose K/V were reused (prefix cache or session) when the
+  // request was first admitted.
+  int64_t cached_prompt_tokens = 0;
   int64_t generated_tokens = 0;
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;  // tokens after the first / decode_ms
@@ -297,6 +348,9 @@ struct RequestOutput {
   std::string error;                   // finish_reason kError: what failed
   // Every sample of the request is finished: the request's last output.
   bool request_finished = false;
+  // Prompt tokens whose K/V came from the cache (prefix cache or session)
+  // rather than being computed for this request; on every output of it.
+  int64_t num_cached_tokens = 0;
   RequestTimings timings;
 };
 
@@ -310,6 +364,12 @@ struct EngineStats {
   int64_t tokens_recomputed = 0;      // computed tokens whose K/V preemptions dropped (to compute again)
   int64_t num_session_evictions = 0;  // idle sessions whose cached tokens were dropped
   int64_t tokens_computed = 0;        // tokens through the forward pass (prefill + decode + recompute)
+  // Prefix cache (see KvCacheStats): tokens looked up and found cached,
+  // cached blocks evicted, blocks the cache indexes now.
+  int64_t prefix_cache_queries = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_blocks_evicted = 0;
+  int64_t num_blocks_cached = 0;
 };
 
 class EngineImpl;

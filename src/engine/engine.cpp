@@ -38,6 +38,41 @@ std::string NonFiniteMessage(const std::optional<NonFiniteSite>& site, bool nan,
                      site->nan ? "NaN" : "Inf", where, site->position, site->token, kHint);
 }
 
+// What names the model for the prefix cache's hashes: its shape, types and
+// sizes, and a digest of the first row of every layer's K and V projection
+// (the weights that make its K/V), which tells apart two files of one
+// architecture (a base model and its fine-tune) without reading the whole
+// file. The same file gives the same identity in every process.
+std::string ModelIdentity(const ModelImpl& m) {
+  const ModelInfo& i = m.info();
+  std::string id = fmt::format(
+      "model format={} arch={} name={} layers={} d_model={} heads={} kv_heads={} head_dim={} "
+      "d_ff={} vocab={} ctx={} rope_dims={} rope_theta={} eps={} params={} bytes={}",
+      i.format, i.architecture, i.name, i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.head_dim,
+      i.d_ff, i.vocab_size, i.context_length, i.rope_dims, i.rope_theta, i.norm_eps,
+      i.num_parameters, i.weight_bytes);
+  for (const auto& [type, count] : i.tensor_types) id += fmt::format(" {}={}", type, count);
+  std::vector<uint8_t> rows;
+  for (const LayerWeights& l : m.weights().layers) {
+    for (const WeightView* w : {&l.wk, &l.wv}) {
+      if (w->data == nullptr || w->rows == 0) continue;
+      rows.insert(rows.end(), w->row(0), w->row(0) + w->row_bytes);
+    }
+  }
+  id += " kv_weights=" + BlockHasher(BlockHashAlgorithm::kSha256)
+                             .Digest(rows)
+                             .Hex(BlockHashAlgorithm::kSha256);
+  return id;
+}
+
+BlockHashAlgorithm ToBlockHash(PrefixCacheHash h) {
+  switch (h) {
+    case PrefixCacheHash::kXxh3_128: return BlockHashAlgorithm::kXxh3_128;
+    case PrefixCacheHash::kSha256: return BlockHashAlgorithm::kSha256;
+  }
+  return BlockHashAlgorithm::kXxh3_128;
+}
+
 }  // namespace
 
 EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t block_size,
@@ -50,9 +85,24 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
       scheduler_(SchedulerConfig{.strategy = options.kv.strategy,
                                  .max_seqs = options.max_seqs,
                                  .max_batch_tokens = options.max_batch_tokens,
-                                 .max_seq_len = options.kv.max_seq_len},
+                                 .max_seq_len = options.kv.max_seq_len,
+                                 .prefix_cache = prefix_cache_on(),
+                                 .prefix_cache_log = options.prefix_cache_log},
                  cache_.manager()),
-      runner_(m_.config(), m_.weights(), &pool_, options.activation_precision) {}
+      runner_(m_.config(), m_.weights(), &pool_, options.activation_precision) {
+  if (prefix_cache_on()) {
+    // Everything besides the tokens that decides the bytes of a block's K/V.
+    cache_.manager().EnablePrefixCache(
+        {.algorithm = ToBlockHash(options.prefix_cache_hash),
+         .whole_sequences = options.kv.strategy == KvStrategy::kContiguous,
+         .extra_keys = {ModelIdentity(m_),
+                        fmt::format("kv_dtype={}", KvPrecisionName(options.kv.precision)),
+                        fmt::format("activations={}", options.activation_precision ==
+                                                              ActivationPrecision::kInt8
+                                                          ? "int8"
+                                                          : "f32")}});
+  }
+}
 
 StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingParams& params,
                                     const RequestOptions& options) {
@@ -93,6 +143,7 @@ StatusOr<RequestId> EngineImpl::Add(std::vector<int32_t> prompt, const SamplingP
   r->id = next_request_id_++;
   r->request_id = options.request_id;
   r->session = options.session;
+  r->cache_salt = options.cache_salt;
   r->num_prompt = static_cast<int32_t>(prompt.size());
   r->tokens = std::move(prompt);
   r->tokens.reserve(std::min<int64_t>(max_seq_len, r->tokens.size() + params.max_tokens));
@@ -112,6 +163,7 @@ RequestOutput& EngineImpl::OutputFor(Request& r, std::vector<RequestOutput>& out
   o.id = r.id;
   o.request_id = r.request_id;
   o.sample_index = r.sample_index;
+  o.num_cached_tokens = r.timings.cached_prompt_tokens;
   return o;
 }
 
@@ -133,6 +185,7 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
       o.finish_reason = reason;
       if (reason == FinishReason::kError) o.error = r.error;
       o.timings = r.timings;
+      o.num_cached_tokens = r.timings.cached_prompt_tokens;
     }
     samples_done = r.params.n;
   }
@@ -145,6 +198,7 @@ void EngineImpl::Finish(Request& r, FinishReason reason, std::vector<RequestOutp
   out.finish_reason = reason;
   if (reason == FinishReason::kError) out.error = r.error;
   out.timings = r.timings;
+  out.num_cached_tokens = r.timings.cached_prompt_tokens;
   auto it = unfinished_samples_.find(r.id);
   KVINFER_CHECK(it != unfinished_samples_.end() && it->second >= samples_done);
   it->second -= samples_done;
@@ -254,6 +308,7 @@ std::vector<RequestOutput> EngineImpl::Step() {
   for (std::unique_ptr<Request>& r : sched.finished) Finish(*r, r->finish, outputs);
   sched.finished.clear();
   cache_.storage().CopyBlocks(sched.copies);
+  scheduler_.ReleasePinned();
   batch_.Clear();
   sampled_.clear();
 
@@ -387,6 +442,16 @@ void EngineImpl::EndSession(SessionId id) {
 KvCacheStats EngineImpl::KvStats() const {
   KvCacheStats st = cache_.Stats();
   st.strategy = KvStrategyName(options_.kv.strategy);
+  const KvManager& kv = cache_.manager();
+  if (kv.prefix_cache_enabled()) {
+    st.prefix_cache = kv.whole_sequence_cache() ? "copied" : "shared";
+    st.prefix_cache_hash = PrefixCacheHashName(options_.prefix_cache_hash);
+    st.prefix_cache_queries = kv.prefix_counters().queries;
+    st.prefix_cache_hits = kv.prefix_counters().hits;
+    st.prefix_cache_blocks_evicted = kv.prefix_counters().blocks_evicted;
+    st.num_blocks_cached = kv.num_blocks_cached();
+    st.num_blocks_cached_free = kv.pool().num_cached_free();
+  }
   for (const auto& r : scheduler_.running()) {
     if (r->seq < 0) continue;
     KvSequenceStats s = cache_.SequenceStats(r->seq);
@@ -410,6 +475,11 @@ EngineStats EngineImpl::Stats() const {
   st.tokens_computed = tokens_computed_;
   st.num_running = static_cast<int64_t>(scheduler_.running().size());
   st.num_waiting = static_cast<int64_t>(scheduler_.waiting().size());
+  const KvManager& kv = cache_.manager();
+  st.prefix_cache_queries = kv.prefix_counters().queries;
+  st.prefix_cache_hits = kv.prefix_counters().hits;
+  st.prefix_cache_blocks_evicted = kv.prefix_counters().blocks_evicted;
+  st.num_blocks_cached = kv.num_blocks_cached();
   return st;
 }
 
@@ -453,6 +523,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, const Engin
   if (o.activation_precision != ActivationPrecision::kInt8 &&
       o.activation_precision != ActivationPrecision::kF32) {
     return bad("unknown activation precision (expected int8 or f32)");
+  }
+  if (!ParsePrefixCacheHash(PrefixCacheHashName(o.prefix_cache_hash))) {
+    return bad("unknown prefix cache hash (expected xxh3_128 or sha256)");
   }
   if (!ParseKvPrecision(KvPrecisionName(o.kv.precision))) {
     return bad("unknown KV precision (expected f32, f16, q8_0 or q4_0)");

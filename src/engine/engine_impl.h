@@ -42,6 +42,11 @@ class EngineImpl {
 
  private:
   bool recompute() const { return options_.kv.strategy == KvStrategy::kNone; }
+  // EngineOptions::prefix_cache, where there is K/V to keep: `paged`
+  // shares cached blocks, `contiguous` copies cached prefixes.
+  bool prefix_cache_on() const {
+    return options_.prefix_cache && options_.kv.strategy != KvStrategy::kNone;
+  }
   void Fork(Request& parent, std::span<const float> logits, std::vector<RequestOutput>& outputs);
   void Sample(Request& r, std::span<const float> logits, Clock::time_point now,
               std::vector<RequestOutput>& outputs);

@@ -41,6 +41,21 @@ std::optional<KvPrecision> ParseKvPrecision(std::string_view name) {
   return std::nullopt;
 }
 
+const char* PrefixCacheHashName(PrefixCacheHash h) {
+  switch (h) {
+    case PrefixCacheHash::kXxh3_128: return "xxh3_128";
+    case PrefixCacheHash::kSha256: return "sha256";
+  }
+  return "?";
+}
+
+std::optional<PrefixCacheHash> ParsePrefixCacheHash(std::string_view name) {
+  for (PrefixCacheHash h : {PrefixCacheHash::kXxh3_128, PrefixCacheHash::kSha256}) {
+    if (name == PrefixCacheHashName(h)) return h;
+  }
+  return std::nullopt;
+}
+
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
     case FinishReason::kNone: return "none";

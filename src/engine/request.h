@@ -10,6 +10,7 @@
 
 #include "engine/sampler.h"
 #include "engine/utf8_stream.h"
+#include "kv/block_hash.h"
 #include "kvinfer/kvinfer.h"
 
 namespace kvinfer {
@@ -24,7 +25,12 @@ struct Request {
   Sampler sampler;
   StopStringFilter stop_text;      // cuts `text` at a stop string
   std::optional<SessionId> session;
+  std::string cache_salt;          // RequestOptions::cache_salt
   std::vector<int32_t> tokens;     // prompt, then generated tokens
+  // Prefix cache: the chain root (from cache_salt) and the hashes of the
+  // full blocks of `tokens` (kv/block_hash.h), computed at admission.
+  std::optional<BlockHash> prefix_root;
+  std::vector<BlockHash> block_hashes;
   int32_t num_prompt = 0;
   int32_t num_computed = 0;        // leading tokens whose K/V are in the cache (or scheduled)
   int32_t seq = -1;                // KvManager sequence (-1: none held)

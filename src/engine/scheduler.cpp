@@ -58,8 +58,118 @@ bool Scheduler::EvictIdleSession() {
   return true;
 }
 
-bool Scheduler::Admit(Request& r) {
+void Scheduler::HashTokens(Request& r) {
+  if (!r.prefix_root) r.prefix_root = kv_.PrefixRoot(r.cache_salt);
+  const size_t full = r.tokens.size() / static_cast<size_t>(kv_.block_size());
+  if (r.block_hashes.size() != full) {
+    kv_.hasher().Chain(*r.prefix_root, r.tokens, kv_.block_size(), r.block_hashes);
+  }
+}
+
+bool Scheduler::WaitsForSharedPrefix(Request& r) {
+  if (pending_.empty()) return false;
+  HashTokens(r);
+  const std::span<const BlockHash> chain(r.block_hashes);
+  const size_t n = static_cast<size_t>(kv_.MatchPrefix(chain));
+  // Only blocks it could hit (its last token is always computed) matter.
+  const size_t max_hit = (r.tokens.size() - 1) / static_cast<size_t>(kv_.block_size());
+  return n < max_hit && pending_.contains(chain[n]);
+}
+
+void Scheduler::AddPending(const Request& r) {
+  if (r.seq < 0) return;
+  const size_t done = kv_.block_hashes(r.seq).size();
+  for (size_t i = done; i < r.block_hashes.size(); ++i) pending_.insert(r.block_hashes[i]);
+}
+
+bool Scheduler::AdmitWithPrefixCache(Request& r) {
+  HashTokens(r);
+  const int32_t bs = kv_.block_size();
+  const int32_t len = static_cast<int32_t>(r.tokens.size());
+  // Leave the last token to compute: its logits are what is sampled.
+  const int32_t max_hit = (len - 1) / bs;
+  const std::span<const BlockHash> chain =
+      std::span<const BlockHash>(r.block_hashes).first(static_cast<size_t>(max_hit));
+  const int32_t hit = kv_.MatchPrefix(chain);
+  const std::span<const BlockHash> hits = chain.first(static_cast<size_t>(hit));
+  const int32_t need = (len + bs - 1) / bs - hit + kv_.FreeBlocksTakenByPrefix(hits);
+  if (need > kv_.num_free_blocks()) return false;
+  r.seq = kv_.CreateSequence();
+  kv_.SetPrefixRoot(r.seq, *r.prefix_root);
+  kv_.AttachPrefix(r.seq, hits);
+  // Room for every token the request may reach (r.tokens is reserved so).
+  kv_.ReserveTokenIds(r.seq, std::max(r.tokens.size(), r.tokens.capacity()));
+  kv_.SetTokenIds(r.seq, 0, r.tokens);
+  r.num_computed = hit * bs;
+  kv_.CountPrefixQuery(len, static_cast<int64_t>(hit) * bs);
+  if (!r.scheduled) r.timings.cached_prompt_tokens = std::min(hit * bs, r.num_prompt);
+  if (config_.prefix_cache_log) {
+    fmt::print(stderr,
+               "kvinfer: prefix cache: request {}{}{}{}: {} of {} tokens cached; left the cached "
+               "prefix at token {} ({})\n",
+               r.id, r.request_id.empty() ? "" : " (", r.request_id,
+               r.request_id.empty() ? "" : ")", hit * bs, len, hit * bs,
+               hit == max_hit ? "the last token is always computed"
+                              : fmt::format("block {} is not cached", hit));
+  }
+  return true;
+}
+
+bool Scheduler::AdmitCopyingPrefix(Request& r, SchedulerOutput& out) {
+  if (!r.prefix_root) r.prefix_root = kv_.PrefixRoot(r.cache_salt);
+  const int32_t len = static_cast<int32_t>(r.tokens.size());
+  // Leave the last token to compute: its logits are what is sampled.
+  const KvManager::CachedPrefix hit =
+      kv_.FindCachedSequencePrefix(*r.prefix_root, r.tokens, len - 1);
+  // A copy needs a region for r besides the source's. Without room for
+  // both, a free source region becomes r's own (its tail is then lost to
+  // the cache); a source in use is not copied.
+  const bool src_free = hit.num_tokens > 0 && kv_.pool().is_free(hit.block);
+  const bool in_place = src_free && kv_.num_free_blocks() < 2;
+  const bool copy =
+      hit.num_tokens > 0 && !in_place && kv_.num_free_blocks() >= 1 + (src_free ? 1 : 0);
+  if (!in_place && kv_.num_free_blocks() < 1) return false;
+  const int32_t reused = in_place || copy ? hit.num_tokens : 0;
+  r.seq = kv_.CreateSequence();
+  kv_.SetPrefixRoot(r.seq, *r.prefix_root);
+  if (in_place) {
+    kv_.AdoptCachedSequence(r.seq, hit.block, hit.num_tokens);
+  } else if (copy) {
+    kv_.Pin(hit.block);  // before Reserve, so Reserve cannot evict it
+    pinned_.push_back(hit.block);
+  }
+  KVINFER_CHECK(kv_.Reserve(r.seq, config_.max_seq_len));
+  if (copy) {
+    out.copies.push_back({hit.block, kv_.block_table(r.seq)[0], hit.num_tokens});
+    kv_.SetNumTokens(r.seq, hit.num_tokens);
+  }
+  // Room for every token the request may reach (r.tokens is reserved so).
+  kv_.ReserveTokenIds(r.seq, std::max(r.tokens.size(), r.tokens.capacity()));
+  kv_.SetTokenIds(r.seq, 0, r.tokens);
+  r.num_computed = reused;
+  kv_.CountPrefixQuery(len, reused);
+  if (!r.scheduled) r.timings.cached_prompt_tokens = std::min(reused, r.num_prompt);
+  if (config_.prefix_cache_log) {
+    fmt::print(stderr,
+               "kvinfer: prefix cache: request {}{}{}{}: {} of {} tokens {} a cached sequence; "
+               "left the cached prefix at token {}\n",
+               r.id, r.request_id.empty() ? "" : " (", r.request_id,
+               r.request_id.empty() ? "" : ")", reused, len,
+               in_place ? "reused in place from" : "copied from", reused);
+  }
+  return true;
+}
+
+void Scheduler::ReleasePinned() {
+  for (int32_t b : pinned_) kv_.Unpin(b);
+  pinned_.clear();
+}
+
+bool Scheduler::Admit(Request& r, SchedulerOutput& out) {
   if (recompute()) return true;  // K/V live only within a step
+  if (config_.prefix_cache) {
+    return kv_.whole_sequence_cache() ? AdmitCopyingPrefix(r, out) : AdmitWithPrefixCache(r);
+  }
   bool fresh = true;
   if (r.session) {
     Session& s = sessions_.at(*r.session);
@@ -85,10 +195,18 @@ bool Scheduler::Admit(Request& r) {
     const int32_t need = kv_.BlocksNeeded(r.seq, want);
     if (need <= kv_.num_free_blocks()) break;
     if (!EvictIdleSession()) {
-      if (fresh) {
-        kv_.FreeSequence(r.seq);
-        r.seq = -1;
+      // Waiting must not hold blocks: a session's cache is dropped too
+      // (its request is busy, so no eviction would ever reach it, and many
+      // sessions waiting this way would hold the pool forever).
+      if (!fresh) {
+        Session& s = sessions_.at(*r.session);
+        s.seq = -1;
+        s.tokens.clear();
+        r.num_computed = 0;
+        r.timings.cached_prompt_tokens = 0;
       }
+      kv_.FreeSequence(r.seq);
+      r.seq = -1;
       return false;
     }
   }
@@ -112,7 +230,9 @@ void Scheduler::Preempt(Request& r, SchedulerOutput& out) {
   stats_.tokens_recomputed += r.num_computed;
   ReleaseKv(r);
   r.num_computed = 0;
-  r.timings.cached_prompt_tokens = 0;
+  // A session's cache is gone with the sequence; the prefix cache's
+  // figure stays what it was at first admission.
+  if (!config_.prefix_cache) r.timings.cached_prompt_tokens = 0;
   ++stats_.num_preemptions;
   out.preempted.push_back(r.id);
   auto it = std::find_if(running_.begin(), running_.end(),
@@ -154,6 +274,13 @@ void Scheduler::AddChunk(Request& r, int32_t chunk, SchedulerOutput& out) {
   c.request = &r;
   c.begin = r.num_computed;
   c.num_tokens = chunk;
+  if (config_.prefix_cache && !recompute()) {
+    // The ids of the positions about to be written: a block is hashed from
+    // them when it fills.
+    kv_.SetTokenIds(r.seq, c.begin,
+                    std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(c.begin),
+                                                               static_cast<size_t>(chunk)));
+  }
   r.num_computed += chunk;
   c.sample = r.num_computed == static_cast<int32_t>(r.tokens.size());
   out.num_tokens += chunk;
@@ -196,6 +323,7 @@ void Scheduler::Schedule(SchedulerOutput& out) {
   out.copies.clear();
   out.preempted.clear();
   out.finished.clear();
+  ReleasePinned();  // the previous step's copies are done
   ++stats_.num_steps;
   budget_ = config_.max_batch_tokens;
 
@@ -216,18 +344,33 @@ void Scheduler::Schedule(SchedulerOutput& out) {
   }
 
   // 2. Admit waiting requests (preempted ones are at the front) while there
-  //    is room.
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < config_.max_seqs &&
+  //    is room. With the prefix cache, one whose next uncached block a
+  //    running request is computing waits (it is passed over, keeping its
+  //    place) and hits that block in a later step.
+  const bool dedup = config_.prefix_cache && !recompute() && !kv_.whole_sequence_cache();
+  pending_.clear();
+  if (dedup) {
+    for (const std::unique_ptr<Request>& rp : running_) AddPending(*rp);
+  }
+  size_t w = 0;
+  while (w < waiting_.size() && static_cast<int>(running_.size()) < config_.max_seqs &&
          budget_ > 0) {
-    Request& r = *waiting_.front();
+    Request& r = *waiting_[w];
+    bool waits = false;
+    if (dedup && !Guard(r, out, [&] { waits = WaitsForSharedPrefix(r); })) continue;
+    if (waits) {
+      ++w;
+      continue;
+    }
     bool admitted = false;
-    if (!Guard(r, out, [&] { admitted = Admit(r); })) continue;
+    if (!Guard(r, out, [&] { admitted = Admit(r, out); })) continue;
+    const auto it = waiting_.begin() + static_cast<std::ptrdiff_t>(w);
     if (!admitted) {
       if (running_.empty()) {
         // Nothing running will free blocks, and idle sessions are gone:
         // this request can never fit.
-        std::unique_ptr<Request> dead = std::move(waiting_.front());
-        waiting_.pop_front();
+        std::unique_ptr<Request> dead = std::move(*it);
+        waiting_.erase(it);
         dead->finish = FinishReason::kKvExhausted;
         Release(*dead);
         out.finished.push_back(std::move(dead));
@@ -239,8 +382,9 @@ void Scheduler::Schedule(SchedulerOutput& out) {
       r.scheduled = Clock::now();
       r.timings.queue_ms = Ms(*r.scheduled - r.added);
     }
-    running_.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
+    running_.push_back(std::move(*it));
+    waiting_.erase(it);
+    if (dedup) AddPending(r);
     const int32_t chunk = ChunkFor(r, out);
     if (chunk <= 0) continue;
     bool fits = false;
@@ -248,7 +392,8 @@ void Scheduler::Schedule(SchedulerOutput& out) {
     if (!fits) break;
     AddChunk(r, chunk, out);
   }
-  stats_.peak_running = std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
+  stats_.peak_running =
+      std::max<int64_t>(stats_.peak_running, static_cast<int64_t>(running_.size()));
 }
 
 void Scheduler::Release(Request& r) {
@@ -256,7 +401,9 @@ void Scheduler::Release(Request& r) {
     Session& s = sessions_.at(*r.session);
     s.busy = false;
     s.last_used = stats_.num_steps;
-    if (r.seq >= 0 && !recompute() && r.finish != FinishReason::kError) {
+    if (config_.prefix_cache) {
+      // Nothing to keep: the turn's full blocks stay in the prefix cache.
+    } else if (r.seq >= 0 && !recompute() && r.finish != FinishReason::kError) {
       s.seq = r.seq;
       s.tokens.assign(r.tokens.begin(), r.tokens.begin() + r.num_computed);
       r.seq = -1;  // now owned by the session

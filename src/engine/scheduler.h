@@ -20,6 +20,22 @@
 // KV manager, such as std::bad_alloc) finishes that request with kError,
 // its KV released, and scheduling goes on with the others.
 //
+// Prefix cache (config.prefix_cache; the KvManager hashes and indexes the
+// blocks). `paged`: admission looks the request's tokens up block by
+// block and attaches the cached blocks (always leaving at least its last
+// token to compute), so it starts with those positions computed. A waiting
+// request whose next uncached block is being computed right now by a
+// running request (requests that arrived together with a shared prefix)
+// is passed over until that block is done, then hits it: a shared prefix
+// is computed once. Sessions hold no sequence then: a finished turn's
+// blocks are simply cached, and the next turn's lookup finds them. Without
+// the prefix cache a session keeps its sequence and the next request on it
+// reuses the longest common prefix (Truncate drops the rest). `contiguous`
+// has one block per sequence and nothing to share: its prefix cache keeps
+// finished sequences' regions and copies the longest cached prefix of a
+// new request's tokens into its own region (out.copies, token granular),
+// or, with no room for a copy, takes a free cached region as its own.
+//
 // Strategies: `paged` allocates blocks as tokens are computed; `contiguous`
 // reserves max_seq_len on admission; `none` recomputes each running
 // request's whole sequence every step in a sequence created for that step
@@ -36,6 +52,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/request.h"
@@ -49,6 +66,12 @@ struct SchedulerConfig {
   int max_seqs = 1;              // requests running at once
   int32_t max_batch_tokens = 1;  // tokens per step
   int32_t max_seq_len = 1;       // tokens a sequence may hold (contiguous reserves it)
+  // Look requests up in the KvManager's prefix cache (which must be
+  // enabled: blocks for `paged`, whole sequences for `contiguous`).
+  bool prefix_cache = false;
+  // Print each admission's prefix-cache hit and where it left the cached
+  // prefix to stderr.
+  bool prefix_cache_log = false;
 };
 
 // One request's share of a step: positions [begin, begin + num_tokens) of
@@ -123,6 +146,10 @@ class Scheduler {
   // its requests first.
   void EndSession(SessionId id);
 
+  // Releases the source blocks of this step's prefix copies; call once the
+  // storage has carried out out.copies (Schedule does it first too).
+  void ReleasePinned();
+
   bool HasRequests() const { return !waiting_.empty() || !running_.empty(); }
   const std::deque<std::unique_ptr<Request>>& waiting() const { return waiting_; }
   const std::vector<std::unique_ptr<Request>>& running() const { return running_; }
@@ -136,7 +163,20 @@ class Scheduler {
   int32_t ChunkFor(const Request& r, const SchedulerOutput& out) const;
   void AddChunk(Request& r, int32_t chunk, SchedulerOutput& out);
   // Gives a waiting request its KV sequence; false if its blocks do not fit.
-  bool Admit(Request& r);
+  bool Admit(Request& r, SchedulerOutput& out);
+  // Prefix-cache admission: a sequence holding r's cached leading blocks.
+  bool AdmitWithPrefixCache(Request& r);
+  // Whole-sequence prefix cache (contiguous): a sequence whose region gets
+  // the longest cached prefix copied into it (a copy in out.copies; the
+  // source block is pinned until ReleasePinned).
+  bool AdmitCopyingPrefix(Request& r, SchedulerOutput& out);
+  // r's chain root and block hashes, brought up to date with its tokens.
+  void HashTokens(Request& r);
+  // Whether r should wait: the block after its cached prefix is being
+  // computed by a running request (in pending_).
+  bool WaitsForSharedPrefix(Request& r);
+  // Adds the blocks r (running) will fill but has not yet to pending_.
+  void AddPending(const Request& r);
   // Reserves (and un-shares) the blocks for r's next `chunk` tokens, freeing
   // idle sessions and preempting later requests as needed. False if r itself
   // had to be preempted.
@@ -159,6 +199,10 @@ class Scheduler {
   SessionId next_session_id_ = 1;
   int32_t budget_ = 0;  // tokens left in the step being scheduled
   SchedulerStats stats_;
+  // Hashes of full blocks that running requests have yet to compute (this
+  // step's admission pass).
+  std::unordered_set<BlockHash, BlockHashHasher> pending_;
+  std::vector<int32_t> pinned_;  // sources of this step's prefix copies
 };
 
 }  // namespace kvinfer

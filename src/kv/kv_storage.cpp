@@ -87,8 +87,32 @@ void KvStorage::CopyBlock(int32_t src, int32_t dst) {
   }
 }
 
+void KvStorage::CopyTokens(int32_t src, int32_t dst, int32_t n_tokens) {
+  KVINFER_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_);
+  KVINFER_CHECK(n_tokens >= 0 && n_tokens <= block_size_);
+  const size_t codes = static_cast<size_t>(n_tokens) * code_row_bytes_;
+  // q8_0 / q4_0 rows keep their f16 scales after the block's codes.
+  const size_t scales = row_bytes_ > code_row_bytes_
+                            ? static_cast<size_t>(n_tokens) * q8_blocks_ * sizeof(uint16_t)
+                            : 0;
+  for (int l = 0; l < n_layers_; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < n_kv_heads_; ++h) {
+        std::memcpy(Row(l, dst, kv, h, 0), Row(l, src, kv, h, 0), codes);
+        if (scales > 0) std::memcpy(Scales(l, dst, kv, h, 0), Scales(l, src, kv, h, 0), scales);
+      }
+    }
+  }
+}
+
 void KvStorage::CopyBlocks(std::span<const KvBlockCopy> copies) {
-  for (const KvBlockCopy& c : copies) CopyBlock(c.src, c.dst);
+  for (const KvBlockCopy& c : copies) {
+    if (c.num_tokens < 0) {
+      CopyBlock(c.src, c.dst);
+    } else {
+      CopyTokens(c.src, c.dst, c.num_tokens);
+    }
+  }
 }
 
 }  // namespace kvinfer

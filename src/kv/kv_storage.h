@@ -56,7 +56,11 @@ class KvStorage {
   float ReadElement(int layer, int32_t block, int kv, int kv_head, int32_t slot, int i) const;
   // Copies every layer's K and V (scales included) of block src to dst.
   void CopyBlock(int32_t src, int32_t dst);
-  // Carries out copy-on-write copies in order (KvManager::PrepareWrite).
+  // Copies every layer's K and V (scales included) of the first n_tokens
+  // positions of block src to the same positions of dst.
+  void CopyTokens(int32_t src, int32_t dst, int32_t n_tokens);
+  // Carries out copies in order: copy-on-write (KvManager::PrepareWrite;
+  // whole blocks) and cached prefixes (num_tokens positions).
   void CopyBlocks(std::span<const KvBlockCopy> copies);
 
   int32_t block_size() const { return block_size_; }

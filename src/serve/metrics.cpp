@@ -81,6 +81,9 @@ std::string ServerMetrics::Render(const EngineStats& e, const KvCacheStats& kv) 
   Value(&out, "num_recomputed_tokens_total", "counter", "Tokens whose K/V a preemption forced to be computed again.", e.tokens_recomputed);
   Value(&out, "engine_steps_total", "counter", "Engine steps run.", e.num_steps);
   Value(&out, "tokens_computed_total", "counter", "Tokens through the forward pass (prefill, decode and recompute).", e.tokens_computed);
+  Value(&out, "prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", e.prefix_cache_queries);
+  Value(&out, "prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache (their K/V reused).", e.prefix_cache_hits);
+  Value(&out, "prefix_cache_blocks_evicted_total", "counter", "Cached blocks evicted to make room.", e.prefix_cache_blocks_evicted);
 
   std::lock_guard<std::mutex> lock(mu_);
   Value(&out, "prompt_tokens_total", "counter", "Prompt tokens of finished requests.", prompt_tokens_total_);
@@ -102,6 +105,8 @@ std::string ServerMetrics::Render(const EngineStats& e, const KvCacheStats& kv) 
   Value(&out, "kv_blocks_total", "gauge", "Blocks in the KV pool.", kv.num_blocks_total);
   Value(&out, "kv_blocks_used", "gauge", "Blocks held by sequences.", kv.num_blocks_used);
   Value(&out, "kv_blocks_free", "gauge", "Blocks free.", kv.num_blocks_free);
+  Value(&out, "kv_blocks_cached", "gauge", "Blocks whose contents the prefix cache indexes (held or free).", kv.num_blocks_cached);
+  Value(&out, "kv_blocks_cached_free", "gauge", "Cached blocks no sequence holds (evictable; counted as free).", kv.num_blocks_cached_free);
   Value(&out, "kv_blocks_shared", "gauge", "Blocks held by more than one sequence.", kv.num_blocks_shared);
   Value(&out, "kv_block_size_tokens", "gauge", "Tokens per KV block.", kv.block_size_tokens);
   Value(&out, "kv_tokens_held", "gauge", "Tokens whose K/V are stored.", kv.tokens_held);

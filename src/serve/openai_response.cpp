@@ -137,11 +137,10 @@ Json ChoiceStates::Apply(size_t prompt_index, const RequestOutput& out, const Mo
   c.text += out.text_delta;
   c.text_bytes += static_cast<int64_t>(out.text_delta.size());
   c.num_tokens += static_cast<int64_t>(out.new_tokens.size());
+  usage_[prompt_index].cached_tokens = out.num_cached_tokens;
   if (out.finished) {
     c.finish = out.finish_reason;
     c.error = out.error;
-    PromptUsage& u = usage_[prompt_index];
-    u.cached_tokens = std::max(u.cached_tokens, out.timings.cached_prompt_tokens);
   }
   usage_[prompt_index].completion_tokens += static_cast<int64_t>(out.new_tokens.size());
   return part;

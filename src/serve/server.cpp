@@ -131,6 +131,14 @@ class ServerImpl {
   }
 
   Status Bind() {
+    // SO_REUSEADDR only (cpp-httplib's default adds SO_REUSEPORT, which would
+    // let a second server share the port silently), and the socket kept so
+    // its listen backlog can be raised below.
+    http_.set_socket_options([this](int sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      listen_fd_ = sock;
+    });
     const int port = options_.port == 0 ? http_.bind_to_any_port(options_.host)
                                         : (http_.bind_to_port(options_.host, options_.port)
                                                ? options_.port
@@ -141,6 +149,14 @@ class ServerImpl {
                                 options_.host, options_.port));
     }
     port_ = port;
+    // cpp-httplib listens with a backlog of 5, so a burst of new connections
+    // (64 clients starting at once) overflows the accept queue and some are
+    // reset. Listening again on the bound socket raises the backlog (the
+    // kernel caps it at net.core.somaxconn).
+    if (listen_fd_ >= 0 && ::listen(listen_fd_, SOMAXCONN) != 0) {
+      return Status(StatusCode::kUnavailable,
+                    fmt::format("cannot listen on {}:{}", options_.host, port_));
+    }
     return Status::Ok();
   }
 
@@ -202,6 +218,7 @@ class ServerImpl {
   std::atomic<uint64_t> next_id_{1};
   httplib::Server http_;
   int port_ = 0;
+  int listen_fd_ = -1;  // the listening socket (owned by http_)
   serve::ServerMetrics metrics_;
   std::atomic<bool> draining_{false};
   std::atomic<int> active_{0};
@@ -404,6 +421,7 @@ std::optional<ApiError> ServerImpl::Submit(Job& job) {
     // with at least one alternative; extra alternatives are not returned.
     params.logprobs = r.want_logprobs ? std::max(1, r.top_logprobs) : 0;
     RequestOptions ro;
+    ro.cache_salt = r.cache_salt;
     ro.request_id =
         job.prompt_tokens.size() == 1 ? job.ctx.id : fmt::format("{}-{}", job.ctx.id, i);
     StatusOr<RequestStream> s = engine_->AddTokens(job.prompt_tokens[i], params, ro);

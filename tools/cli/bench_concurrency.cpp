@@ -17,6 +17,10 @@ namespace kvinfer::cli {
 namespace {
 
 struct ConcurrencyOptions {
+  // Off by default: these benchmarks measure computing K/V, and their
+  // repeated or shared prompts would otherwise hit the prefix cache.
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash = "xxh3_128";
   std::string model;
   std::string out;
   int threads = 0;
@@ -37,6 +41,7 @@ nlohmann::json RunLevel(const Model& model, const ConcurrencyOptions& o, int c) 
   eo.kv.max_seq_len = o.prompt_tokens + o.gen_tokens;
   eo.num_threads = o.threads;
   eo.activation_precision = o.activations;
+  ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
   eo.max_seqs = c;
   eo.max_batch_tokens = std::max(512, o.prompt_tokens);
   auto engine = Engine::Create(model, eo);
@@ -132,6 +137,7 @@ void AddBenchConcurrencyCommand(CLI::App* bench) {
   AddModelOption(cmd, &o->model);
   AddOutDirOption(cmd, &o->out);
   AddThreadsOption(cmd, &o->threads, &o->activations);
+  AddPrefixCacheOptions(cmd, &o->prefix_cache, &o->prefix_cache_hash);
   AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--levels", o->levels, "Concurrency levels")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt tokens per sequence")

@@ -23,6 +23,10 @@ constexpr KvStrategy kStrategies[] = {KvStrategy::kNone, KvStrategy::kContiguous
                                       KvStrategy::kPaged};
 
 struct KvModesOptions {
+  // Off by default: these benchmarks measure computing K/V, and their
+  // repeated or shared prompts would otherwise hit the prefix cache.
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash = "xxh3_128";
   std::string model;
   std::string out;
   bool quick = false;
@@ -52,6 +56,7 @@ nlohmann::json MeasureRun(const Model& model, const KvModesOptions& o, const Run
   eo.kv.block_size_tokens = o.block_size;
   eo.num_threads = o.threads;
   eo.activation_precision = o.activations;
+  ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
   eo.max_seqs = 1;
   eo.max_batch_tokens = std::max(spec.prompt_tokens, 1);  // prefill = one forward
   const int64_t rss_before = bench::RssBytes();
@@ -167,6 +172,7 @@ void RunKvModes(const KvModesOptions& o) {
     eo.kv.max_seq_len = std::min(context, 64);
     eo.num_threads = o.threads;
     eo.activation_precision = o.activations;
+    ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
     eo.max_seqs = 1;
     auto engine = Engine::Create(model, eo);
     DieIf(engine.status(), "engine");
@@ -272,6 +278,7 @@ void AddBenchKvModesCommand(CLI::App* bench) {
   cmd->add_flag("--quick", o->quick,
                 "Shorter sweeps (generated 16, 64, 128; prompts 32, 128, 256)");
   AddThreadsOption(cmd, &o->threads, &o->activations);
+  AddPrefixCacheOptions(cmd, &o->prefix_cache, &o->prefix_cache_hash);
   AddKvDtypeOption(cmd, &o->kv_dtype);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt length of the generated-length sweep")
       ->check(CLI::Range(1, 1 << 20))

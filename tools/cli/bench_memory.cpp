@@ -21,6 +21,10 @@ namespace kvinfer::cli {
 namespace {
 
 struct MemoryOptions {
+  // Off by default: these benchmarks measure computing K/V, and their
+  // repeated or shared prompts would otherwise hit the prefix cache.
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash = "xxh3_128";
   std::string model;
   std::string out;
   int threads = 0;
@@ -70,6 +74,7 @@ nlohmann::json RunStrategy(const Model& model, const MemoryOptions& o, KvStrateg
   eo.kv.memory_bytes = budget;
   eo.num_threads = o.threads;
   eo.activation_precision = o.activations;
+  ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
   eo.max_seqs = static_cast<int>(work.size());  // only the KV pool limits admission
   eo.max_batch_tokens = 2048;
   auto engine = Engine::Create(model, eo);
@@ -223,6 +228,7 @@ void AddBenchMemoryCommand(CLI::App* bench) {
                   "KV budget in MiB for both strategies (0 = room for 4 contiguous sequences)")
       ->check(CLI::NonNegativeNumber);
   AddThreadsOption(cmd, &o->threads, &o->activations);
+  AddPrefixCacheOptions(cmd, &o->prefix_cache, &o->prefix_cache_hash);
   cmd->add_option("--requests", o->requests, "Requests in the workload")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();

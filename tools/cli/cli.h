@@ -45,6 +45,9 @@ struct RunFlags {
   float top_p = 1.0f;
   uint64_t seed = 0;
   bool ignore_eos = false;
+  std::string prefix_cache = "on";        // on|off (paged shares cached blocks)
+  std::string prefix_cache_hash = "xxh3_128";
+  bool prefix_cache_log = false;
 
   void Add(CLI::App* app, bool sampling);
   // The model path, or the default model when --model was omitted.
@@ -62,8 +65,18 @@ void AddKvDtypeOption(CLI::App* cmd, std::string* dtype);     // --kv-dtype f32|
 // --kv-dtype as a comma-separated list of those types (bench context).
 void AddKvDtypeListOption(CLI::App* cmd, std::vector<std::string>* dtypes);
 void AddKvStrategyOption(CLI::App* cmd, std::string* kv);    // --kv none|contiguous|paged
+// --prefix-cache on|off, --prefix-cache-hash xxh3_128|sha256 and, when
+// `log` is given, --prefix-cache-log.
+void AddPrefixCacheOptions(CLI::App* cmd, std::string* on_off, std::string* hash,
+                           bool* log = nullptr);
+// Applies those flags to engine options.
+void ApplyPrefixCacheOptions(const std::string& on_off, const std::string& hash, bool log,
+                             EngineOptions& o);
 
 nlohmann::json KvStatsJson(const KvCacheStats& s);
+// The engine's prefix-cache mode and counters now: {"mode", "hash",
+// "queries", "hits", "hit_rate", "blocks_evicted", "num_blocks_cached"}.
+nlohmann::json PrefixCacheJson(const Engine& engine);
 
 // Drives the engine until it has no work, streaming `id`'s text to stdout
 // when `stream`. Keeps the KV stats of the fullest step.
@@ -71,6 +84,7 @@ nlohmann::json KvStatsJson(const KvCacheStats& s);
 // InstallStopSignals() is in force, or when stdout stops taking the text.
 struct RunResult {
   RequestOutput final;
+  std::vector<int32_t> tokens;  // the request's sampled ids
   KvCacheStats peak_kv;
   std::string text;
   bool output_lost = false;  // stdout failed: part of the text was not written

@@ -98,6 +98,7 @@ void RunBatch(const BatchOptions& o) {
                         {"tokens", tokens[i]},
                         {"finish_reason", FinishReasonName(finals[i].finish_reason)},
                         {"prompt_tokens", t.prompt_tokens},
+                        {"cached_prompt_tokens", finals[i].num_cached_tokens},
                         {"generated_tokens", t.generated_tokens},
                         {"queue_ms", t.queue_ms},
                         {"ttft_ms", t.ttft_ms},
@@ -166,12 +167,16 @@ void RunBatch(const BatchOptions& o) {
   std::fprintf(stderr,
                "kvinfer batch: %zu requests, %zu failed, %lld generated tokens in %.2f s = %.1f "
                "tok/s | KV %s: %lld blocks of %d tokens, peak %lld used | peak %lld sequences "
-               "running | %lld preemptions | %lld steps\n",
+               "running | %lld preemptions | %lld steps | prefix cache %s: %lld of %lld prompt "
+               "tokens cached, %lld blocks evicted\n",
                items.size(), failed, static_cast<long long>(generated), seconds,
                generated / seconds,
                kv.strategy.c_str(), static_cast<long long>(kv.num_blocks_total), kv.block_size_tokens,
                static_cast<long long>(peak_blocks), static_cast<long long>(st.peak_running),
-               static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps));
+               static_cast<long long>(st.num_preemptions), static_cast<long long>(st.num_steps),
+               kv.prefix_cache.c_str(), static_cast<long long>(st.prefix_cache_hits),
+               static_cast<long long>(st.prefix_cache_queries),
+               static_cast<long long>(st.prefix_cache_blocks_evicted));
   // A failed request does not fail the batch: its result line carries
   // finish_reason "error" and the error, and each is also said here.
   for (size_t i = 0; i < items.size(); ++i) {

@@ -26,10 +26,15 @@ namespace kvinfer::cli {
 void AddBenchKvModesCommand(CLI::App* bench);  // bench_kv_modes.cpp
 void AddBenchMemoryCommand(CLI::App* bench);   // bench_memory.cpp
 void AddBenchConcurrencyCommand(CLI::App* bench);  // bench_concurrency.cpp
+void AddBenchPrefixCommand(CLI::App* bench);  // bench_prefix.cpp
 
 namespace {
 
 struct SpeedOptions {
+  // Off by default: these benchmarks measure computing K/V, and their
+  // repeated or shared prompts would otherwise hit the prefix cache.
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash = "xxh3_128";
   std::string model;
   std::string kv = "contiguous";
   std::string kv_dtype = "f32";
@@ -95,6 +100,7 @@ void RunSpeed(const SpeedOptions& o) {
   eo.kv.max_seq_len = seq_len;
   eo.num_threads = o.threads;
   eo.activation_precision = o.activations;
+  ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
   eo.max_seqs = 1;
   // The prompt is one batched forward, never chunked.
   eo.max_batch_tokens = std::max(o.prompt_tokens, 1);
@@ -179,6 +185,10 @@ void RunSpeed(const SpeedOptions& o) {
 }
 
 struct ContextOptions {
+  // Off by default: these benchmarks measure computing K/V, and their
+  // repeated or shared prompts would otherwise hit the prefix cache.
+  std::string prefix_cache = "off";
+  std::string prefix_cache_hash = "xxh3_128";
   std::string model;
   std::string kv = "contiguous";
   std::vector<std::string> kv_dtypes{"f32", "f16", "q8_0", "q4_0"};
@@ -223,6 +233,7 @@ void RunContext(const ContextOptions& o) {
       eo.kv.max_seq_len = max_depth + gen;
       eo.num_threads = o.threads;
       eo.activation_precision = o.activations;
+      ApplyPrefixCacheOptions(o.prefix_cache, o.prefix_cache_hash, false, eo);
       eo.max_seqs = 1;
       eo.max_batch_tokens = max_depth;  // every prompt one batched forward
       auto engine = Engine::Create(model, eo);
@@ -315,7 +326,7 @@ void AddRepetitionsAndJsonOptions(CLI::App* cmd, int* repetitions, bool* json) {
 }  // namespace
 
 void AddBenchCommand(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, context, kv-modes, memory, concurrency");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: speed, context, kv-modes, memory, concurrency, prefix");
   bench->require_subcommand(1);
 
   auto o = std::make_shared<SpeedOptions>();
@@ -323,6 +334,7 @@ void AddBenchCommand(CLI::App& app) {
       "speed", "Prefill and decode throughput on a synthetic prompt (llama-bench style)");
   AddModelOption(speed, &o->model);
   AddThreadsOption(speed, &o->threads, &o->activations);
+  AddPrefixCacheOptions(speed, &o->prefix_cache, &o->prefix_cache_hash);
   AddKvDtypeOption(speed, &o->kv_dtype);
   speed->add_option("--prompt-tokens,-p", o->prompt_tokens, "Prompt tokens to prefill")
       ->check(CLI::Range(1, 1 << 20))
@@ -341,6 +353,7 @@ void AddBenchCommand(CLI::App& app) {
       "repetition, with each depth's speed as a paired ratio to the first depth's");
   AddModelOption(context, &c->model);
   AddThreadsOption(context, &c->threads, &c->activations);
+  AddPrefixCacheOptions(context, &c->prefix_cache, &c->prefix_cache_hash);
   AddKvDtypeListOption(context, &c->kv_dtypes);
   context->add_option("--depths,-d", c->depths,
                       "Context depths (prompt tokens before the decode); ratios are to the first")
@@ -357,6 +370,7 @@ void AddBenchCommand(CLI::App& app) {
   AddBenchKvModesCommand(bench);
   AddBenchMemoryCommand(bench);
   AddBenchConcurrencyCommand(bench);
+  AddBenchPrefixCommand(bench);
 }
 
 }  // namespace kvinfer::cli

@@ -1,9 +1,22 @@
-// kvinfer chat: an interactive multi-turn conversation. The engine session
-// keeps the conversation's KV cache, so each turn prefills only what is new.
+// kvinfer chat: an interactive multi-turn conversation. Each turn prefills
+// only what is new: the engine's prefix cache (paged) or the session's
+// cached sequence (other strategies) holds the earlier turns.
+//
+// A turn's prompt is built as token ids: the previous turn's prompt ids,
+// the reply's ids as sampled, then the tokens of the template's text after
+// the reply (the end of the assistant turn, the new user message, the next
+// assistant header). Re-tokenizing the whole rendered conversation instead
+// could give other ids for the reply than were sampled (the same text, split
+// differently), and every cached block from the first changed id on would
+// be recomputed. When the template does not render the conversation as the
+// previous prompt + the reply + more (a template that rewrites earlier
+// turns), or the sampled ids do not spell the reply, the whole conversation
+// is tokenized afresh.
 // --stats-json writes one object per turn: prompt_tokens,
 // cached_prompt_tokens, generated_tokens, finish_reason, decode_tokens_per_s
 // (a failed turn: prompt_tokens, generated_tokens, finish_reason "error" and
-// the error). A failed turn is reported and left out of the conversation.
+// the error); and the prefix cache's counters (PrefixCacheJson). A failed
+// turn is reported and left out of the conversation.
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,8 +47,16 @@ void RunChat(const ChatOptions& o) {
   Engine& e = **engine;
   SessionId session = e.CreateSession();
   std::vector<ChatMessage> messages;
+  // The last turn's prompt: as rendered text and as the ids sent; and the
+  // reply's sampled ids, when they spell the reply's text.
+  std::string last_text;
+  std::vector<int32_t> last_ids;
+  std::vector<int32_t> reply_ids;
+  bool reply_ids_exact = false;
   auto reset = [&] {
     messages.clear();
+    last_text.clear();
+    last_ids.clear();
     if (!o.system.empty()) messages.push_back({"system", o.system});
   };
   reset();
@@ -65,7 +86,25 @@ void RunChat(const ChatOptions& o) {
     StatusOr<std::string> text = model.ApplyChatTemplate(messages, true);
     DieIf(text.status(), "chat template");
     const RequestOptions ro{.parse_special = true, .add_special = true, .session = session};
-    StatusOr<RequestId> id = e.AddRequest(*text, o.run.Sampling(o.max_tokens), ro);
+    std::vector<int32_t> ids;
+    const bool after_reply =
+        messages.size() >= 2 && messages[messages.size() - 2].role == "assistant";
+    const std::string spoken =
+        after_reply ? last_text + messages[messages.size() - 2].content : std::string();
+    if (after_reply && reply_ids_exact && !last_ids.empty() && text->starts_with(spoken)) {
+      StatusOr<std::vector<int32_t>> rest =
+          model.Tokenize(std::string_view(*text).substr(spoken.size()), false, true);
+      DieIf(rest.status(), "tokenize");
+      ids = last_ids;
+      ids.insert(ids.end(), reply_ids.begin(), reply_ids.end());
+      ids.insert(ids.end(), rest->begin(), rest->end());
+    } else {
+      StatusOr<std::vector<int32_t>> all = model.Tokenize(*text, true, true);
+      DieIf(all.status(), "tokenize");
+      ids = std::move(all).value();
+    }
+    const std::vector<int32_t> sent = ids;
+    StatusOr<RequestId> id = e.AddRequestTokens(std::move(ids), o.run.Sampling(o.max_tokens), ro);
     if (!id.ok()) {
       // E.g. the conversation outgrew the context: say so, keep the session.
       std::fprintf(stderr, "kvinfer: %s%s\n", id.status().ToString().c_str(),
@@ -97,6 +136,16 @@ void RunChat(const ChatOptions& o) {
       continue;
     }
     messages.push_back({"assistant", res.text});
+    last_text = *text;
+    last_ids = sent;
+    // The sampled ids, less a final end-of-turn or stop token (its text is
+    // not in the reply; the template writes the end of the turn itself).
+    reply_ids = res.tokens;
+    if (res.final.finish_reason == FinishReason::kStop && !reply_ids.empty() &&
+        model.Detokenize(reply_ids) != res.text) {
+      reply_ids.pop_back();
+    }
+    reply_ids_exact = model.Detokenize(reply_ids) == res.text;
     std::fprintf(stderr,
                  "[%lld prompt tokens: %lld reused from the cache, %lld prefilled | %lld generated, "
                  "%.1f tok/s | %s]\n",
@@ -113,7 +162,10 @@ void RunChat(const ChatOptions& o) {
   }
   if (!o.stats_json.empty()) {
     WriteOutputFile(o.stats_json,
-                    JsonText(nlohmann::json{{"model", model.info().path}, {"turns", turns}}) + "\n");
+                    JsonText(nlohmann::json{{"model", model.info().path},
+                                            {"turns", turns},
+                                            {"prefix_cache", PrefixCacheJson(e)}}) +
+                        "\n");
   }
 }
 

@@ -84,6 +84,7 @@ void RunSamples(const Model& model, Engine& engine, RequestId id, const Generate
                               {"peak_bytes_independent", peak_logical},
                               {"saved_percent", saved},
                               {"num_cow_copies", engine.KvStats().num_cow_copies},
+                              {"prefix_cache", PrefixCacheJson(engine)},
                               {"kv", KvStatsJson(peak)}};
     WriteOutputFile(o.stats_json, JsonText(j) + "\n");
   }
@@ -170,6 +171,8 @@ void RunGenerate(const GenerateOptions& o) {
                         {"total_ms", t.total_ms},
                         {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
                         {"decode_tokens_per_s", t.decode_tokens_per_s()},
+                        {"cached_prompt_tokens", res.final.num_cached_tokens},
+                        {"prefix_cache", PrefixCacheJson(**engine)},
                         {"kv", KvStatsJson(res.peak_kv)}};
     if (res.final.finish_reason == FinishReason::kError) j["error"] = res.final.error;
     WriteOutputFile(o.stats_json, JsonText(j) + "\n");

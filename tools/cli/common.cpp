@@ -125,6 +125,33 @@ void AddKvStrategyOption(CLI::App* cmd, std::string* kv) {
       ->capture_default_str();
 }
 
+void AddPrefixCacheOptions(CLI::App* cmd, std::string* on_off, std::string* hash, bool* log) {
+  cmd->add_option("--prefix-cache", *on_off,
+                  "Prefix caching: full KV blocks are hashed and kept after a request finishes, "
+                  "and a prompt that begins with cached blocks shares them instead of "
+                  "recomputing them (paged; contiguous copies the longest cached prefix into "
+                  "the new sequence's region; none has nothing to cache)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--prefix-cache-hash", *hash,
+                  "Hash naming a cached block: xxh3_128 (fast) or sha256 (collision-resistant, "
+                  "for tenants that must not be able to match another's blocks)")
+      ->check(CLI::IsMember({"xxh3_128", "sha256"}))
+      ->capture_default_str();
+  if (log != nullptr) {
+    cmd->add_flag("--prefix-cache-log", *log,
+                  "Print each request's cached tokens and the first token index where it left "
+                  "the cached prefix to stderr");
+  }
+}
+
+void ApplyPrefixCacheOptions(const std::string& on_off, const std::string& hash, bool log,
+                             EngineOptions& o) {
+  o.prefix_cache = on_off == "on";
+  o.prefix_cache_hash = *ParsePrefixCacheHash(hash);
+  o.prefix_cache_log = log;
+}
+
 void AddOutDirOption(CLI::App* cmd, std::string* out) {
   cmd->add_option("--out,-o", *out, "Folder for results.json and the figures")->required();
 }
@@ -144,6 +171,7 @@ void RunFlags::Add(CLI::App* app, bool sampling) {
       ->check(CLI::NonNegativeNumber);
   app->add_option("--num-blocks", num_blocks, "KV pool size in blocks (overrides --kv-memory-mib)")
       ->check(CLI::NonNegativeNumber);
+  AddPrefixCacheOptions(app, &prefix_cache, &prefix_cache_hash, &prefix_cache_log);
   if (!sampling) return;
   app->add_option("--temperature", temperature, "Sampling temperature (0 = greedy)")
       ->check(CLI::Range(0.0f, 100.0f))
@@ -176,6 +204,7 @@ EngineOptions RunFlags::Engine(int max_seq_len_auto) const {
   o.num_threads = threads;
   o.activation_precision = activations;
   o.max_seqs = 1;
+  ApplyPrefixCacheOptions(prefix_cache, prefix_cache_hash, prefix_cache_log, o);
   return o;
 }
 
@@ -219,7 +248,28 @@ nlohmann::json KvStatsJson(const KvCacheStats& s) {
           {"bytes_logical", s.bytes_logical},
           {"bytes_saved_by_sharing", s.bytes_saved_by_sharing},
           {"num_blocks_shared", s.num_blocks_shared},
-          {"num_cow_copies", s.num_cow_copies}};
+          {"num_cow_copies", s.num_cow_copies},
+          {"prefix_cache", s.prefix_cache},
+          {"prefix_cache_hash", s.prefix_cache_hash},
+          {"prefix_cache_queries", s.prefix_cache_queries},
+          {"prefix_cache_hits", s.prefix_cache_hits},
+          {"prefix_cache_blocks_evicted", s.prefix_cache_blocks_evicted},
+          {"num_blocks_cached", s.num_blocks_cached},
+          {"num_blocks_cached_free", s.num_blocks_cached_free}};
+}
+
+nlohmann::json PrefixCacheJson(const Engine& engine) {
+  const EngineStats st = engine.Stats();
+  const KvCacheStats kv = engine.KvStats();
+  return {{"mode", kv.prefix_cache},
+          {"hash", kv.prefix_cache_hash},
+          {"queries", st.prefix_cache_queries},
+          {"hits", st.prefix_cache_hits},
+          {"hit_rate", st.prefix_cache_queries > 0 ? static_cast<double>(st.prefix_cache_hits) /
+                                                         static_cast<double>(st.prefix_cache_queries)
+                                                   : 0.0},
+          {"blocks_evicted", st.prefix_cache_blocks_evicted},
+          {"num_blocks_cached", st.num_blocks_cached}};
 }
 
 RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {
@@ -235,6 +285,7 @@ RunResult RunToCompletion(Engine& engine, RequestId id, bool stream) {
     for (RequestOutput& o : outs) {
       if (o.id != id) continue;
       res.text += o.text_delta;
+      res.tokens.insert(res.tokens.end(), o.new_tokens.begin(), o.new_tokens.end());
       if (stream && !o.text_delta.empty() && !res.output_lost) {
         res.output_lost = !WriteStdout(o.text_delta);
       }
