@@ -13,9 +13,9 @@ file(WRITE "${OUTPUT}.tmp"
 "#include \"${HEADER}\"\n\n"
 "namespace ${NAMESPACE} {\n"
 "namespace {\n"
-"const char kBytes[] = {\n${bytes}\n0x00};\n"
+"const unsigned char kBytes[] = {\n${bytes}\n0x00};\n"
 "}  // namespace\n\n"
-"std::string_view ${FUNCTION}() { return std::string_view(kBytes, ${size}); }\n\n"
+"std::string_view ${FUNCTION}() {\n  return std::string_view(reinterpret_cast<const char*>(kBytes), ${size});\n}\n\n"
 "}  // namespace ${NAMESPACE}\n")
 file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
 file(REMOVE "${OUTPUT}.tmp")

@@ -134,6 +134,11 @@ struct KvOptions {
   // Longest sequence (prompt + generated) a request may reach; 0 = the
   // model's context length.
   int max_seq_len = 0;
+  // Touch the whole pool when the engine is created, so it is resident from
+  // the start (a server's pool). Otherwise pages become resident as blocks
+  // are first written: memory follows the tokens cached, but the first use
+  // of each block pays its page faults.
+  bool resident = false;
 };
 
 // One sequence's share of the cache.

@@ -90,6 +90,7 @@ EngineImpl::EngineImpl(const Model& model, const EngineOptions& options, int32_t
                                  .prefix_cache_log = options.prefix_cache_log},
                  cache_.manager()),
       runner_(m_.config(), m_.weights(), &pool_, options.activation_precision) {
+  if (options.kv.resident) cache_.MakeResident();
   if (prefix_cache_on()) {
     // Everything besides the tokens that decides the bytes of a block's K/V.
     cache_.manager().EnablePrefixCache(

@@ -33,6 +33,7 @@ class KvCache {
   KvCache& operator=(const KvCache&) = delete;
 
   KvManager& manager() { return manager_; }
+  void MakeResident() { storage_.MakeResident(); }  // KvStorage::MakeResident
   const KvManager& manager() const { return manager_; }
   KvStorage& storage() { return storage_; }
   const KvStorage& storage() const { return storage_; }

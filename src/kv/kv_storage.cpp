@@ -32,6 +32,10 @@ KvStorage::KvStorage(const KvShape& shape, int32_t block_size_tokens, int32_t nu
   data_ = storage_.data();
 }
 
+void KvStorage::MakeResident() {
+  if (storage_.size() > 0) std::memset(storage_.data(), 0, storage_.size());
+}
+
 void KvStorage::WriteToken(int layer, int32_t block, int32_t slot, const float* k, const float* v) {
   KVINFER_CHECK(slot >= 0 && slot < block_size_);
   for (int kv = 0; kv < 2; ++kv) {

@@ -30,6 +30,10 @@ class KvStorage {
   KvStorage(const KvShape& shape, int32_t block_size_tokens, int32_t num_blocks,
             KvPrecision precision = KvPrecision::kF32);
   KvStorage(const KvStorage&) = delete;
+  // Writes every page of the pool once (zeros), so the memory is resident
+  // from now on: no step pays the page faults of a block's first use, and a
+  // pool the host cannot hold fails here rather than mid-request.
+  void MakeResident();
   KvStorage& operator=(const KvStorage&) = delete;
 
   // [block_size, head_dim] keys / values of one head in one block, as

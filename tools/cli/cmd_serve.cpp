@@ -67,6 +67,11 @@ void Run(ServeOptions& o) {
   } else if (o.run.num_blocks > 0) {
     pool_rule = "--num-blocks";
   }
+  // The whole pool is made resident at start: a server holds its memory,
+  // and no request pays the page faults of blocks never used before (with
+  // the prefix cache, never-used blocks are taken first, so a lazily
+  // mapped pool faults in for as long as it takes to use every block once).
+  eo.kv.resident = true;
   o.server.max_body_bytes = static_cast<int64_t>(o.max_body_mib * 1048576.0);
   o.server.write_timeout_s = o.server.read_timeout_s;
 
@@ -84,7 +89,7 @@ void Run(ServeOptions& o) {
   const KvCacheStats kv = (*server)->KvStats();
   std::fprintf(stderr,
                "kvinfer serve: model %s (%s, %d layers, context %d) as '%s'\n"
-               "kvinfer serve: KV %s %s: %lld blocks x %d tokens = %lld tokens, %.1f MiB (%s); "
+               "kvinfer serve: KV %s %s: %lld blocks x %d tokens = %lld tokens, %.1f MiB resident (%s); "
                "max_seq_len %d, max_seqs %d, max_batch_tokens %d\n",
                info.path.c_str(), info.architecture.c_str(), info.n_layers, info.context_length,
                (*server)->model_name().c_str(), kv.strategy.c_str(), kv.precision.c_str(),
