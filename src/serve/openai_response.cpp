@@ -71,6 +71,7 @@ void ChoiceStates::Init(const CompletionRequest& request,
   endpoint_ = request.endpoint;
   n_ = request.params.n;
   want_logprobs_ = request.want_logprobs;
+  accumulate_ = !request.stream;
   top_logprobs_ = request.top_logprobs;
   prompt_texts_ = prompt_texts;
   choices_.assign(prompt_tokens.size() * static_cast<size_t>(n_), Choice{});
@@ -130,11 +131,13 @@ Json ChoiceStates::Apply(size_t prompt_index, const RequestOutput& out, const Mo
         offset += static_cast<int64_t>(s.size());
       }
     }
-    for (auto& [key, values] : part.items()) {
-      for (const Json& v : values) c.logprobs[key].push_back(v);
+    if (accumulate_) {
+      for (auto& [key, values] : part.items()) {
+        for (const Json& v : values) c.logprobs[key].push_back(v);
+      }
     }
   }
-  c.text += out.text_delta;
+  if (accumulate_) c.text += out.text_delta;
   c.text_bytes += static_cast<int64_t>(out.text_delta.size());
   c.num_tokens += static_cast<int64_t>(out.new_tokens.size());
   usage_[prompt_index].cached_tokens = out.num_cached_tokens;

@@ -49,7 +49,7 @@ class ChoiceStates {
   std::optional<ApiError> Failure() const;
 
   struct Choice {
-    std::string text;
+    std::string text;                // non-streamed only (see accumulate_)
     int64_t num_tokens = 0;
     FinishReason finish = FinishReason::kNone;
     std::string error;
@@ -67,6 +67,9 @@ class ChoiceStates {
   Endpoint endpoint_ = Endpoint::kCompletions;
   int n_ = 1;
   bool want_logprobs_ = false;
+  // Whole text and log-probabilities are kept only for a non-streamed
+  // response; a stream sends each output's part as it comes.
+  bool accumulate_ = true;
   int top_logprobs_ = 0;
   std::vector<Choice> choices_;
   std::vector<PromptUsage> usage_;  // per prompt
